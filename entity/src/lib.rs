@@ -1,1 +1,13 @@
-pub fn placeholder() {}
+//! SeaORM entities for the messaging server.
+
+pub mod conversations;
+pub mod customers;
+pub mod dead_letters;
+pub mod message_bodies;
+pub mod messages;
+
+pub use conversations::Entity as Conversation;
+pub use customers::Entity as Customer;
+pub use dead_letters::Entity as DeadLetter;
+pub use message_bodies::Entity as MessageBody;
+pub use messages::Entity as Message;

@@ -1,1 +1,20 @@
-pub fn placeholder() {}
+//! Database migrations for the messaging server (SQLite and PostgreSQL).
+
+use sea_orm_migration::{async_trait, MigrationTrait};
+
+pub use sea_orm_migration::MigratorTrait;
+
+mod m20261127_000001_create_tables;
+
+/// Id of the customer row created by the initial migration (name `"default"`).
+pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
+
+/// Runs all migrations of this crate, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_create_tables::Migration)]
+    }
+}

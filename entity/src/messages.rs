@@ -1,0 +1,67 @@
+//! `messages`: individual inbound/outbound messages.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub conversation_id: i64,
+    pub customer_id: Uuid,
+    /// `"inbound"` or `"outbound"`.
+    pub direction: String,
+    /// `"sms"`, `"mms"` or `"email"`.
+    pub channel: String,
+    pub from_address: String,
+    pub to_address: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub subject: Option<String>,
+    pub body_id: i64,
+    /// JSON array of attachment URL strings.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub attachments: Json,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub metadata: Option<Json>,
+    pub sent_at: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+    /// `"queued"`, `"sent"`, `"failed"` or `"received"`.
+    pub status: String,
+    pub provider_message_id: Option<String>,
+    /// Unique (`ux_messages_idempotency_key`).
+    #[sea_orm(unique)]
+    pub idempotency_key: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::conversations::Entity",
+        from = "Column::ConversationId",
+        to = "super::conversations::Column::Id"
+    )]
+    Conversation,
+    #[sea_orm(
+        belongs_to = "super::message_bodies::Entity",
+        from = "Column::BodyId",
+        to = "super::message_bodies::Column::Id"
+    )]
+    MessageBody,
+}
+
+impl Related<super::conversations::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Conversation.def()
+    }
+}
+
+impl Related<super::message_bodies::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::MessageBody.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

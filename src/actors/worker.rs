@@ -1,0 +1,245 @@
+//! PersistenceWorker: stores a batch of events in one transaction, then hands the new
+//! outbound messages to their provider.
+//!
+//! Successes are acked on the queue; each failure goes to the RetryScheduler. A panic
+//! while processing is caught (actix would otherwise kill the actor for good): the worker
+//! reports the batch as failed and stops itself, and its Supervisor restarts it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::FutureExt;
+use sea_orm::DatabaseConnection;
+
+use super::retry::{Failed, RetryScheduler};
+use super::ProcessingError;
+use crate::domain::{Direction, Event};
+use crate::providers::{OutboundMessage, Providers};
+use crate::queue::{Delivery, QueueBackend};
+use crate::store::writer::{self, Persisted, STATUS_QUEUED};
+use crate::store::StoreError;
+use crate::telemetry::Metrics;
+
+/// Runs before each batch is stored; tests use it to inject faults (a panic).
+pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub db: DatabaseConnection,
+    pub backend: Arc<dyn QueueBackend>,
+    pub retry: Addr<RetryScheduler>,
+    pub metrics: Arc<Metrics>,
+    pub providers: Providers,
+    pub before_persist: Option<BeforePersist>,
+}
+
+/// Process these deliveries. `Err` carries a panic message: the worker has stopped and
+/// none of the deliveries can be assumed done.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ProcessBatch(pub Vec<Delivery>);
+
+pub struct PersistenceWorker {
+    index: usize,
+    deps: WorkerDeps,
+}
+
+impl PersistenceWorker {
+    pub fn start_supervised(index: usize, deps: WorkerDeps) -> Addr<Self> {
+        Supervisor::start(move |_| PersistenceWorker { index, deps })
+    }
+}
+
+impl Actor for PersistenceWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        self.deps.metrics.workers_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.deps.metrics.workers_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Supervised for PersistenceWorker {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(worker = self.index, "persistence worker restarting");
+    }
+}
+
+impl Handler<ProcessBatch> for PersistenceWorker {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, ProcessBatch(batch): ProcessBatch, _: &mut Self::Context) -> Self::Result {
+        let work = AssertUnwindSafe(process(self.deps.clone(), batch)).catch_unwind();
+        Box::pin(work.into_actor(self).map(|result, act, ctx| {
+            result.map_err(|panic| {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_string());
+                tracing::error!(worker = act.index, reason, "persistence worker panicked");
+                ctx.stop();
+                reason
+            })
+        }))
+    }
+}
+
+async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
+    let started = Instant::now();
+    if let Some(hook) = &deps.before_persist {
+        hook(&batch);
+    }
+    let mut valid = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        match delivery.event.revalidate() {
+            Ok(()) => valid.push(delivery),
+            Err(errors) => fail(
+                &deps,
+                delivery,
+                ProcessingError::InvalidEvent(format!("{:?}", errors.0)),
+                started,
+            ),
+        }
+    }
+    let stored = store(&deps.db, &valid).await;
+    let mut to_send = Vec::new();
+    for (delivery, result) in valid.into_iter().zip(stored) {
+        match result {
+            Ok(persisted) => {
+                record_stored(&deps, &delivery.event, &persisted, started);
+                let outbound = delivery.event.direction == Direction::Outbound;
+                if outbound && persisted.status == STATUS_QUEUED {
+                    to_send.push((delivery, persisted.message_id));
+                } else {
+                    deps.backend.ack(delivery.id);
+                }
+            }
+            Err(err) => fail(&deps, delivery, err.into(), started),
+        }
+    }
+    deliver(&deps, to_send, started).await;
+}
+
+/// Stores the batch in one transaction. When the database rejects the batch outright (a
+/// permanent error), each event is retried alone so one bad event cannot sink the others.
+async fn store(db: &DatabaseConnection, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
+    let events: Vec<Event> = batch.iter().map(|d| d.event.clone()).collect();
+    match writer::persist_batch(db, &events).await {
+        Ok(persisted) => persisted.into_iter().map(Ok).collect(),
+        Err(err) if err.is_transient() || events.len() == 1 => {
+            events.iter().map(|_| Err(err.clone())).collect()
+        }
+        Err(_) => {
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                results.push(
+                    writer::persist_batch(db, std::slice::from_ref(&event))
+                        .await
+                        .map(|mut p| p.remove(0)),
+                );
+            }
+            results
+        }
+    }
+}
+
+fn record_stored(deps: &WorkerDeps, event: &Event, persisted: &Persisted, started: Instant) {
+    let outcome = if persisted.inserted { "stored" } else { "duplicate" };
+    deps.metrics.processed(outcome, 1);
+    if persisted.inserted {
+        let latency = (Utc::now() - event.accepted_at).num_microseconds().unwrap_or(0);
+        deps.metrics
+            .processing_latency
+            .record(latency.max(0) as f64 / 1e6, &[]);
+    }
+    log_outcome(event, outcome, started, None);
+}
+
+fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&ProcessingError>) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match error {
+        None => tracing::info!(
+            event_id = %event.event_id,
+            idempotency_key = %event.idempotency_key,
+            channel = event.channel.as_str(),
+            direction = event.direction.as_str(),
+            attempt = event.attempt,
+            outcome,
+            duration_ms,
+            "event processed"
+        ),
+        Some(err) => tracing::warn!(
+            event_id = %event.event_id,
+            idempotency_key = %event.idempotency_key,
+            channel = event.channel.as_str(),
+            direction = event.direction.as_str(),
+            attempt = event.attempt,
+            outcome,
+            error_kind = err.kind().as_str(),
+            error = %err,
+            duration_ms,
+            "event failed"
+        ),
+    }
+}
+
+fn fail(deps: &WorkerDeps, delivery: Delivery, error: ProcessingError, started: Instant) {
+    deps.metrics.failed(error.kind().as_str());
+    log_outcome(&delivery.event, "failed", started, Some(&error));
+    deps.retry.do_send(Failed { delivery, error });
+}
+
+/// Sends stored outbound messages to their providers concurrently, then records the
+/// successes (`sent` + provider id) in one statement.
+async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Instant) {
+    if to_send.is_empty() {
+        return;
+    }
+    let calls = to_send.iter().map(|(delivery, _)| {
+        let provider = deps.providers.for_channel(delivery.event.channel);
+        let message = OutboundMessage::from_event(&delivery.event);
+        async move {
+            let result = provider.send(message).await;
+            let outcome = match &result {
+                Ok(_) => "sent",
+                Err(e) => e.outcome(),
+            };
+            deps.metrics.provider_request(provider.name(), outcome);
+            result
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut sent = Vec::new();
+    let mut sent_deliveries = Vec::new();
+    for ((delivery, message_id), result) in to_send.into_iter().zip(results) {
+        match result {
+            Ok(receipt) => {
+                sent.push((message_id, receipt.provider_message_id));
+                sent_deliveries.push(delivery);
+            }
+            Err(err) => fail(deps, delivery, err.into(), started),
+        }
+    }
+    match writer::mark_sent(&deps.db, &sent).await {
+        Ok(()) => {
+            for delivery in sent_deliveries {
+                deps.backend.ack(delivery.id);
+            }
+        }
+        // The provider has the message but we could not record it: the retry will call the
+        // provider again with the same idempotency key, which it de-duplicates.
+        Err(err) => {
+            for delivery in sent_deliveries {
+                fail(deps, delivery, err.clone().into(), started);
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The command line (SPEC §9). Exit codes: 0 ok, 1 runtime failure, 2 bad configuration
+//! or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use migration::MigratorTrait;
+
+use crate::actors::queue::{Close, WaitUntilDrained};
+use crate::config::{Settings, Sources};
+use crate::startup::Application;
+use crate::store::{self, dead_letters, read::Page};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "messaging-server", version, about = "One API to send and receive SMS/MMS and email")]
+pub struct Cli {
+    /// A deployment config file layered over config/default.toml (also MESSAGING_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default command).
+    Serve {
+        /// all: API and workers; api: accept requests only (no workers).
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply pending migrations.
+    Up,
+    /// Roll back the last migration.
+    Down,
+    /// List migrations and whether they are applied.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters, newest first.
+    List {
+        #[arg(long, default_value_t = 1)]
+        page: u64,
+        #[arg(long, default_value_t = 50)]
+        page_size: u64,
+    },
+    /// Re-enqueue a dead letter (or all of them) through the running server.
+    Replay {
+        /// The dead letter's id.
+        id: Option<i64>,
+        /// Replay every dead letter not replayed yet.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// The running server's base URL (default: http://127.0.0.1:<server.port>).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Delete dead letters older than dlq.retention now.
+    Purge,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration without starting.
+    Check,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let mut settings = match Settings::load(&Sources::from_process(cli.config.clone())) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("messaging-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve { role: Role::All });
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = command
+    {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init_logging(&settings.log);
+    let result = actix_web::rt::System::new().block_on(async move {
+        match command {
+            Command::Serve { role } => {
+                match role {
+                    Role::All => {}
+                    Role::Api => settings.worker.enabled = false,
+                    Role::Worker => {
+                        return Err(Failure::Usage(
+                            "--role worker needs a shared queue backend; with queue.backend = \"memory\" run --role all".into(),
+                        ))
+                    }
+                }
+                serve(settings).await
+            }
+            Command::Migrate { action } => migrate(&settings, action).await,
+            Command::Dlq { action } => dlq(&settings, action).await,
+            Command::Config { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("messaging-server: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("messaging-server: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+fn runtime(err: impl std::fmt::Display) -> Failure {
+    Failure::Runtime(err.to_string())
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting, lets the workers drain the queue
+/// for up to `server.shutdown_timeout`, and exits.
+async fn serve(settings: Settings) -> Result<(), Failure> {
+    let shutdown_timeout = settings.server.shutdown_timeout;
+    let app = Application::build(settings).await.map_err(runtime)?;
+    let queue = app.state().queue.clone();
+    let server = app.server_handle();
+    let running = actix_web::rt::spawn(app.run_until_stopped());
+
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: no longer accepting requests");
+    server.stop(true).await;
+    let drained = queue
+        .send(WaitUntilDrained(shutdown_timeout))
+        .await
+        .unwrap_or(false);
+    let left = queue.send(Close).await.unwrap_or_default();
+    if drained {
+        tracing::info!("queue drained; bye");
+    } else {
+        tracing::warn!(left = left.len(), "shutdown timeout reached with events not stored");
+    }
+    let _ = running.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failure> {
+    let db = store::connect(&settings.database).await.map_err(runtime)?;
+    let result = match action {
+        MigrateAction::Up => migration::Migrator::up(&db, None).await,
+        MigrateAction::Down => migration::Migrator::down(&db, Some(1)).await,
+        MigrateAction::Status => migration::Migrator::status(&db).await,
+    };
+    result.map_err(runtime)?;
+    println!("migrate: done");
+    Ok(())
+}
+
+async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
+    match action {
+        DlqAction::List { page, page_size } => {
+            let db = store::connect(&settings.database).await.map_err(runtime)?;
+            let (items, total) = dead_letters::list(
+                &db,
+                Page {
+                    page: page.max(1),
+                    size: page_size.clamp(1, 200),
+                },
+            )
+            .await
+            .map_err(runtime)?;
+            println!("{total} dead letter(s)");
+            for d in items {
+                let replayed = d
+                    .replayed_at
+                    .map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+                println!(
+                    "{}\t{}\tattempts={}\t{}\tdead_at={}\treplayed_at={}\t{}",
+                    d.id,
+                    d.idempotency_key,
+                    d.attempts,
+                    d.error_kind,
+                    d.dead_at.to_rfc3339(),
+                    replayed,
+                    d.last_error
+                );
+            }
+            Ok(())
+        }
+        DlqAction::Replay { id, all, server } => {
+            let base = server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
+            let path = match (id, all) {
+                (Some(id), false) => format!("/api/dlq/{id}/replay"),
+                (None, true) => "/api/dlq/replay".to_string(),
+                _ => return Err(Failure::Usage("dlq replay takes an ID or --all".into())),
+            };
+            let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+            let mut response = client
+                .post(format!("{}{path}", base.trim_end_matches('/')))
+                .send()
+                .await
+                .map_err(|e| runtime(format!("cannot reach the server at {base}: {e}")))?;
+            let body = response.body().await.map_err(runtime)?;
+            let text = String::from_utf8_lossy(&body);
+            if response.status().is_success() {
+                println!("{text}");
+                Ok(())
+            } else {
+                Err(runtime(format!("server answered {}: {text}", response.status())))
+            }
+        }
+        DlqAction::Purge => {
+            let db = store::connect(&settings.database).await.map_err(runtime)?;
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(settings.dlq.retention).map_err(runtime)?;
+            let purged = dead_letters::purge(&db, cutoff).await.map_err(runtime)?;
+            println!("purged {purged} dead letter(s) older than {}", humantime::format_duration(settings.dlq.retention));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! Settings: `config/default.toml` (compiled in) < `--config FILE` < environment.
+//!
+//! Every key is documented in `config/default.toml`; this module only gives them types and
+//! checks their ranges, so an operator sees one line naming the key that is wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Short environment names from the original task list, and the key each one sets.
+pub const SHORT_ENV_NAMES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("PORT", "server.port"),
+    ("QUEUE_BACKEND", "queue.backend"),
+    ("WORKER_ENABLED", "worker.enabled"),
+    ("WORKER_CONCURRENCY", "worker.concurrency"),
+    ("RETRY_MAX_ATTEMPTS", "retry.max_attempts"),
+    ("RETRY_MAX_AGE", "retry.max_age"),
+    ("DLQ_RETENTION", "dlq.retention"),
+    ("LOG_LEVEL", "log.level"),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub api: ApiSettings,
+    pub queue: QueueSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetrySettings,
+    pub dlq: DlqSettings,
+    pub providers: ProvidersSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    #[serde(deserialize_with = "byte_size")]
+    pub body_limit: usize,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    pub http_workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub auto_migrate: bool,
+    pub max_connections: u32,
+    #[serde(deserialize_with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    pub default_customer_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackendKind {
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueSettings {
+    pub backend: QueueBackendKind,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub concurrency: usize,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub base_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DlqSettings {
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub purge_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProvidersSettings {
+    pub sms: ProviderSettings,
+    pub email: ProviderSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Mock,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub url: String,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub mock_latency: Duration,
+    pub mock_error_rate: f64,
+    pub mock_rate_limit_rate: f64,
+    pub mock_timeout_rate: f64,
+    #[serde(deserialize_with = "duration")]
+    pub mock_retry_after: Duration,
+    #[serde(deserialize_with = "optional_seed")]
+    pub mock_seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Where settings come from besides the compiled-in defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A deployment file layered over the defaults.
+    pub file: Option<PathBuf>,
+    /// Environment variables (name, value), highest precedence.
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment, with `MESSAGING_CONFIG` as the file unless one is given.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = file.or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "MESSAGING_CONFIG")
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        Sources { file, env }
+    }
+}
+
+impl Settings {
+    /// The compiled-in defaults alone (what tests start from).
+    pub fn defaults() -> Self {
+        Self::load(&Sources::default()).expect("config/default.toml is valid")
+    }
+
+    pub fn load(sources: &Sources) -> Result<Self, SettingsError> {
+        use config::{Config, File, FileFormat};
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = &sources.file {
+            if !Path::new(path).exists() {
+                return Err(SettingsError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        for (name, value) in &sources.env {
+            if let Some(key) = env_key(name) {
+                builder = builder
+                    .set_override(key, value.as_str())
+                    .map_err(|e| SettingsError::Load(e.to_string()))?;
+            }
+        }
+        // Short names win over MESSAGING__… so the documented names behave predictably.
+        for (short, key) in SHORT_ENV_NAMES {
+            if let Some((_, value)) = sources.env.iter().find(|(k, _)| k == short) {
+                builder = builder
+                    .set_override(*key, value.as_str())
+                    .map_err(|e| SettingsError::Load(e.to_string()))?;
+            }
+        }
+        let config = builder.build().map_err(load_error)?;
+        let settings: Settings = config.try_deserialize().map_err(load_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let positive = |key: &str, value: usize| {
+            if value == 0 {
+                Err(invalid(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("queue.capacity", self.queue.capacity)?;
+        positive("worker.concurrency", self.worker.concurrency)?;
+        positive("server.body_limit", self.server.body_limit)?;
+        // Keeps one multi-row INSERT under SQLite's 32766 bound parameters.
+        if !(1..=1000).contains(&self.worker.batch_size) {
+            return Err(invalid("worker.batch_size", "accepts 1 to 1000"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if self.retry.base_delay > self.retry.max_delay {
+            return Err(invalid(
+                "retry.base_delay",
+                "must not exceed retry.max_delay",
+            ));
+        }
+        if self.dlq.purge_interval.is_zero() {
+            return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "accepts sqlite://PATH?mode=rwc or postgres://USER@HOST/DB",
+            ));
+        }
+        for (name, p) in [("sms", &self.providers.sms), ("email", &self.providers.email)] {
+            for (field, rate) in [
+                ("mock_error_rate", p.mock_error_rate),
+                ("mock_rate_limit_rate", p.mock_rate_limit_rate),
+                ("mock_timeout_rate", p.mock_timeout_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(invalid(
+                        &format!("providers.{name}.{field}"),
+                        "accepts a number from 0.0 to 1.0",
+                    ));
+                }
+            }
+            if p.kind == ProviderKind::Http && !p.url.starts_with("http://") {
+                return Err(invalid(
+                    &format!("providers.{name}.url"),
+                    "accepts an http:// URL when kind = \"http\"",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|_| {
+            invalid(
+                "log.level",
+                "accepts error, warn, info, debug, trace or a filter like \"info,sqlx=warn\"",
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.starts_with("sqlite:")
+    }
+}
+
+/// `MESSAGING__SECTION__KEY` → `section.key`.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("MESSAGING__")?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// Turns the config crate's errors into one line that names the key and what it accepts.
+fn load_error(err: config::ConfigError) -> SettingsError {
+    match err {
+        config::ConfigError::Type {
+            key: Some(key),
+            expected,
+            unexpected,
+            ..
+        } => invalid(&key, format!("expected {expected}, got {unexpected}")),
+        config::ConfigError::Message(message) => match message.split_once(" for key `") {
+            Some((what, key)) => invalid(key.trim_end_matches('`'), what.to_string()),
+            None => SettingsError::Load(message),
+        },
+        other => {
+            let text = other.to_string();
+            match text.rsplit_once(" for key `") {
+                Some((what, key)) => invalid(key.trim_end_matches('`'), what.to_string()),
+                None => SettingsError::Load(text),
+            }
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "accepts a duration like 250ms, 30s, 72h or 30d, got {text:?}"
+        ))
+    })
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64() as usize)
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "accepts a size like 256KiB or 1MiB, got {text:?}"
+            ))
+        })
+}
+
+fn optional_seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "accepts an unsigned integer or \"\", got {text:?}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load(&Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.server.body_limit, 256 * 1024);
+        assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
+        assert_eq!(s.queue.backend, QueueBackendKind::Memory);
+        assert_eq!(s.queue.capacity, 10_000);
+        assert!(s.worker.enabled);
+        assert_eq!(s.worker.concurrency, 4);
+        assert_eq!(s.retry.max_attempts, 10);
+        assert_eq!(s.retry.max_age, Duration::from_secs(72 * 3600));
+        assert_eq!(s.retry.base_delay, Duration::from_secs(1));
+        assert_eq!(s.retry.max_delay, Duration::from_secs(3600));
+        assert_eq!(s.dlq.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(s.providers.sms.kind, ProviderKind::Mock);
+        assert_eq!(s.providers.sms.mock_seed, None);
+        assert_eq!(s.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn environment_overrides_with_long_and_short_names() {
+        let s = with_env(&[
+            ("MESSAGING__QUEUE__CAPACITY", "5"),
+            ("MESSAGING__PROVIDERS__SMS__MOCK_ERROR_RATE", "1.0"),
+            ("PORT", "9999"),
+            ("WORKER_ENABLED", "false"),
+            ("RETRY_MAX_AGE", "2h"),
+            ("DATABASE_URL", "postgres://u@h/db"),
+        ])
+        .unwrap();
+        assert_eq!(s.queue.capacity, 5);
+        assert_eq!(s.providers.sms.mock_error_rate, 1.0);
+        assert_eq!(s.server.port, 9999);
+        assert!(!s.worker.enabled);
+        assert_eq!(s.retry.max_age, Duration::from_secs(7200));
+        assert_eq!(s.database.url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn a_deployment_file_layers_over_the_defaults() {
+        let path = std::env::temp_dir().join(format!("ms-config-{}.toml", Uuid::new_v4()));
+        std::fs::write(&path, "[worker]\nconcurrency = 7\n").unwrap();
+        let s = Settings::load(&Sources {
+            file: Some(path.clone()),
+            env: vec![],
+        })
+        .unwrap();
+        std::fs::remove_file(path).ok();
+        assert_eq!(s.worker.concurrency, 7);
+        assert_eq!(s.worker.batch_size, Settings::defaults().worker.batch_size);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            ("PORT", "eighty", "server.port"),
+            ("RETRY_MAX_AGE", "soon", "retry.max_age"),
+            ("QUEUE_BACKEND", "carrier-pigeon", "queue.backend"),
+            ("WORKER_CONCURRENCY", "0", "worker.concurrency"),
+            ("MESSAGING__PROVIDERS__EMAIL__MOCK_ERROR_RATE", "1.5", "providers.email.mock_error_rate"),
+            ("DATABASE_URL", "mysql://x", "database.url"),
+            ("MESSAGING__SERVER__BODY_LIMIT", "lots", "server.body_limit"),
+        ];
+        for (name, value, key) in cases {
+            match with_env(&[(name, value)]) {
+                Err(SettingsError::Invalid { key: k, .. }) => assert_eq!(k, key, "{name}={value}"),
+                other => panic!("{name}={value}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+    }
+}

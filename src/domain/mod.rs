@@ -1,0 +1,16 @@
+//! The domain: validated values and the normalized event. No I/O here; the HTTP
+//! layer, queue and workers all speak these types.
+
+pub mod address;
+pub mod error;
+pub mod event;
+pub mod idempotency;
+pub mod message;
+pub mod request;
+
+pub use address::{Address, EmailAddress, PhoneNumber};
+pub use error::{FieldError, ValidationErrors};
+pub use event::{Event, SCHEMA_VERSION};
+pub use idempotency::IdempotencyKey;
+pub use message::{Attachments, Channel, Direction, MessageBody, Subject};
+pub use request::{Accept, EmailWebhook, IntoEvent, SendEmail, SendSms, SmsWebhook};

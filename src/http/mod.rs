@@ -1,0 +1,11 @@
+//! HTTP: routes, extractors, and the mapping of errors to problem responses.
+
+pub mod errors;
+mod middleware;
+mod routes;
+mod state;
+
+pub use errors::ApiError;
+pub use routes::configure;
+pub use state::AppState;
+pub(crate) use middleware::{record_metrics, require_json_accept};

@@ -1,0 +1,78 @@
+//! The route table (SPEC §3).
+
+mod conversations;
+mod dead_letters;
+mod messages;
+mod operations;
+mod paging;
+
+use actix_web::{web, HttpResponse};
+
+use super::errors::json_error;
+use super::{require_json_accept, ApiError};
+
+pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let json = web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(move |err, _| json_error(err, body_limit));
+        let query = web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::BadQuery(err.to_string()).into());
+        let path = web::PathConfig::default()
+            .error_handler(|err, _| ApiError::BadQuery(err.to_string()).into());
+        cfg.app_data(json)
+            .app_data(query)
+            .app_data(path)
+            .service(resource("/healthz").route(web::get().to(operations::healthz)))
+            .service(resource("/readyz").route(web::get().to(operations::readyz)))
+            .service(resource("/metrics").route(web::get().to(operations::metrics)))
+            .service(
+                web::scope("/api")
+                    .wrap(actix_web::middleware::from_fn(require_json_accept))
+                    .service(resource("/messages/sms").route(web::post().to(messages::send_sms)))
+                    .service(
+                        resource("/messages/email").route(web::post().to(messages::send_email)),
+                    )
+                    .service(resource("/webhooks/sms").route(web::post().to(messages::sms_webhook)))
+                    .service(
+                        resource("/webhooks/email").route(web::post().to(messages::email_webhook)),
+                    )
+                    .service(
+                        resource("/conversations").route(web::get().to(conversations::list)),
+                    )
+                    .service(
+                        resource("/conversations/{id}").route(web::get().to(conversations::get)),
+                    )
+                    .service(
+                        resource("/conversations/{id}/messages")
+                            .route(web::get().to(conversations::messages)),
+                    )
+                    .service(resource("/dlq").route(web::get().to(dead_letters::list)))
+                    .service(
+                        resource("/dlq/replay").route(web::post().to(dead_letters::replay_all)),
+                    )
+                    .service(
+                        resource("/dlq/{id}")
+                            .route(web::get().to(dead_letters::get))
+                            .route(web::delete().to(dead_letters::delete)),
+                    )
+                    .service(
+                        resource("/dlq/{id}/replay").route(web::post().to(dead_letters::replay)),
+                    ),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// A resource whose unsupported methods answer 405 as a problem.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("resource".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

@@ -1,0 +1,44 @@
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use actix::Addr;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use super::ApiError;
+use crate::actors::{DlqActor, QueueActor};
+use crate::config::Settings;
+use crate::domain::FieldError;
+use crate::queue::QueueBackend;
+use crate::store;
+use crate::telemetry::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub queue: Addr<QueueActor>,
+    pub backend: Arc<dyn QueueBackend>,
+    pub dlq: Addr<DlqActor>,
+    pub metrics: Arc<Metrics>,
+    /// Customers known to exist; asked of the database only on a miss.
+    pub customers: Arc<RwLock<HashSet<Uuid>>>,
+}
+
+impl AppState {
+    /// A request may name a customer; an unknown one is a 400, not a stored orphan.
+    pub async fn require_customer(&self, id: Uuid) -> Result<(), ApiError> {
+        if self.customers.read().expect("not poisoned").contains(&id) {
+            return Ok(());
+        }
+        if store::read::customer_exists(&self.db, id).await? {
+            self.customers.write().expect("not poisoned").insert(id);
+            return Ok(());
+        }
+        Err(ApiError::Validation(vec![FieldError::new(
+            "customer_id",
+            format!("unknown customer {id}"),
+        )]))
+    }
+}

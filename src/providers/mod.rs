@@ -1,0 +1,131 @@
+//! Delivery of outbound messages to the (mocked) SMS/MMS and email providers.
+
+mod http;
+mod mock;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
+
+pub use http::HttpProvider;
+pub use mock::MockProvider;
+
+use crate::config::{ProviderKind, ProviderSettings, ProvidersSettings};
+use crate::domain::{Channel, Event};
+
+/// What a provider is asked to deliver.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundMessage {
+    /// Providers de-duplicate on it, so a retried send is not delivered twice.
+    pub idempotency_key: String,
+    pub channel: Channel,
+    pub from: String,
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub attachments: Vec<String>,
+}
+
+impl OutboundMessage {
+    pub fn from_event(event: &Event) -> Self {
+        OutboundMessage {
+            idempotency_key: event.idempotency_key.as_str().to_string(),
+            channel: event.channel,
+            from: event.from.clone(),
+            to: event.to.clone(),
+            subject: event.subject.clone(),
+            body: event.body.clone(),
+            attachments: event.attachments.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider_message_id: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProviderError {
+    #[error("provider answered {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("provider timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("provider answered with an unreadable body: {0}")]
+    BadResponse(String),
+}
+
+impl ProviderError {
+    /// 5xx, 429, timeouts and connection failures are worth retrying; other 4xx are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => *status >= 500 || *status == 429,
+            ProviderError::Timeout(_) | ProviderError::Unreachable(_) => true,
+            ProviderError::BadResponse(_) => true,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The `outcome` label of `messaging_provider_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ProviderError::Status { status: 429, .. } => "rate_limited",
+            ProviderError::Status { status, .. } if *status >= 500 => "server_error",
+            ProviderError::Status { .. } => "rejected",
+            ProviderError::Timeout(_) => "timeout",
+            ProviderError::Unreachable(_) | ProviderError::BadResponse(_) => "unreachable",
+        }
+    }
+}
+
+pub trait Provider: Send + Sync + 'static {
+    /// `sms` or `email`: the `provider` label of the metrics.
+    fn name(&self) -> &'static str;
+    /// Local (not `Send`): providers are called from the worker actors' own thread.
+    fn send(&self, message: OutboundMessage)
+        -> LocalBoxFuture<'static, Result<Receipt, ProviderError>>;
+}
+
+/// One provider per channel family.
+#[derive(Clone)]
+pub struct Providers {
+    pub sms: Arc<dyn Provider>,
+    pub email: Arc<dyn Provider>,
+}
+
+impl Providers {
+    pub fn from_settings(settings: &ProvidersSettings) -> Self {
+        Providers {
+            sms: build("sms", &settings.sms),
+            email: build("email", &settings.email),
+        }
+    }
+
+    pub fn for_channel(&self, channel: Channel) -> &Arc<dyn Provider> {
+        match channel {
+            Channel::Sms | Channel::Mms => &self.sms,
+            Channel::Email => &self.email,
+        }
+    }
+}
+
+fn build(name: &'static str, settings: &ProviderSettings) -> Arc<dyn Provider> {
+    match settings.kind {
+        ProviderKind::Mock => Arc::new(MockProvider::new(name, settings)),
+        ProviderKind::Http => Arc::new(HttpProvider::new(name, settings)),
+    }
+}

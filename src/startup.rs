@@ -1,0 +1,172 @@
+//! Builds the whole service from settings. The binary and the tests start the same thing.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::{Arc, RwLock};
+
+use actix::Actor;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::queue::WorkerPool;
+use crate::actors::retry::RetryPolicy;
+use crate::actors::worker::{BeforePersist, WorkerDeps};
+use crate::actors::{DlqActor, QueueActor, RetryScheduler};
+use crate::config::{QueueBackendKind, Settings};
+use crate::http::{self, record_metrics, AppState};
+use crate::providers::Providers;
+use crate::queue::{MemoryQueue, QueueBackend};
+use crate::store::{self, StoreError};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Replaceable parts, for tests that inject faults or count provider calls.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub before_persist: Option<BeforePersist>,
+    pub providers: Option<Providers>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Hooks::default()).await
+    }
+
+    /// Connects (and migrates) the database, starts the actors, and binds the listener
+    /// (port 0 picks a free one). Must run inside an actix System.
+    pub async fn build_with(settings: Settings, hooks: Hooks) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let db = store::connect(&settings.database).await?;
+        if settings.database.auto_migrate {
+            store::migrate(&db).await?;
+        }
+        let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
+            QueueBackendKind::Memory => Arc::new(MemoryQueue::new(settings.queue.capacity)),
+        };
+        let probe = backend.clone();
+        let metrics = Metrics::new(Arc::new(move || probe.depth() as u64));
+        let providers = hooks
+            .providers
+            .unwrap_or_else(|| Providers::from_settings(&settings.providers));
+
+        let dlq = DlqActor::new(
+            db.clone(),
+            backend.clone(),
+            metrics.clone(),
+            settings.dlq.retention,
+            settings.dlq.purge_interval,
+        )
+        .start();
+        let retry = RetryScheduler::new(
+            RetryPolicy::from(&settings.retry),
+            backend.clone(),
+            dlq.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let pool = settings.worker.enabled.then(|| WorkerPool {
+            concurrency: settings.worker.concurrency,
+            batch_size: settings.worker.batch_size,
+            deps: WorkerDeps {
+                db: db.clone(),
+                backend: backend.clone(),
+                retry: retry.clone(),
+                metrics: metrics.clone(),
+                providers,
+                before_persist: hooks.before_persist,
+            },
+        });
+        let queue = QueueActor::new(backend.clone(), metrics.clone(), pool).start();
+
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+
+        let state = AppState {
+            settings: settings.clone(),
+            db,
+            queue,
+            backend,
+            dlq,
+            metrics,
+            customers: Arc::new(RwLock::new(HashSet::new())),
+        };
+        let data = web::Data::new(state.clone());
+        let body_limit = settings.server.body_limit;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(from_fn(record_metrics))
+                .configure(http::configure(body_limit))
+        })
+        // Signals are handled by the binary (see `run_until_signalled`), which must drain
+        // the queue after the server stops accepting.
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
+        if settings.server.http_workers > 0 {
+            server = server.workers(settings.server.http_workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(bind_error)?
+            .run();
+        tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Handles on the running parts (database, queue, metrics), for tests and the CLI.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Hides a password in a database URL before it is logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

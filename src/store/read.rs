@@ -1,0 +1,96 @@
+//! Queries behind the read API.
+
+use std::collections::HashMap;
+
+use entity::{conversations, message_bodies, messages};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::StoreError;
+
+/// A page request: `page` counts from 1.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: u64,
+    pub size: u64,
+}
+
+impl Page {
+    fn offset(&self) -> u64 {
+        (self.page.max(1) - 1) * self.size
+    }
+}
+
+pub struct MessageWithBody {
+    pub message: messages::Model,
+    pub body: String,
+}
+
+/// Conversations, most recent activity first.
+pub async fn conversations(
+    db: &DatabaseConnection,
+    page: Page,
+) -> Result<(Vec<conversations::Model>, u64), StoreError> {
+    use conversations::Column;
+    let total = conversations::Entity::find().count(db).await?;
+    let items = conversations::Entity::find()
+        .order_by_desc(Column::LastMessageAt)
+        .order_by_desc(Column::Id)
+        .offset(page.offset())
+        .limit(page.size)
+        .all(db)
+        .await?;
+    Ok((items, total))
+}
+
+pub async fn conversation(
+    db: &DatabaseConnection,
+    id: i64,
+) -> Result<Option<conversations::Model>, StoreError> {
+    Ok(conversations::Entity::find_by_id(id).one(db).await?)
+}
+
+/// A conversation's messages, oldest first, with their bodies.
+pub async fn messages(
+    db: &DatabaseConnection,
+    conversation_id: i64,
+    page: Page,
+) -> Result<(Vec<MessageWithBody>, u64), StoreError> {
+    use messages::Column;
+    let in_conversation = messages::Entity::find().filter(Column::ConversationId.eq(conversation_id));
+    let total = in_conversation.clone().count(db).await?;
+    let items = in_conversation
+        .order_by_asc(Column::SentAt)
+        .order_by_asc(Column::Id)
+        .offset(page.offset())
+        .limit(page.size)
+        .all(db)
+        .await?;
+    let body_ids: Vec<i64> = items.iter().map(|m| m.body_id).collect();
+    let bodies: HashMap<i64, String> = message_bodies::Entity::find()
+        .filter(message_bodies::Column::Id.is_in(body_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|b| (b.id, b.body))
+        .collect();
+    let items = items
+        .into_iter()
+        .map(|message| MessageWithBody {
+            // Bodies are shared between messages (de-duplicated), so look up, don't take.
+            body: bodies.get(&message.body_id).cloned().unwrap_or_default(),
+            message,
+        })
+        .collect();
+    Ok((items, total))
+}
+
+/// Whether a customer exists (requests may name one).
+pub async fn customer_exists(
+    db: &DatabaseConnection,
+    id: uuid::Uuid,
+) -> Result<bool, StoreError> {
+    Ok(entity::customers::Entity::find_by_id(id).one(db).await?.is_some())
+}

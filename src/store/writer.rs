@@ -1,0 +1,528 @@
+//! Writes events as messages: one transaction for a whole batch of events.
+//!
+//! Per batch, whatever its size, at most seven statements run: body de-duplication (insert,
+//! then look up the bodies that existed), conversation upsert (same two steps), the message
+//! insert (no-op on a known idempotency key, plus a look-up of those that existed), and one
+//! counter update. Counters move only by the messages the insert really added, so replaying
+//! an event changes nothing. Keys are sorted before writing so that concurrent batches take
+//! row locks in the same order and cannot deadlock each other on PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use entity::{conversations, message_bodies, messages};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityName, QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{Direction, Event};
+
+/// Where an event ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    pub message_id: i64,
+    pub conversation_id: i64,
+    /// false when the idempotency key was already stored (a replay or duplicate).
+    pub inserted: bool,
+    /// The message's status as stored (`queued`, `sent`, `failed`, `received`).
+    pub status: String,
+}
+
+pub const STATUS_QUEUED: &str = "queued";
+pub const STATUS_SENT: &str = "sent";
+pub const STATUS_FAILED: &str = "failed";
+pub const STATUS_RECEIVED: &str = "received";
+
+/// Starts a write transaction; on SQLite it takes the write lock up front (`BEGIN
+/// IMMEDIATE`), because a deferred transaction that reads then writes gets SQLITE_BUSY
+/// without the busy handler ever being consulted.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    Ok(db.begin_with_options(options).await?)
+}
+
+/// Persists `events` in one transaction and returns one outcome per event, in order.
+pub async fn persist_batch(
+    db: &DatabaseConnection,
+    events: &[Event],
+) -> Result<Vec<Persisted>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let txn = begin_write(db).await?;
+    let persisted = persist_in(&txn, events).await?;
+    txn.commit().await?;
+    Ok(persisted)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ConversationKey {
+    customer_id: Uuid,
+    channel: &'static str,
+    participant_a: String,
+    participant_b: String,
+}
+
+impl ConversationKey {
+    fn of(event: &Event) -> Self {
+        let (participant_a, participant_b) = event.participants();
+        ConversationKey {
+            customer_id: event.customer_id,
+            channel: event.channel.family(),
+            participant_a,
+            participant_b,
+        }
+    }
+}
+
+async fn persist_in(
+    txn: &DatabaseTransaction,
+    events: &[Event],
+) -> Result<Vec<Persisted>, StoreError> {
+    let now = Utc::now();
+    let shas: Vec<String> = events.iter().map(Event::body_sha256).collect();
+    let keys: Vec<ConversationKey> = events.iter().map(ConversationKey::of).collect();
+
+    let mut bodies: BTreeMap<&str, &str> = BTreeMap::new();
+    for (event, sha) in events.iter().zip(&shas) {
+        bodies.entry(sha.as_str()).or_insert(event.body.as_str());
+    }
+    let body_ids = store_bodies(txn, &bodies).await?;
+
+    let unique_keys: BTreeSet<&ConversationKey> = keys.iter().collect();
+    let conversation_ids = store_conversations(txn, &unique_keys, now).await?;
+
+    // First occurrence of each idempotency key is the one written; later ones in the same
+    // batch are duplicates of it.
+    let mut first_by_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
+        first_by_key.entry(event.idempotency_key.as_str()).or_insert(i);
+    }
+    let rows: Vec<NewMessage<'_>> = first_by_key
+        .values()
+        .map(|&i| NewMessage {
+            event: &events[i],
+            conversation_id: conversation_ids[&keys[i]],
+            body_id: body_ids[shas[i].as_str()],
+        })
+        .collect();
+    let inserted = insert_messages(txn, &rows, now).await?;
+
+    let existing_keys: Vec<&str> = first_by_key
+        .keys()
+        .copied()
+        .filter(|k| !inserted.contains_key(*k))
+        .collect();
+    let existing = find_messages_by_key(txn, &existing_keys).await?;
+
+    bump_counters(txn, &rows, &inserted, &keys_by_id(&conversation_ids), now).await?;
+
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    events
+        .iter()
+        .map(|event| {
+            let key = event.idempotency_key.as_str();
+            let first_sight = seen.insert(key);
+            if let Some(stored) = inserted.get(key) {
+                return Ok(Persisted {
+                    inserted: first_sight,
+                    ..stored.clone()
+                });
+            }
+            existing.get(key).cloned().ok_or_else(|| {
+                StoreError::Rejected(format!("message {key} neither inserted nor found"))
+            })
+        })
+        .collect()
+}
+
+fn keys_by_id(ids: &HashMap<ConversationKey, i64>) -> HashMap<i64, &ConversationKey> {
+    ids.iter().map(|(k, id)| (*id, k)).collect()
+}
+
+fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T, StoreError> {
+    Ok(row.try_get::<T>("", column)?)
+}
+
+async fn store_bodies(
+    txn: &DatabaseTransaction,
+    bodies: &BTreeMap<&str, &str>,
+) -> Result<HashMap<String, i64>, StoreError> {
+    use message_bodies::Column;
+    let mut insert = Query::insert();
+    insert
+        .into_table(message_bodies::Entity.table_ref())
+        .columns([Column::Sha256, Column::Body])
+        .values_from_panic(
+            bodies
+                .iter()
+                .map(|(sha, body)| [Expr::from(sha.to_string()), Expr::from(body.to_string())]),
+        )
+        .on_conflict(OnConflict::column(Column::Sha256).do_nothing().to_owned())
+        .returning(Query::returning().columns([Column::Id, Column::Sha256]));
+    let mut ids = HashMap::with_capacity(bodies.len());
+    for row in txn.query_all(&insert).await? {
+        ids.insert(get::<String>(&row, "sha256")?, get::<i64>(&row, "id")?);
+    }
+    let missing: Vec<String> = bodies
+        .keys()
+        .filter(|sha| !ids.contains_key(**sha))
+        .map(|sha| sha.to_string())
+        .collect();
+    if !missing.is_empty() {
+        let select = Query::select()
+            .columns([Column::Id, Column::Sha256])
+            .from(message_bodies::Entity.table_ref())
+            .and_where(Column::Sha256.is_in(missing))
+            .to_owned();
+        for row in txn.query_all(&select).await? {
+            ids.insert(get::<String>(&row, "sha256")?, get::<i64>(&row, "id")?);
+        }
+    }
+    Ok(ids)
+}
+
+fn conversation_key(row: &QueryResult) -> Result<(ConversationKey, i64), StoreError> {
+    let channel: String = get(row, "channel")?;
+    let channel = if channel == "email" { "email" } else { "sms" };
+    Ok((
+        ConversationKey {
+            customer_id: get(row, "customer_id")?,
+            channel,
+            participant_a: get(row, "participant_a")?,
+            participant_b: get(row, "participant_b")?,
+        },
+        get(row, "id")?,
+    ))
+}
+
+async fn store_conversations(
+    txn: &DatabaseTransaction,
+    keys: &BTreeSet<&ConversationKey>,
+    now: DateTime<Utc>,
+) -> Result<HashMap<ConversationKey, i64>, StoreError> {
+    use conversations::Column;
+    let key_columns = [
+        Column::CustomerId,
+        Column::Channel,
+        Column::ParticipantA,
+        Column::ParticipantB,
+    ];
+    let returned = [
+        Column::Id,
+        Column::CustomerId,
+        Column::Channel,
+        Column::ParticipantA,
+        Column::ParticipantB,
+    ];
+    let mut insert = Query::insert();
+    insert
+        .into_table(conversations::Entity.table_ref())
+        .columns([
+            Column::CustomerId,
+            Column::Channel,
+            Column::ParticipantA,
+            Column::ParticipantB,
+            Column::MessageCount,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ])
+        .values_from_panic(keys.iter().map(|k| {
+            [
+                Expr::from(k.customer_id),
+                Expr::from(k.channel),
+                Expr::from(k.participant_a.clone()),
+                Expr::from(k.participant_b.clone()),
+                Expr::from(0i64),
+                Expr::from(now),
+                Expr::from(now),
+            ]
+        }))
+        .on_conflict(OnConflict::columns(key_columns).do_nothing().to_owned())
+        .returning(Query::returning().columns(returned));
+    let mut ids = HashMap::with_capacity(keys.len());
+    for row in txn.query_all(&insert).await? {
+        let (key, id) = conversation_key(&row)?;
+        ids.insert(key, id);
+    }
+    let missing: Vec<&&ConversationKey> = keys.iter().filter(|k| !ids.contains_key(**k)).collect();
+    if !missing.is_empty() {
+        let mut any = Condition::any();
+        for k in missing {
+            any = any.add(
+                Condition::all()
+                    .add(Column::CustomerId.eq(k.customer_id))
+                    .add(Column::Channel.eq(k.channel))
+                    .add(Column::ParticipantA.eq(k.participant_a.clone()))
+                    .add(Column::ParticipantB.eq(k.participant_b.clone())),
+            );
+        }
+        let select = Query::select()
+            .columns(returned)
+            .from(conversations::Entity.table_ref())
+            .cond_where(any)
+            .to_owned();
+        for row in txn.query_all(&select).await? {
+            let (key, id) = conversation_key(&row)?;
+            ids.insert(key, id);
+        }
+    }
+    Ok(ids)
+}
+
+struct NewMessage<'a> {
+    event: &'a Event,
+    conversation_id: i64,
+    body_id: i64,
+}
+
+fn initial_status(event: &Event) -> &'static str {
+    match event.direction {
+        Direction::Outbound => STATUS_QUEUED,
+        Direction::Inbound => STATUS_RECEIVED,
+    }
+}
+
+/// PostgreSQL keeps microseconds; truncating here makes both databases store and compare
+/// the same instant.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+async fn insert_messages(
+    txn: &DatabaseTransaction,
+    rows: &[NewMessage<'_>],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, Persisted>, StoreError> {
+    use messages::Column;
+    let mut insert = Query::insert();
+    insert
+        .into_table(messages::Entity.table_ref())
+        .columns([
+            Column::ConversationId,
+            Column::CustomerId,
+            Column::Direction,
+            Column::Channel,
+            Column::FromAddress,
+            Column::ToAddress,
+            Column::Subject,
+            Column::BodyId,
+            Column::Attachments,
+            Column::Metadata,
+            Column::SentAt,
+            Column::ReceivedAt,
+            Column::Status,
+            Column::ProviderMessageId,
+            Column::IdempotencyKey,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ])
+        .values_from_panic(rows.iter().map(|row| {
+            let e = row.event;
+            [
+                Expr::from(row.conversation_id),
+                Expr::from(e.customer_id),
+                Expr::from(e.direction.as_str()),
+                Expr::from(e.channel.as_str()),
+                Expr::from(e.from.clone()),
+                Expr::from(e.to.clone()),
+                Expr::from(e.subject.clone()),
+                Expr::from(row.body_id),
+                Expr::from(serde_json::Value::from(e.attachments.clone())),
+                Expr::from(e.metadata.clone()),
+                Expr::from(micros(e.sent_at)),
+                Expr::from(micros(e.accepted_at)),
+                Expr::from(initial_status(e)),
+                Expr::from(e.provider_message_id.clone()),
+                Expr::from(e.idempotency_key.as_str().to_string()),
+                Expr::from(now),
+                Expr::from(now),
+            ]
+        }))
+        .on_conflict(OnConflict::column(Column::IdempotencyKey).do_nothing().to_owned())
+        .returning(Query::returning().columns([
+            Column::Id,
+            Column::IdempotencyKey,
+            Column::ConversationId,
+            Column::Status,
+        ]));
+    let mut inserted = HashMap::with_capacity(rows.len());
+    for row in txn.query_all(&insert).await? {
+        inserted.insert(
+            get::<String>(&row, "idempotency_key")?,
+            Persisted {
+                message_id: get(&row, "id")?,
+                conversation_id: get(&row, "conversation_id")?,
+                inserted: true,
+                status: get(&row, "status")?,
+            },
+        );
+    }
+    Ok(inserted)
+}
+
+async fn find_messages_by_key(
+    txn: &DatabaseTransaction,
+    keys: &[&str],
+) -> Result<HashMap<String, Persisted>, StoreError> {
+    use messages::Column;
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let select = Query::select()
+        .columns([
+            Column::Id,
+            Column::IdempotencyKey,
+            Column::ConversationId,
+            Column::Status,
+        ])
+        .from(messages::Entity.table_ref())
+        .and_where(Column::IdempotencyKey.is_in(keys.iter().map(|k| k.to_string())))
+        .to_owned();
+    let mut found = HashMap::with_capacity(keys.len());
+    for row in txn.query_all(&select).await? {
+        found.insert(
+            get::<String>(&row, "idempotency_key")?,
+            Persisted {
+                message_id: get(&row, "id")?,
+                conversation_id: get(&row, "conversation_id")?,
+                inserted: false,
+                status: get(&row, "status")?,
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// Adds the newly inserted messages to their conversations' counters in one statement.
+///
+/// It is written as an upsert on the primary key (every row conflicts, so every row is an
+/// update) because that is the one multi-row UPDATE both SQLite and PostgreSQL accept
+/// from the same builder.
+async fn bump_counters(
+    txn: &DatabaseTransaction,
+    rows: &[NewMessage<'_>],
+    inserted: &HashMap<String, Persisted>,
+    keys: &HashMap<i64, &ConversationKey>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use conversations::Column;
+    let mut bumps: BTreeMap<i64, (i64, DateTime<Utc>)> = BTreeMap::new();
+    for row in rows {
+        if !inserted.contains_key(row.event.idempotency_key.as_str()) {
+            continue;
+        }
+        let sent_at = micros(row.event.sent_at);
+        let bump = bumps.entry(row.conversation_id).or_insert((0, sent_at));
+        bump.0 += 1;
+        bump.1 = bump.1.max(sent_at);
+    }
+    if bumps.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = Query::insert();
+    upsert
+        .into_table(conversations::Entity.table_ref())
+        .columns([
+            Column::Id,
+            Column::CustomerId,
+            Column::Channel,
+            Column::ParticipantA,
+            Column::ParticipantB,
+            Column::MessageCount,
+            Column::LastMessageAt,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ])
+        .values_from_panic(bumps.iter().map(|(id, (count, last))| {
+            let key = keys[id];
+            [
+                Expr::from(*id),
+                Expr::from(key.customer_id),
+                Expr::from(key.channel),
+                Expr::from(key.participant_a.clone()),
+                Expr::from(key.participant_b.clone()),
+                Expr::from(*count),
+                Expr::from(*last),
+                Expr::from(now),
+                Expr::from(now),
+            ]
+        }))
+        .on_conflict(
+            OnConflict::column(Column::Id)
+                .values([
+                    (
+                        Column::MessageCount,
+                        Expr::cust(r#""conversations"."message_count" + "excluded"."message_count""#),
+                    ),
+                    (
+                        Column::LastMessageAt,
+                        Expr::cust(
+                            r#"CASE WHEN "conversations"."last_message_at" IS NULL OR "excluded"."last_message_at" > "conversations"."last_message_at" THEN "excluded"."last_message_at" ELSE "conversations"."last_message_at" END"#,
+                        ),
+                    ),
+                    (Column::UpdatedAt, Expr::cust(r#""excluded"."updated_at""#)),
+                ])
+                .to_owned(),
+        );
+    txn.execute(&upsert).await?;
+    Ok(())
+}
+
+/// Records provider acceptance: `queued → sent` with the provider's id, in one statement.
+/// A message no longer `queued` is left alone, so a late duplicate cannot overwrite it.
+pub async fn mark_sent(db: &DatabaseConnection, sent: &[(i64, String)]) -> Result<(), StoreError> {
+    use messages::Column;
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let mut provider_id = sea_orm::sea_query::CaseStatement::new();
+    for (id, provider_message_id) in sent {
+        provider_id = provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
+    }
+    let update = Query::update()
+        .table(messages::Entity.table_ref())
+        .value(Column::Status, STATUS_SENT)
+        .value(Column::ProviderMessageId, provider_id.finally(Expr::col(Column::ProviderMessageId)))
+        .value(Column::UpdatedAt, Utc::now())
+        .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)))
+        .and_where(Column::Status.eq(STATUS_QUEUED))
+        .to_owned();
+    db.execute(&update).await?;
+    Ok(())
+}
+
+/// Marks the message of a dead-lettered event `failed` (if it was stored and not sent).
+pub async fn mark_failed<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<(), StoreError> {
+    use messages::Column;
+    let update = Query::update()
+        .table(messages::Entity.table_ref())
+        .value(Column::Status, STATUS_FAILED)
+        .value(Column::UpdatedAt, Utc::now())
+        .and_where(Column::IdempotencyKey.eq(idempotency_key))
+        .and_where(Column::Status.eq(STATUS_QUEUED))
+        .to_owned();
+    db.execute(&update).await?;
+    Ok(())
+}
+
+/// A replayed event may be retried: put its `failed` message back to `queued`.
+pub async fn mark_requeued<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<(), StoreError> {
+    use messages::Column;
+    let update = Query::update()
+        .table(messages::Entity.table_ref())
+        .value(Column::Status, STATUS_QUEUED)
+        .value(Column::UpdatedAt, Utc::now())
+        .and_where(Column::IdempotencyKey.eq(idempotency_key))
+        .and_where(Column::Status.eq(STATUS_FAILED))
+        .to_owned();
+    db.execute(&update).await?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Metrics (OpenTelemetry, exposed in Prometheus text format) and logs (tracing).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Reads the current queue depth at scrape time.
+pub type DepthProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Every instrument of SPEC §8. One instance per running application (tests start several
+/// in one process, each with its own registry).
+pub struct Metrics {
+    registry: prometheus::Registry,
+    // Dropping the provider shuts the exporter down and empties every scrape.
+    _provider: SdkMeterProvider,
+    pub enqueued: Counter<u64>,
+    pub enqueue_rejected: Counter<u64>,
+    pub dequeued: Counter<u64>,
+    pub processed: Counter<u64>,
+    pub failed: Counter<u64>,
+    pub retries: Counter<u64>,
+    pub dead_lettered: Counter<u64>,
+    pub processing_latency: Histogram<f64>,
+    pub provider_requests: Counter<u64>,
+    pub http_requests: Counter<u64>,
+    pub http_duration: Histogram<f64>,
+    /// Dead letters not yet replayed; refreshed from the database before each scrape.
+    pub dlq_size: Arc<AtomicU64>,
+    /// PersistenceWorker actors currently running.
+    pub workers_active: Arc<AtomicI64>,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Metrics {
+    pub fn new(queue_depth: DepthProbe) -> Arc<Self> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .expect("a fresh registry accepts the exporter");
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("messaging-server");
+        let dlq_size = Arc::new(AtomicU64::new(0));
+        let workers_active = Arc::new(AtomicI64::new(0));
+
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
+        let seconds = |name: &'static str, help: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(help)
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build()
+        };
+        meter
+            .u64_observable_gauge("messaging_queue_depth")
+            .with_description("Events accepted and not yet finished (waiting, retrying, in flight)")
+            .with_callback(move |gauge| gauge.observe(queue_depth(), &[]))
+            .build();
+        let size = dlq_size.clone();
+        meter
+            .u64_observable_gauge("messaging_dlq_size")
+            .with_description("Dead letters waiting (not replayed)")
+            .with_callback(move |gauge| gauge.observe(size.load(Ordering::Relaxed), &[]))
+            .build();
+        let active = workers_active.clone();
+        meter
+            .i64_observable_gauge("messaging_workers_active")
+            .with_description("PersistenceWorker actors running")
+            .with_callback(move |gauge| gauge.observe(active.load(Ordering::Relaxed), &[]))
+            .build();
+
+        Arc::new(Metrics {
+            enqueued: counter("messaging_queue_enqueued", "Events accepted into the queue"),
+            enqueue_rejected: counter(
+                "messaging_queue_enqueue_rejected",
+                "Events refused by the queue (full or unavailable)",
+            ),
+            dequeued: counter("messaging_queue_dequeued", "Events handed to workers"),
+            processed: counter(
+                "messaging_worker_processed",
+                "Events persisted, by outcome (stored, duplicate)",
+            ),
+            failed: counter(
+                "messaging_worker_failed",
+                "Failed processing attempts, by kind (transient, permanent)",
+            ),
+            retries: counter("messaging_retries", "Retries scheduled"),
+            dead_lettered: counter("messaging_dlq", "Events moved to the dead-letter queue"),
+            processing_latency: seconds(
+                "messaging_processing_latency",
+                "From acceptance to the committed write",
+            ),
+            provider_requests: counter(
+                "messaging_provider_requests",
+                "Provider calls, by provider and outcome",
+            ),
+            http_requests: counter("http_server_requests", "HTTP requests, by route and status"),
+            http_duration: seconds(
+                "http_server_request_duration",
+                "HTTP request duration, by route and status",
+            ),
+            dlq_size,
+            workers_active,
+            registry,
+            _provider: provider,
+        })
+    }
+
+    /// The Prometheus text exposition and its content type.
+    pub fn render(&self) -> (String, String) {
+        let encoder = TextEncoder::new();
+        let mut buffer = Vec::new();
+        encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to a Vec cannot fail");
+        (
+            String::from_utf8_lossy(&buffer).into_owned(),
+            encoder.format_type().to_string(),
+        )
+    }
+
+    pub fn processed(&self, outcome: &'static str, n: u64) {
+        self.processed.add(n, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub fn failed(&self, kind: &'static str) {
+        self.failed.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    pub fn provider_request(&self, provider: &'static str, outcome: &'static str) {
+        self.provider_requests.add(
+            1,
+            &[
+                KeyValue::new("provider", provider),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    pub fn http_request(&self, route: String, status: u16, seconds: f64) {
+        let labels = [
+            KeyValue::new("route", route),
+            KeyValue::new("status", i64::from(status)),
+        ];
+        self.http_requests.add(1, &labels);
+        self.http_duration.record(seconds, &labels);
+    }
+}
+
+/// Installs the global log subscriber; a second call (tests) keeps the first.
+pub fn init_logging(settings: &LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}

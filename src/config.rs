@@ -71,6 +71,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     #[serde(deserialize_with = "duration")]
     pub acquire_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub busy_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,8 +5,6 @@ pub mod dead_letters;
 pub mod read;
 pub mod writer;
 
-use std::time::Duration;
-
 use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
@@ -28,11 +26,12 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
         create_sqlite_directory(url)?;
-        options.map_sqlx_sqlite_opts(|o| {
+        let busy_timeout = settings.busy_timeout;
+        options.map_sqlx_sqlite_opts(move |o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
     }

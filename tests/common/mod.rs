@@ -1,0 +1,299 @@
+//! Test harness: starts the real application on a random port with a fresh database.
+//!
+//! Every test runs on SQLite, and on PostgreSQL too when `TEST_DATABASE_URL` points at a
+//! server (each app gets its own database there, dropped afterwards).
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use messaging_server::actors::queue::{Enqueue, WaitUntilDrained};
+use messaging_server::config::Settings;
+use messaging_server::domain::Event;
+use messaging_server::http::AppState;
+use messaging_server::providers::{MockProvider, Providers};
+use messaging_server::startup::{Application, Hooks};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set.
+pub fn databases() -> Vec<Db> {
+    let mut dbs = vec![Db::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty()) {
+        dbs.push(Db::Postgres);
+    }
+    dbs
+}
+
+/// A fresh, empty database; dropped (PostgreSQL) or deleted (SQLite) with the value.
+pub struct TestDatabase {
+    pub kind: Db,
+    pub url: String,
+    name: String,
+    admin_url: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(kind: Db) -> Self {
+        let name = format!("ms_test_{}", uuid::Uuid::new_v4().simple());
+        match kind {
+            Db::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                TestDatabase {
+                    kind,
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    name,
+                    admin_url: None,
+                }
+            }
+            Db::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+                let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_string())
+                    .expect("TEST_DATABASE_URL has a database path");
+                TestDatabase {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    name,
+                    admin_url: Some(admin_url),
+                }
+            }
+        }
+    }
+
+    /// Runs SQL as the database owner (for fault injection: revoking privileges, locks).
+    pub async fn admin_execute(&self, sql: &str) {
+        let db = Database::connect(&self.url).await.expect("connect");
+        db.execute_unprepared(sql).await.expect(sql);
+        db.close().await.ok();
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.admin_url {
+            None => {
+                let path = self.url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+            Some(admin_url) => {
+                // Drop runs outside any runtime we may block on: use a private one.
+                let (admin_url, name) = (admin_url.clone(), self.name.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        if let Ok(admin) = Database::connect(&admin_url).await {
+                            let _ = admin
+                                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .await;
+                            admin.close().await.ok();
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// Settings for tests: a free port on loopback, short retry delays.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.server.http_workers = 1;
+    settings.database.url = database_url.to_string();
+    settings.database.max_connections = 5;
+    settings.retry.base_delay = Duration::from_millis(10);
+    settings.retry.max_delay = Duration::from_millis(50);
+    settings.providers.sms.mock_retry_after = Duration::from_millis(10);
+    settings.providers.email.mock_retry_after = Duration::from_millis(10);
+    settings
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub sms: Arc<MockProvider>,
+    pub email: Arc<MockProvider>,
+    pub client: awc::Client,
+    // Dropped last: the app's connections close with the test's System.
+    pub database: TestDatabase,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}, Hooks::default()).await
+}
+
+/// Starts the application as the binary does, with `configure` applied to the settings.
+/// Unless `hooks` brings its own providers, mocks built from the settings are used and
+/// kept so the test can ask what they delivered.
+pub async fn spawn_app_with(
+    db: Db,
+    configure: impl FnOnce(&mut Settings),
+    hooks: Hooks,
+) -> TestApp {
+    let database = TestDatabase::create(db).await;
+    spawn_on(database, configure, hooks).await
+}
+
+pub async fn spawn_on(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut Settings),
+    mut hooks: Hooks,
+) -> TestApp {
+    let mut settings = test_settings(&database.url);
+    configure(&mut settings);
+    let sms = Arc::new(MockProvider::new("sms", &settings.providers.sms));
+    let email = Arc::new(MockProvider::new("email", &settings.providers.email));
+    if hooks.providers.is_none() {
+        hooks.providers = Some(Providers {
+            sms: sms.clone(),
+            email: email.clone(),
+        });
+    }
+    let app = Application::build_with(settings, hooks)
+        .await
+        .expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        state,
+        sms,
+        email,
+        client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+        database,
+    }
+}
+
+impl TestApp {
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.request(self.client.post(self.url(path)), Some(body)).await
+    }
+
+    pub async fn post_json_with_key(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        let request = self.client.post(self.url(path)).insert_header(("Idempotency-Key", key));
+        self.request(request, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(self.client.get(self.url(path)), None).await
+    }
+
+    /// Sends `request` (with a JSON body if given); returns the status and the JSON answer
+    /// (a string when the answer is not JSON, null when empty).
+    pub async fn request(&self, request: awc::ClientRequest, body: Option<&Value>) -> (StatusCode, Value) {
+        let sent = match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        };
+        let mut response = sent.expect("request reaches the server");
+        let status = response.status();
+        let body = response.body().limit(16 * 1024 * 1024).await.expect("body");
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        (status, json)
+    }
+
+    /// Puts events straight on the queue, as the HTTP handlers do.
+    pub async fn enqueue(&self, events: Vec<Event>) {
+        for event in events {
+            self.state
+                .queue
+                .send(Enqueue(event))
+                .await
+                .expect("queue actor")
+                .expect("queue accepts");
+        }
+    }
+
+    /// Waits until every accepted event is stored or dead-lettered.
+    pub async fn drained(&self) {
+        let drained = self
+            .state
+            .queue
+            .send(WaitUntilDrained(Duration::from_secs(30)))
+            .await
+            .expect("queue actor");
+        assert!(drained, "queue did not drain within 30 s");
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let backend = self.db().get_database_backend();
+        let row = self
+            .db()
+            .query_one_raw(Statement::from_string(backend, sql.to_string()))
+            .await
+            .expect(sql)
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
+    /// SPEC §5's invariant: every conversation's counter equals its number of messages.
+    pub async fn assert_counters_match(&self) {
+        let wrong = self
+            .scalar(
+                "SELECT COUNT(*) FROM conversations c WHERE c.message_count <> \
+                 (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)",
+            )
+            .await;
+        assert_eq!(wrong, 0, "conversations whose message_count is wrong");
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn sms(from: &str, to: &str, body: &str) -> Value {
+    serde_json::json!({
+        "from": from, "to": to, "type": "sms", "body": body,
+        "attachments": null, "timestamp": "2024-11-01T14:00:00Z"
+    })
+}

@@ -161,15 +161,24 @@ impl Pump {
             // Kept so that, if the worker dies with the batch, each event still reaches
             // the RetryScheduler.
             let held = batch.clone();
-            if let Err(err) = worker.send(ProcessBatch(batch)).await {
-                tracing::error!(worker = self.index, error = %err, "worker lost its batch; replacing it");
-                for delivery in held {
-                    self.retry.do_send(Failed {
-                        delivery,
-                        error: ProcessingError::WorkerStopped(err.to_string()),
-                    });
+            let lost = match worker.send(ProcessBatch(batch)).await {
+                Ok(Ok(())) => continue,
+                // The worker caught a panic and stopped; its Supervisor restarts it.
+                Ok(Err(panic)) => format!("panicked: {panic}"),
+                // The worker is gone for good: replace it.
+                Err(err) => {
+                    tracing::error!(worker = self.index, error = %err, "worker lost; replacing it");
+                    worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+                    err.to_string()
                 }
-                worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+            };
+            // None of the batch can be assumed done: each event goes through the
+            // RetryScheduler (replaying one that was done is a harmless duplicate).
+            for delivery in held {
+                self.retry.do_send(Failed {
+                    delivery,
+                    error: ProcessingError::WorkerStopped(lost.clone()),
+                });
             }
         }
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod stub;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,9 @@ pub struct TestDatabase {
     pub url: String,
     name: String,
     admin_url: Option<String>,
+    /// PostgreSQL: the role the application connects as (it owns the database, so a test
+    /// can revoke its privileges; a superuser's cannot be revoked).
+    pub role: Option<String>,
 }
 
 impl TestDatabase {
@@ -52,33 +57,38 @@ impl TestDatabase {
                     url: format!("sqlite://{}?mode=rwc", path.display()),
                     name,
                     admin_url: None,
+                    role: None,
                 }
             }
             Db::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
                 let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
+                for sql in [
+                    format!("CREATE ROLE {name} LOGIN"),
+                    format!("CREATE DATABASE {name} OWNER {name}"),
+                ] {
+                    admin.execute_unprepared(&sql).await.expect(&sql);
+                }
                 admin.close().await.ok();
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base.to_string())
-                    .expect("TEST_DATABASE_URL has a database path");
+                let (scheme, rest) = admin_url.split_once("://").expect("a URL");
+                let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                let host = host_and_path.split('/').next().expect("a host");
                 TestDatabase {
                     kind,
-                    url: format!("{base}/{name}"),
-                    name,
+                    url: format!("{scheme}://{name}@{host}/{name}"),
+                    name: name.clone(),
                     admin_url: Some(admin_url),
+                    role: Some(name),
                 }
             }
         }
     }
 
-    /// Runs SQL as the database owner (for fault injection: revoking privileges, locks).
+    /// Runs SQL on this database as the administrator (PostgreSQL only): fault injection.
     pub async fn admin_execute(&self, sql: &str) {
-        let db = Database::connect(&self.url).await.expect("connect");
+        let admin_url = self.admin_url.as_ref().expect("PostgreSQL test database");
+        let url = format!("{}/{}", admin_url.rsplit_once('/').unwrap().0, self.name);
+        let db = Database::connect(&url).await.expect("connect as admin");
         db.execute_unprepared(sql).await.expect(sql);
         db.close().await.ok();
     }
@@ -103,9 +113,12 @@ impl Drop for TestDatabase {
                         .expect("runtime");
                     rt.block_on(async {
                         if let Ok(admin) = Database::connect(&admin_url).await {
-                            let _ = admin
-                                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .await;
+                            for sql in [
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                                format!("DROP ROLE IF EXISTS {name}"),
+                            ] {
+                                let _ = admin.execute_unprepared(&sql).await;
+                            }
                             admin.close().await.ok();
                         }
                     });

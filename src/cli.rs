@@ -166,29 +166,36 @@ fn runtime(err: impl std::fmt::Display) -> Failure {
     Failure::Runtime(err.to_string())
 }
 
-/// Serves until SIGTERM or SIGINT, then stops accepting, lets the workers drain the queue
-/// for up to `server.shutdown_timeout`, and exits.
+/// Serves until SIGTERM or SIGINT, then: stops accepting (finishing requests in flight),
+/// lets the workers drain the queue until `server.shutdown_timeout`, writes whatever is
+/// still queued to the database for the next start, and exits.
 async fn serve(settings: Settings) -> Result<(), Failure> {
     let shutdown_timeout = settings.server.shutdown_timeout;
+    let workers_enabled = settings.worker.enabled;
     let app = Application::build(settings).await.map_err(runtime)?;
     let queue = app.state().queue.clone();
+    let db = app.state().db.clone();
     let server = app.server_handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
 
     wait_for_signal().await;
+    let deadline = std::time::Instant::now() + shutdown_timeout;
     tracing::info!("shutdown requested: no longer accepting requests");
     server.stop(true).await;
-    let drained = queue
-        .send(WaitUntilDrained(shutdown_timeout))
-        .await
-        .unwrap_or(false);
-    let left = queue.send(Close).await.unwrap_or_default();
-    if drained {
-        tracing::info!("queue drained; bye");
-    } else {
-        tracing::warn!(left = left.len(), "shutdown timeout reached with events not stored");
-    }
     let _ = running.await;
+    if workers_enabled {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let drained = queue.send(WaitUntilDrained(left)).await.unwrap_or(false);
+        tracing::info!(drained, "workers stopped taking events");
+    }
+    let left = queue.send(Close).await.map_err(runtime)?;
+    if !left.is_empty() {
+        store::pending::spill(&db, &left).await.map_err(|e| {
+            runtime(format!("{} queued events could not be saved: {e}", left.len()))
+        })?;
+        tracing::info!(spilled = left.len(), "queued events saved; they are re-enqueued at the next start");
+    }
+    tracing::info!("shutdown complete");
     Ok(())
 }
 

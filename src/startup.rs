@@ -14,6 +14,7 @@ use crate::actors::retry::RetryPolicy;
 use crate::actors::worker::{BeforePersist, WorkerDeps};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
+use crate::domain::Event;
 use crate::http::{self, record_metrics, AppState};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
@@ -60,6 +61,7 @@ impl Application {
         let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
             QueueBackendKind::Memory => Arc::new(MemoryQueue::new(settings.queue.capacity)),
         };
+        restore_spilled(&db, backend.as_ref()).await?;
         let probe = backend.clone();
         let metrics = Metrics::new(Arc::new(move || probe.depth() as u64));
         let providers = hooks
@@ -155,6 +157,37 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Re-enqueues what the last graceful shutdown wrote to `pending_events`.
+async fn restore_spilled(
+    db: &sea_orm::DatabaseConnection,
+    backend: &dyn QueueBackend,
+) -> Result<(), StartupError> {
+    let rows = store::pending::load(db).await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut events = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for (id, json) in rows {
+        match serde_json::from_value::<Event>(json) {
+            Ok(event) => {
+                events.push(event);
+                ids.push(id);
+            }
+            // Left in the table for an operator to look at; never silently dropped.
+            Err(err) => tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events"),
+        }
+    }
+    let restored = events.len();
+    backend
+        .republish(events)
+        .await
+        .map_err(|e| StartupError::Database(StoreError::Unavailable(e.to_string())))?;
+    store::pending::delete(db, ids).await?;
+    tracing::info!(restored, "re-enqueued events spilled by the last shutdown");
+    Ok(())
 }
 
 /// Hides a password in a database URL before it is logged.

@@ -83,7 +83,7 @@ impl Metrics {
             .with_callback(move |gauge| gauge.observe(active.load(Ordering::Relaxed), &[]))
             .build();
 
-        Arc::new(Metrics {
+        let metrics = Metrics {
             enqueued: counter("messaging_queue_enqueued", "Events accepted into the queue"),
             enqueue_rejected: counter(
                 "messaging_queue_enqueue_rejected",
@@ -117,7 +117,38 @@ impl Metrics {
             workers_active,
             registry,
             _provider: provider,
-        })
+        };
+        metrics.expose_zeroes();
+        Arc::new(metrics)
+    }
+
+    /// A counter appears in the exposition only once touched; starting every series an
+    /// operator alerts on at 0 makes `rate()` and absence checks work from the first scrape.
+    fn expose_zeroes(&self) {
+        for counter in [
+            &self.enqueued,
+            &self.enqueue_rejected,
+            &self.dequeued,
+            &self.retries,
+            &self.dead_lettered,
+        ] {
+            counter.add(0, &[]);
+        }
+        for outcome in ["stored", "duplicate"] {
+            self.processed(outcome, 0);
+        }
+        for kind in ["transient", "permanent"] {
+            self.failed.add(0, &[KeyValue::new("kind", kind)]);
+        }
+        for provider in ["sms", "email"] {
+            self.provider_requests.add(
+                0,
+                &[
+                    KeyValue::new("provider", provider),
+                    KeyValue::new("outcome", "sent"),
+                ],
+            );
+        }
     }
 
     /// The Prometheus text exposition and its content type.
@@ -177,4 +208,49 @@ pub fn init_logging(settings: &LogSettings) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// An address as logs may show it: enough to tell numbers apart, not enough to contact
+/// anyone. `+12016661234` → `+1201*****34`; `contact@gmail.com` → `c*****@gmail.com`.
+pub fn mask_address(address: &str) -> String {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}*****@{domain}")
+        }
+        None => {
+            let chars: Vec<char> = address.chars().collect();
+            if chars.len() <= 6 {
+                return "*****".to_string();
+            }
+            let head: String = chars[..5].iter().collect();
+            let tail: String = chars[chars.len() - 2..].iter().collect();
+            format!("{head}*****{tail}")
+        }
+    }
+}
+
+/// The span every log line about one event is written in (HTTP handler and worker alike),
+/// so `event_id` ties the request to the outcome.
+pub fn event_span(event: &crate::domain::Event) -> tracing::Span {
+    tracing::info_span!(
+        "event",
+        event_id = %event.event_id,
+        idempotency_key = %event.idempotency_key,
+        channel = event.channel.as_str(),
+        direction = event.direction.as_str(),
+        attempt = event.attempt,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_address;
+
+    #[test]
+    fn addresses_are_masked() {
+        assert_eq!(mask_address("+12016661234"), "+1201*****34");
+        assert_eq!(mask_address("contact@gmail.com"), "c*****@gmail.com");
+        assert_eq!(mask_address("+1234"), "*****");
+    }
 }

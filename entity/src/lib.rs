@@ -5,9 +5,11 @@ pub mod customers;
 pub mod dead_letters;
 pub mod message_bodies;
 pub mod messages;
+pub mod pending_events;
 
 pub use conversations::Entity as Conversation;
 pub use customers::Entity as Customer;
 pub use dead_letters::Entity as DeadLetter;
 pub use message_bodies::Entity as MessageBody;
 pub use messages::Entity as Message;
+pub use pending_events::Entity as PendingEvent;

@@ -5,6 +5,7 @@ use sea_orm_migration::{async_trait, MigrationTrait};
 pub use sea_orm_migration::MigratorTrait;
 
 mod m20261127_000001_create_tables;
+mod m20261127_000002_create_pending_events;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -15,6 +16,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20261127_000001_create_tables::Migration),
+            Box::new(m20261127_000002_create_pending_events::Migration),
+        ]
     }
 }

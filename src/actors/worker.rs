@@ -22,7 +22,7 @@ use crate::providers::{OutboundMessage, Providers};
 use crate::queue::{Delivery, QueueBackend};
 use crate::store::writer::{self, Persisted, STATUS_QUEUED};
 use crate::store::StoreError;
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, mask_address, Metrics};
 
 /// Runs before each batch is stored; tests use it to inject faults (a panic).
 pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
@@ -163,8 +163,12 @@ fn record_stored(deps: &WorkerDeps, event: &Event, persisted: &Persisted, starte
     log_outcome(event, outcome, started, None);
 }
 
+/// One line per outcome, inside the event's span. Bodies are never logged (their sha256
+/// is) and addresses are masked.
 fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&ProcessingError>) {
+    let _span = telemetry::event_span(event).entered();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (from, to) = (mask_address(&event.from), mask_address(&event.to));
     match error {
         None => tracing::info!(
             event_id = %event.event_id,
@@ -174,6 +178,9 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
             attempt = event.attempt,
             outcome,
             duration_ms,
+            from,
+            to,
+            body_sha256 = %event.body_sha256(),
             "event processed"
         ),
         Some(err) => tracing::warn!(
@@ -186,6 +193,9 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
             error_kind = err.kind().as_str(),
             error = %err,
             duration_ms,
+            from,
+            to,
+            body_sha256 = %event.body_sha256(),
             "event failed"
         ),
     }

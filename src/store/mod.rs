@@ -2,6 +2,7 @@
 
 mod error;
 pub mod dead_letters;
+pub mod pending;
 pub mod read;
 pub mod writer;
 

@@ -7,6 +7,8 @@ use serde::Serialize;
 use crate::actors::queue::Enqueue;
 use crate::domain::{Accept, EmailWebhook, FieldError, IntoEvent, SendEmail, SendSms, SmsWebhook};
 use crate::http::{ApiError, AppState};
+use crate::telemetry;
+use tracing::Instrument;
 
 #[derive(Serialize)]
 struct Accepted<'a> {
@@ -74,7 +76,9 @@ async fn accept(
     state.require_customer(event.customer_id).await?;
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();
-    state.queue.send(Enqueue(event)).await??;
+    let span = telemetry::event_span(&event);
+    state.queue.send(Enqueue(event)).instrument(span.clone()).await??;
+    span.in_scope(|| tracing::debug!(endpoint = req.path(), "event accepted"));
     Ok(HttpResponse::Accepted().json(Accepted {
         status: "accepted",
         idempotency_key: idempotency_key.as_str(),

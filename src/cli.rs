@@ -15,7 +15,11 @@ use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "messaging-server", version, about = "One API to send and receive SMS/MMS and email")]
+#[command(
+    name = "messaging-server",
+    version,
+    about = "One API to send and receive SMS/MMS and email"
+)]
 pub struct Cli {
     /// A deployment config file layered over config/default.toml (also MESSAGING_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
@@ -191,9 +195,15 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let left = queue.send(Close).await.map_err(runtime)?;
     if !left.is_empty() {
         store::pending::spill(&db, &left).await.map_err(|e| {
-            runtime(format!("{} queued events could not be saved: {e}", left.len()))
+            runtime(format!(
+                "{} queued events could not be saved: {e}",
+                left.len()
+            ))
         })?;
-        tracing::info!(spilled = left.len(), "queued events saved; they are re-enqueued at the next start");
+        tracing::info!(
+            spilled = left.len(),
+            "queued events saved; they are re-enqueued at the next start"
+        );
     }
     tracing::info!("shutdown complete");
     Ok(())
@@ -211,13 +221,18 @@ async fn wait_for_signal() {
 
 async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failure> {
     let db = store::connect(&settings.database).await.map_err(runtime)?;
-    let result = match action {
+    match action {
         MigrateAction::Up => migration::Migrator::up(&db, None).await,
         MigrateAction::Down => migration::Migrator::down(&db, Some(1)).await,
-        MigrateAction::Status => migration::Migrator::status(&db).await,
-    };
-    result.map_err(runtime)?;
-    println!("migrate: done");
+        MigrateAction::Status => Ok(()),
+    }
+    .map_err(runtime)?;
+    for m in migration::Migrator::get_migration_with_status(&db)
+        .await
+        .map_err(runtime)?
+    {
+        println!("{}\t{}", m.name(), m.status());
+    }
     Ok(())
 }
 
@@ -253,13 +268,16 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             Ok(())
         }
         DlqAction::Replay { id, all, server } => {
-            let base = server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
+            let base =
+                server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
             let path = match (id, all) {
                 (Some(id), false) => format!("/api/dlq/{id}/replay"),
                 (None, true) => "/api/dlq/replay".to_string(),
                 _ => return Err(Failure::Usage("dlq replay takes an ID or --all".into())),
             };
-            let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish();
             let mut response = client
                 .post(format!("{}{path}", base.trim_end_matches('/')))
                 .send()
@@ -271,7 +289,10 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
                 println!("{text}");
                 Ok(())
             } else {
-                Err(runtime(format!("server answered {}: {text}", response.status())))
+                Err(runtime(format!(
+                    "server answered {}: {text}",
+                    response.status()
+                )))
             }
         }
         DlqAction::Purge => {
@@ -279,7 +300,10 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             let cutoff = chrono::Utc::now()
                 - chrono::Duration::from_std(settings.dlq.retention).map_err(runtime)?;
             let purged = dead_letters::purge(&db, cutoff).await.map_err(runtime)?;
-            println!("purged {purged} dead letter(s) older than {}", humantime::format_duration(settings.dlq.retention));
+            println!(
+                "purged {purged} dead letter(s) older than {}",
+                humantime::format_duration(settings.dlq.retention)
+            );
             Ok(())
         }
     }

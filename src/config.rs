@@ -41,6 +41,7 @@ fn invalid(key: &str, message: impl Into<String>) -> SettingsError {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -54,6 +55,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
@@ -65,6 +67,7 @@ pub struct ServerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
     pub auto_migrate: bool,
@@ -76,6 +79,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub default_customer_id: Uuid,
 }
@@ -87,12 +91,14 @@ pub enum QueueBackendKind {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     pub backend: QueueBackendKind,
     pub capacity: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub enabled: bool,
     pub concurrency: usize,
@@ -100,6 +106,7 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     pub max_attempts: u32,
     #[serde(deserialize_with = "duration")]
@@ -111,6 +118,7 @@ pub struct RetrySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DlqSettings {
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
@@ -119,6 +127,7 @@ pub struct DlqSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProvidersSettings {
     pub sms: ProviderSettings,
     pub email: ProviderSettings,
@@ -132,6 +141,7 @@ pub enum ProviderKind {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub kind: ProviderKind,
     pub url: String,
@@ -156,6 +166,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
@@ -264,7 +275,10 @@ impl Settings {
                 "accepts sqlite://PATH?mode=rwc or postgres://USER@HOST/DB",
             ));
         }
-        for (name, p) in [("sms", &self.providers.sms), ("email", &self.providers.email)] {
+        for (name, p) in [
+            ("sms", &self.providers.sms),
+            ("email", &self.providers.email),
+        ] {
             for (field, rate) in [
                 ("mock_error_rate", p.mock_error_rate),
                 ("mock_rate_limit_rate", p.mock_rate_limit_rate),
@@ -284,17 +298,45 @@ impl Settings {
                 ));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|_| {
-            invalid(
+        if !valid_log_filter(&self.log.level) {
+            return Err(invalid(
                 "log.level",
-                "accepts error, warn, info, debug, trace or a filter like \"info,sqlx=warn\"",
-            )
-        })?;
+                "accepts error, warn, info, debug, trace, off, or a filter like \"info,sqlx=warn\"",
+            ));
+        }
         Ok(())
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
+    }
+}
+
+/// A level, or comma-separated `target=level` directives with at most one bare level.
+fn valid_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let is_level = |s: &str| LEVELS.contains(&s.trim().to_ascii_lowercase().as_str());
+    let is_target = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    !filter.trim().is_empty()
+        && filter
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => is_target(target.trim()) && is_level(level),
+                None => is_level(directive),
+            })
+}
+
+/// The values an enumerated key accepts, for error messages.
+fn accepted_values(key: &str) -> Option<&'static str> {
+    match key.rsplit('.').next()? {
+        "backend" => Some("memory"),
+        "format" => Some("pretty or json"),
+        "kind" => Some("mock or http"),
+        _ => None,
     }
 }
 
@@ -309,25 +351,38 @@ fn env_key(name: &str) -> Option<String> {
 
 /// Turns the config crate's errors into one line that names the key and what it accepts.
 fn load_error(err: config::ConfigError) -> SettingsError {
-    match err {
+    let (key, what) = match err {
         config::ConfigError::Type {
             key: Some(key),
             expected,
             unexpected,
             ..
-        } => invalid(&key, format!("expected {expected}, got {unexpected}")),
-        config::ConfigError::Message(message) => match message.split_once(" for key `") {
-            Some((what, key)) => invalid(key.trim_end_matches('`'), what.to_string()),
-            None => SettingsError::Load(message),
-        },
+        } => (key, format!("expected {expected}, got {unexpected}")),
         other => {
             let text = other.to_string();
             match text.rsplit_once(" for key `") {
-                Some((what, key)) => invalid(key.trim_end_matches('`'), what.to_string()),
-                None => SettingsError::Load(text),
+                Some((what, key)) => (key.trim_end_matches('`').to_string(), what.to_string()),
+                None => return SettingsError::Load(text),
             }
         }
+    };
+    if what.contains("variant") {
+        if let Some(values) = accepted_values(&key) {
+            return invalid(&key, format!("accepts {values}"));
+        }
     }
+    if let Some(field) = what
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let full = if key.is_empty() {
+            field.to_string()
+        } else {
+            format!("{key}.{field}")
+        };
+        return invalid(&full, "is not a setting (see config/default.toml)");
+    }
+    invalid(&key, what)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -345,9 +400,7 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64() as usize)
         .map_err(|_| {
-            serde::de::Error::custom(format!(
-                "accepts a size like 256KiB or 1MiB, got {text:?}"
-            ))
+            serde::de::Error::custom(format!("accepts a size like 256KiB or 1MiB, got {text:?}"))
         })
 }
 
@@ -358,9 +411,7 @@ fn optional_seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
         return Ok(None);
     }
     text.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "accepts an unsigned integer or \"\", got {text:?}"
-        ))
+        serde::de::Error::custom(format!("accepts an unsigned integer or \"\", got {text:?}"))
     })
 }
 
@@ -382,7 +433,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let s = Settings::defaults();
         assert_eq!(s.server.port, 8080);
-        assert_eq!(s.server.body_limit, 256 * 1024);
+        assert_eq!(s.server.body_limit, 512 * 1024);
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
         assert_eq!(s.queue.backend, QueueBackendKind::Memory);
@@ -419,6 +470,32 @@ mod tests {
     }
 
     #[test]
+    fn log_filters() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,sqlx=warn",
+            "messaging_server::actors=debug,off",
+        ] {
+            assert!(valid_log_filter(ok), "{ok}");
+        }
+        for bad in ["", "loud", "info,", "sqlx=loud", "a b=info"] {
+            assert!(!valid_log_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enumerated_keys_list_their_values() {
+        match with_env(&[("QUEUE_BACKEND", "kafka")]) {
+            Err(SettingsError::Invalid { key, message }) => {
+                assert_eq!(key, "queue.backend");
+                assert!(message.contains("memory"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_deployment_file_layers_over_the_defaults() {
         let path = std::env::temp_dir().join(format!("ms-config-{}.toml", Uuid::new_v4()));
         std::fs::write(&path, "[worker]\nconcurrency = 7\n").unwrap();
@@ -439,8 +516,15 @@ mod tests {
             ("RETRY_MAX_AGE", "soon", "retry.max_age"),
             ("QUEUE_BACKEND", "carrier-pigeon", "queue.backend"),
             ("WORKER_CONCURRENCY", "0", "worker.concurrency"),
-            ("MESSAGING__PROVIDERS__EMAIL__MOCK_ERROR_RATE", "1.5", "providers.email.mock_error_rate"),
+            (
+                "MESSAGING__PROVIDERS__EMAIL__MOCK_ERROR_RATE",
+                "1.5",
+                "providers.email.mock_error_rate",
+            ),
             ("DATABASE_URL", "mysql://x", "database.url"),
+            ("LOG_LEVEL", "loud!", "log.level"),
+            ("LOG_LEVEL", "loud", "log.level"),
+            ("MESSAGING__SERVER__PORTT", "1", "server.portt"),
             ("MESSAGING__SERVER__BODY_LIMIT", "lots", "server.body_limit"),
         ];
         for (name, value, key) in cases {

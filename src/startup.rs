@@ -54,9 +54,20 @@ impl Application {
     /// (port 0 picks a free one). Must run inside an actix System.
     pub async fn build_with(settings: Settings, hooks: Hooks) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
+        // Bound first: a taken port fails start-up before anything else has started.
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+
         let db = store::connect(&settings.database).await?;
         if settings.database.auto_migrate {
             store::migrate(&db).await?;
+        } else {
+            store::require_migrated(&db).await?;
         }
         let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
             QueueBackendKind::Memory => Arc::new(MemoryQueue::new(settings.queue.capacity)),
@@ -97,14 +108,6 @@ impl Application {
         });
         let queue = QueueActor::new(backend.clone(), metrics.clone(), pool).start();
 
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let bind_error = |source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        };
-        let listener = TcpListener::bind(&address).map_err(bind_error)?;
-        let port = listener.local_addr().map_err(bind_error)?.port();
-
         let state = AppState {
             settings: settings.clone(),
             db,
@@ -129,10 +132,7 @@ impl Application {
         if settings.server.http_workers > 0 {
             server = server.workers(settings.server.http_workers);
         }
-        let server = server
-            .listen(listener)
-            .map_err(bind_error)?
-            .run();
+        let server = server.listen(listener).map_err(bind_error)?.run();
         tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
         Ok(Application {
             port,
@@ -177,7 +177,9 @@ async fn restore_spilled(
                 ids.push(id);
             }
             // Left in the table for an operator to look at; never silently dropped.
-            Err(err) => tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events"),
+            Err(err) => {
+                tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events")
+            }
         }
     }
     let restored = events.len();

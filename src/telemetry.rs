@@ -231,16 +231,9 @@ pub fn mask_address(address: &str) -> String {
 }
 
 /// The span every log line about one event is written in (HTTP handler and worker alike),
-/// so `event_id` ties the request to the outcome.
+/// so `event_id` ties the request to the outcome. The lines themselves carry the rest.
 pub fn event_span(event: &crate::domain::Event) -> tracing::Span {
-    tracing::info_span!(
-        "event",
-        event_id = %event.event_id,
-        idempotency_key = %event.idempotency_key,
-        channel = event.channel.as_str(),
-        direction = event.direction.as_str(),
-        attempt = event.attempt,
-    )
+    tracing::info_span!("event", event_id = %event.event_id)
 }
 
 #[cfg(test)]

@@ -79,8 +79,14 @@ async fn each_valid_request_kind_enqueues_exactly_one_event() {
         assert_eq!(event.attempt, 0);
     }
     let events = app.state.backend.snapshot();
-    assert!(events.iter().any(|e| e.from == "+12016661234"), "phone numbers are normalized");
-    assert!(events.iter().any(|e| e.from == "user@usehatchapp.com"), "emails are lower-cased");
+    assert!(
+        events.iter().any(|e| e.from == "+12016661234"),
+        "phone numbers are normalized"
+    );
+    assert!(
+        events.iter().any(|e| e.from == "user@usehatchapp.com"),
+        "emails are lower-cased"
+    );
 }
 
 #[actix_web::test]
@@ -89,10 +95,26 @@ async fn invalid_requests_get_a_problem_and_enqueue_nothing() {
     let unknown_customer = uuid::Uuid::new_v4().to_string();
     let cases: Vec<(&str, Value, &str)> = vec![
         ("/api/messages/sms", json!({}), "from"),
-        ("/api/messages/sms", sms("12345", "+18045551234", "x"), "from"),
-        ("/api/messages/sms", sms("+12016661234", "+0804555", "x"), "to"),
-        ("/api/messages/sms", sms("+12016661234", "+18045551234", "   "), "body"),
-        ("/api/messages/sms", sms("+12016661234", "+18045551234", &"x".repeat(1601)), "body"),
+        (
+            "/api/messages/sms",
+            sms("12345", "+18045551234", "x"),
+            "from",
+        ),
+        (
+            "/api/messages/sms",
+            sms("+12016661234", "+0804555", "x"),
+            "to",
+        ),
+        (
+            "/api/messages/sms",
+            sms("+12016661234", "+18045551234", "   "),
+            "body",
+        ),
+        (
+            "/api/messages/sms",
+            sms("+12016661234", "+18045551234", &"x".repeat(1601)),
+            "body",
+        ),
         (
             "/api/messages/sms",
             json!({"from": "+12016661234", "to": "+18045551234", "type": "mms", "body": "x", "attachments": []}),
@@ -150,7 +172,10 @@ async fn invalid_requests_get_a_problem_and_enqueue_nothing() {
             .iter()
             .map(|e| e["field"].as_str().unwrap())
             .collect();
-        assert!(fields.contains(&field), "{path} {body}: expected an error on {field}, got {fields:?}");
+        assert!(
+            fields.contains(&field),
+            "{path} {body}: expected an error on {field}, got {fields:?}"
+        );
         assert_eq!(queued(&app), 0, "{path} {body}: nothing enqueued");
     }
 }
@@ -159,7 +184,10 @@ async fn invalid_requests_get_a_problem_and_enqueue_nothing() {
 async fn every_error_of_a_request_is_reported_at_once() {
     let app = api_only().await;
     let (status, problem) = app
-        .post_json("/api/messages/sms", &json!({"from": "x", "to": "y", "type": "sms", "body": ""}))
+        .post_json(
+            "/api/messages/sms",
+            &json!({"from": "x", "to": "y", "type": "sms", "body": ""}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let fields: Vec<&str> = problem["errors"]
@@ -186,10 +214,16 @@ async fn transport_errors_are_problems_and_enqueue_nothing() {
     let valid = sms("+12016661234", "+18045551234", "hello");
 
     // Malformed JSON → 400
-    let request = app.client.post(&url).insert_header(("Content-Type", "application/json"));
+    let request = app
+        .client
+        .post(&url)
+        .insert_header(("Content-Type", "application/json"));
     let sent = request.send_body("{\"from\": ").await.unwrap();
     assert_eq!(sent.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(sent.headers().get("content-type").unwrap(), "application/problem+json");
+    assert_eq!(
+        sent.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
 
     // No JSON content type → 415
     let sent = app
@@ -221,7 +255,9 @@ async fn transport_errors_are_problems_and_enqueue_nothing() {
 
     // A bad Idempotency-Key header → 400
     let long_key = "k".repeat(256);
-    let (status, problem) = app.post_json_with_key("/api/messages/sms", &long_key, &valid).await;
+    let (status, problem) = app
+        .post_json_with_key("/api/messages/sms", &long_key, &valid)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 
     assert_eq!(queued(&app), 0, "no 4xx enqueues anything");
@@ -234,7 +270,10 @@ async fn idempotency_keys_are_stable_and_scoped() {
 
     let (_, first) = app.post_json("/api/messages/sms", &body).await;
     let (_, again) = app.post_json("/api/messages/sms", &body).await;
-    assert_eq!(first["idempotency_key"], again["idempotency_key"], "derived keys are deterministic");
+    assert_eq!(
+        first["idempotency_key"], again["idempotency_key"],
+        "derived keys are deterministic"
+    );
     assert_ne!(first["event_id"], again["event_id"]);
 
     let mut later = body.clone();
@@ -242,12 +281,24 @@ async fn idempotency_keys_are_stable_and_scoped() {
     let (_, other) = app.post_json("/api/messages/sms", &later).await;
     assert_ne!(first["idempotency_key"], other["idempotency_key"]);
 
-    let (_, a) = app.post_json_with_key("/api/messages/sms", "order-42", &body).await;
-    let (_, b) = app.post_json_with_key("/api/messages/sms", "order-42", &later).await;
-    assert_eq!(a["idempotency_key"], b["idempotency_key"], "the header decides the key");
+    let (_, a) = app
+        .post_json_with_key("/api/messages/sms", "order-42", &body)
+        .await;
+    let (_, b) = app
+        .post_json_with_key("/api/messages/sms", "order-42", &later)
+        .await;
+    assert_eq!(
+        a["idempotency_key"], b["idempotency_key"],
+        "the header decides the key"
+    );
     let email = json!({"from": "a@b.com", "to": "c@d.com", "body": "x"});
-    let (_, c) = app.post_json_with_key("/api/messages/email", "order-42", &email).await;
-    assert_ne!(a["idempotency_key"], c["idempotency_key"], "keys are scoped to the endpoint");
+    let (_, c) = app
+        .post_json_with_key("/api/messages/email", "order-42", &email)
+        .await;
+    assert_ne!(
+        a["idempotency_key"], c["idempotency_key"],
+        "keys are scoped to the endpoint"
+    );
 
     let webhook = json!({"from": "+18045551234", "to": "+12016661234", "type": "sms",
                          "messaging_provider_id": "p-7", "body": "hi"});
@@ -255,7 +306,10 @@ async fn idempotency_keys_are_stable_and_scoped() {
     let mut redelivered = webhook.clone();
     redelivered["timestamp"] = json!("2024-11-02T00:00:00Z");
     let (_, w2) = app.post_json("/api/webhooks/sms", &redelivered).await;
-    assert_eq!(w1["idempotency_key"], w2["idempotency_key"], "webhooks are keyed by provider id");
+    assert_eq!(
+        w1["idempotency_key"], w2["idempotency_key"],
+        "webhooks are keyed by provider id"
+    );
 }
 
 #[actix_web::test]
@@ -271,7 +325,10 @@ async fn a_full_queue_answers_503_with_retry_after() {
     .await;
     for i in 0..2 {
         let (status, _) = app
-            .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", &format!("m{i}")))
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", &format!("m{i}")),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }

@@ -27,12 +27,18 @@ fn use_stub(settings: &mut Settings, stub: &StubProvider) {
 /// Hooks that build providers from the settings (the `http` kind), not test mocks.
 fn real_providers(settings: &Settings) -> Hooks {
     Hooks {
-        providers: Some(messaging_server::providers::Providers::from_settings(&settings.providers)),
+        providers: Some(messaging_server::providers::Providers::from_settings(
+            &settings.providers,
+        )),
         ..Hooks::default()
     }
 }
 
-async fn spawn_with_stub(db: Db, stub: &StubProvider, configure: impl FnOnce(&mut Settings)) -> TestApp {
+async fn spawn_with_stub(
+    db: Db,
+    stub: &StubProvider,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let database = TestDatabase::create(db).await;
     let mut settings = common::test_settings(&database.url);
     use_stub(&mut settings, stub);
@@ -44,7 +50,10 @@ async fn spawn_with_stub(db: Db, stub: &StubProvider, configure: impl FnOnce(&mu
 
 async fn send_one(app: &TestApp, body: &str) -> String {
     let (status, answer) = app
-        .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", body))
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", body),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     answer["idempotency_key"].as_str().unwrap().to_string()
@@ -77,7 +86,11 @@ async fn provider_failing_twice_is_sent_on_the_third_attempt() {
         let answers: Vec<Answer> = stub.calls().iter().map(|c| c.answer).collect();
         assert_eq!(
             answers,
-            [Answer::Status(500, None), Answer::Status(503, None), Answer::Accept],
+            [
+                Answer::Status(500, None),
+                Answer::Status(503, None),
+                Answer::Accept
+            ],
             "{db:?}"
         );
         let m = message(&app).await;
@@ -103,7 +116,10 @@ async fn http_provider_timeouts_are_retried_and_retry_after_is_honoured() {
     let calls = stub.calls();
     assert_eq!(calls.len(), 3, "timeout, 429, then accepted: {calls:?}");
     let waited = calls[2].at - calls[1].at;
-    assert!(waited >= Duration::from_millis(950), "Retry-After: 1 was honoured (waited {waited:?})");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured (waited {waited:?})"
+    );
     // The timed-out call may have been accepted late by the stub; the provider sees the
     // same idempotency key every time, which is what lets a real provider de-duplicate.
     assert!(calls.iter().all(|c| c.idempotency_key == key));
@@ -148,7 +164,10 @@ async fn a_provider_always_rate_limiting_ends_in_the_dead_letter_queue() {
         assert_eq!(letter["attempts"], 4);
         assert_eq!(letter["error_kind"], "transient");
         assert_eq!(letter["idempotency_key"], key.as_str());
-        assert!(letter["last_error"].as_str().unwrap().contains("429"), "{letter}");
+        assert!(
+            letter["last_error"].as_str().unwrap().contains("429"),
+            "{letter}"
+        );
         assert!(letter["replayed_at"].is_null());
         assert_eq!(letter["event"]["idempotency_key"], key.as_str());
         let (status, one) = app.get(&format!("/api/dlq/{}", letter["id"])).await;
@@ -185,7 +204,10 @@ async fn an_event_with_an_unknown_schema_version_is_dead_lettered_without_retrie
         assert_eq!(letters.len(), 1, "{db:?}");
         assert_eq!(letters[0]["attempts"], 1, "no retries");
         assert_eq!(letters[0]["error_kind"], "permanent");
-        assert!(letters[0]["last_error"].as_str().unwrap().contains("schema_version"));
+        assert!(letters[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("schema_version"));
         assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 0);
     }
 }
@@ -203,7 +225,12 @@ async fn replay_after_the_fault_is_fixed_stores_and_sends_exactly_once() {
 
         stub.set_fallback(Answer::Accept);
         let id = letters[0]["id"].as_i64().unwrap();
-        let (status, _) = app.request(app.client.post(app.url(&format!("/api/dlq/{id}/replay"))), None).await;
+        let (status, _) = app
+            .request(
+                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         app.drained().await;
 
@@ -215,15 +242,30 @@ async fn replay_after_the_fault_is_fixed_stores_and_sends_exactly_once() {
         let (_, letter) = app.get(&format!("/api/dlq/{id}")).await;
         assert!(letter["replayed_at"].is_string(), "replay is recorded");
 
-        let (status, problem) = app.request(app.client.post(app.url(&format!("/api/dlq/{id}/replay"))), None).await;
-        assert_eq!(status, StatusCode::CONFLICT, "a replayed dead letter is not replayed twice: {problem}");
-        let (status, _) = app.request(app.client.post(app.url("/api/dlq/999999/replay")), None).await;
+        let (status, problem) = app
+            .request(
+                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a replayed dead letter is not replayed twice: {problem}"
+        );
+        let (status, _) = app
+            .request(app.client.post(app.url("/api/dlq/999999/replay")), None)
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
-        let (status, _) = app.request(app.client.delete(app.url(&format!("/api/dlq/{id}"))), None).await;
+        let (status, _) = app
+            .request(app.client.delete(app.url(&format!("/api/dlq/{id}"))), None)
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(dead_letters(&app).await.is_empty());
-        let (status, _) = app.request(app.client.delete(app.url(&format!("/api/dlq/{id}"))), None).await;
+        let (status, _) = app
+            .request(app.client.delete(app.url(&format!("/api/dlq/{id}"))), None)
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }
@@ -238,12 +280,20 @@ async fn replay_all_re_enqueues_every_pending_dead_letter() {
     app.drained().await;
     assert_eq!(dead_letters(&app).await.len(), 3);
     stub.set_fallback(Answer::Accept);
-    let (status, answer) = app.request(app.client.post(app.url("/api/dlq/replay")), None).await;
+    let (status, answer) = app
+        .request(app.client.post(app.url("/api/dlq/replay")), None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(answer["replayed"], 3);
     app.drained().await;
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await, 3);
-    let (_, answer) = app.request(app.client.post(app.url("/api/dlq/replay")), None).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+            .await,
+        3
+    );
+    let (_, answer) = app
+        .request(app.client.post(app.url("/api/dlq/replay")), None)
+        .await;
     assert_eq!(answer["replayed"], 0, "already replayed ones are skipped");
 }
 
@@ -273,11 +323,14 @@ async fn retention_purges_old_dead_letters() {
         insert(2, "old").insert(app.db()).await.unwrap();
         insert(0, "fresh").insert(app.db()).await.unwrap();
         eventually(Duration::from_secs(5), "old dead letter purged", || async {
-            app.scalar("SELECT COUNT(*) FROM dead_letters WHERE idempotency_key = 'old'").await == 0
+            app.scalar("SELECT COUNT(*) FROM dead_letters WHERE idempotency_key = 'old'")
+                .await
+                == 0
         })
         .await;
         assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM dead_letters WHERE idempotency_key = 'fresh'").await,
+            app.scalar("SELECT COUNT(*) FROM dead_letters WHERE idempotency_key = 'fresh'")
+                .await,
             1,
             "{db:?}: dead letters within retention stay"
         );
@@ -304,14 +357,20 @@ async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
         assert_eq!(message(&app).await["status"], "sent", "{db:?}");
         assert_eq!(app.sms.successful_calls(&key), 1);
         assert!(dead_letters(&app).await.is_empty());
-        eventually(Duration::from_secs(5), "both workers running again", || async {
-            app.state.metrics.workers_active.load(Ordering::Relaxed) == 2
-        })
+        eventually(
+            Duration::from_secs(5),
+            "both workers running again",
+            || async { app.state.metrics.workers_active.load(Ordering::Relaxed) == 2 },
+        )
         .await;
         // The pool still works after the restart.
         send_one(&app, "after the restart").await;
         app.drained().await;
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await, 2);
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await,
+            2
+        );
     }
 }
 
@@ -336,7 +395,9 @@ impl DatabaseFault {
                 options.max_connections(1).min_connections(1);
                 let lock = Database::connect(options).await.unwrap();
                 lock.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
-                DatabaseFault { sqlite_lock: Some(lock) }
+                DatabaseFault {
+                    sqlite_lock: Some(lock),
+                }
             }
         }
     }
@@ -377,23 +438,39 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
             keys.push(send_one(&app, &format!("during the outage {i}")).await);
         }
         let retries = Arc::new(AtomicUsize::new(0));
-        eventually(Duration::from_secs(10), "writes failing and being retried", || {
-            let retries = retries.clone();
-            let app = &app;
-            async move {
-                let (_, text) = app.get("/metrics").await;
-                let n = metric(text.as_str().unwrap_or_default(), "messaging_retries_total");
-                retries.store(n as usize, Ordering::Relaxed);
-                n >= 20.0
-            }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "writes failing and being retried",
+            || {
+                let retries = retries.clone();
+                let app = &app;
+                async move {
+                    let (_, text) = app.get("/metrics").await;
+                    let n = metric(text.as_str().unwrap_or_default(), "messaging_retries_total");
+                    retries.store(n as usize, Ordering::Relaxed);
+                    n >= 20.0
+                }
+            },
+        )
         .await;
-        assert_eq!(app.state.backend.depth(), 20, "{db:?}: every event still held by the queue");
+        assert_eq!(
+            app.state.backend.depth(),
+            20,
+            "{db:?}: every event still held by the queue"
+        );
         fault.repair(&app.database).await;
         app.drained().await;
 
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 20, "{db:?}: none lost, none doubled");
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await, 20);
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages").await,
+            20,
+            "{db:?}: none lost, none doubled"
+        );
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await,
+            20
+        );
         for key in &keys {
             assert_eq!(app.sms.successful_calls(key), 1);
         }
@@ -419,7 +496,11 @@ async fn under_a_flaky_provider_every_message_is_sent_exactly_once() {
         )
         .await;
         let sends = (0..100).map(|i| {
-            let body = sms(&format!("+1201666{i:04}"), "+18045551234", &format!("flaky {i}"));
+            let body = sms(
+                &format!("+1201666{i:04}"),
+                "+18045551234",
+                &format!("flaky {i}"),
+            );
             let app = &app;
             async move { app.post_json("/api/messages/sms", &body).await }
         });
@@ -433,19 +514,37 @@ async fn under_a_flaky_provider_every_message_is_sent_exactly_once() {
             .collect();
         app.drained().await;
 
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await, 100, "{db:?}");
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await,
+            100,
+            "{db:?}"
+        );
         for key in &keys {
-            assert_eq!(app.sms.successful_calls(key), 1, "{db:?}: {key} delivered exactly once");
+            assert_eq!(
+                app.sms.successful_calls(key),
+                1,
+                "{db:?}: {key} delivered exactly once"
+            );
         }
         assert!(dead_letters(&app).await.is_empty());
         let (_, text) = app.get("/metrics").await;
-        assert!(metric(text.as_str().unwrap(), "messaging_retries_total") > 0.0, "failures happened");
+        assert!(
+            metric(text.as_str().unwrap(), "messaging_retries_total") > 0.0,
+            "failures happened"
+        );
     }
 }
 
 /// The value of an unlabelled metric in a Prometheus text exposition.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }

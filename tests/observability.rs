@@ -15,7 +15,13 @@ async fn scrape(app: &TestApp) -> String {
     let response = app.client.get(app.url("/metrics")).send().await;
     let mut response = response.expect("scrape");
     assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
 }
@@ -37,13 +43,22 @@ async fn metrics_count_known_traffic() {
     let app = spawn_app_with(Db::Sqlite, |s| s.worker.concurrency = 3, Hooks::default()).await;
     for i in 0..3 {
         let (status, _) = app
-            .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", &format!("m{i}")))
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", &format!("m{i}")),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     // A duplicate of the first, and one invalid request.
-    app.post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", "m0")).await;
-    let (status, _) = app.post_json("/api/messages/sms", &json!({"from": "nobody"})).await;
+    app.post_json(
+        "/api/messages/sms",
+        &sms("+12016661234", "+18045551234", "m0"),
+    )
+    .await;
+    let (status, _) = app
+        .post_json("/api/messages/sms", &json!({"from": "nobody"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.drained().await;
     app.get("/api/conversations").await;
@@ -65,30 +80,66 @@ async fn metrics_count_known_traffic() {
         "http_server_requests_total",
         "http_server_request_duration_seconds",
     ] {
-        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is exposed:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} is exposed:\n{text}"
+        );
     }
     assert_eq!(sample(&text, "messaging_queue_enqueued_total", ""), 4.0);
     assert_eq!(sample(&text, "messaging_queue_dequeued_total", ""), 4.0);
     assert_eq!(sample(&text, "messaging_queue_depth", ""), 0.0);
-    assert_eq!(sample(&text, "messaging_worker_processed_total", "outcome=\"stored\""), 3.0);
-    assert_eq!(sample(&text, "messaging_worker_processed_total", "outcome=\"duplicate\""), 1.0);
-    assert_eq!(sample(&text, "messaging_processing_latency_seconds_count", ""), 3.0);
     assert_eq!(
-        sample(&text, "messaging_provider_requests_total", "outcome=\"sent\",provider=\"sms\""),
+        sample(
+            &text,
+            "messaging_worker_processed_total",
+            "outcome=\"stored\""
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "messaging_worker_processed_total",
+            "outcome=\"duplicate\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "messaging_processing_latency_seconds_count", ""),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "messaging_provider_requests_total",
+            "outcome=\"sent\",provider=\"sms\""
+        ),
         3.0
     );
     assert_eq!(sample(&text, "messaging_workers_active", ""), 3.0);
     assert_eq!(sample(&text, "messaging_dlq_size", ""), 0.0);
     assert_eq!(
-        sample(&text, "http_server_requests_total", "route=\"/api/messages/sms\",status=\"202\""),
+        sample(
+            &text,
+            "http_server_requests_total",
+            "route=\"/api/messages/sms\",status=\"202\""
+        ),
         4.0
     );
     assert_eq!(
-        sample(&text, "http_server_requests_total", "route=\"/api/messages/sms\",status=\"400\""),
+        sample(
+            &text,
+            "http_server_requests_total",
+            "route=\"/api/messages/sms\",status=\"400\""
+        ),
         1.0
     );
     assert_eq!(
-        sample(&text, "http_server_request_duration_seconds_count", "route=\"/api/conversations\",status=\"200\""),
+        sample(
+            &text,
+            "http_server_request_duration_seconds_count",
+            "route=\"/api/conversations\",status=\"200\""
+        ),
         1.0
     );
 }
@@ -105,12 +156,22 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
     )
     .await;
     for i in 0..4 {
-        app.post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", &format!("m{i}")))
-            .await;
+        app.post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", &format!("m{i}")),
+        )
+        .await;
     }
     let text = scrape(&app).await;
-    assert_eq!(sample(&text, "messaging_queue_depth", ""), 3.0, "the backlog waits for workers");
-    assert_eq!(sample(&text, "messaging_queue_enqueue_rejected_total", ""), 1.0);
+    assert_eq!(
+        sample(&text, "messaging_queue_depth", ""),
+        3.0,
+        "the backlog waits for workers"
+    );
+    assert_eq!(
+        sample(&text, "messaging_queue_enqueue_rejected_total", ""),
+        1.0
+    );
     assert_eq!(sample(&text, "messaging_workers_active", ""), 0.0);
 
     let failing = spawn_app_with(
@@ -123,23 +184,37 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
     )
     .await;
     failing
-        .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", "doomed"))
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "doomed"),
+        )
         .await;
     failing.drained().await;
     let text = scrape(&failing).await;
     assert_eq!(sample(&text, "messaging_dlq_size", ""), 1.0);
     assert_eq!(sample(&text, "messaging_dlq_total", ""), 1.0);
     assert_eq!(sample(&text, "messaging_retries_total", ""), 1.0);
-    assert_eq!(sample(&text, "messaging_worker_failed_total", "kind=\"transient\""), 2.0);
     assert_eq!(
-        sample(&text, "messaging_provider_requests_total", "outcome=\"server_error\",provider=\"sms\""),
+        sample(&text, "messaging_worker_failed_total", "kind=\"transient\""),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "messaging_provider_requests_total",
+            "outcome=\"server_error\",provider=\"sms\""
+        ),
         2.0
     );
     failing
         .request(failing.client.post(failing.url("/api/dlq/replay")), None)
         .await;
     let text = scrape(&failing).await;
-    assert_eq!(sample(&text, "messaging_dlq_size", ""), 0.0, "replayed letters leave the gauge");
+    assert_eq!(
+        sample(&text, "messaging_dlq_size", ""),
+        0.0,
+        "replayed letters leave the gauge"
+    );
 }
 
 #[actix_web::test]
@@ -152,11 +227,21 @@ async fn readiness_names_a_closed_queue() {
     app.state.queue.send(Close).await.unwrap();
     let (status, problem) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(problem["detail"].as_str().unwrap().contains("queue"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("queue"),
+        "{problem}"
+    );
     let (status, _) = app
-        .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", "too late"))
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "too late"),
+        )
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a closed queue accepts nothing");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a closed queue accepts nothing"
+    );
 }
 
 #[actix_web::test]
@@ -177,13 +262,22 @@ async fn readiness_names_an_unreachable_database() {
             "ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
         ))
         .await;
-    eventually(Duration::from_secs(10), "readyz reports the database", || async {
-        let (status, problem) = app.get("/readyz").await;
-        status == StatusCode::SERVICE_UNAVAILABLE
-            && problem["detail"].as_str().unwrap_or_default().contains("database")
-    })
+    eventually(
+        Duration::from_secs(10),
+        "readyz reports the database",
+        || async {
+            let (status, problem) = app.get("/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && problem["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("database")
+        },
+    )
     .await;
-    app.database.admin_execute(&format!("ALTER ROLE {role} LOGIN")).await;
+    app.database
+        .admin_execute(&format!("ALTER ROLE {role} LOGIN"))
+        .await;
     eventually(Duration::from_secs(10), "readyz recovers", || async {
         app.get("/readyz").await.0 == StatusCode::OK
     })

@@ -27,7 +27,11 @@ fn outbound_sms(from: &str, to: &str, body: &str, second: u32) -> Event {
         to: Some(to.into()),
         r#type: Some("sms".into()),
         body: Some(body.into()),
-        timestamp: Some(Utc.with_ymd_and_hms(2024, 11, 1, 14, 0, second).unwrap().to_rfc3339()),
+        timestamp: Some(
+            Utc.with_ymd_and_hms(2024, 11, 1, 14, 0, second)
+                .unwrap()
+                .to_rfc3339(),
+        ),
         ..Default::default()
     }
     .into_event(&accept())
@@ -84,17 +88,30 @@ async fn seeded_events_become_the_expected_rows_and_replays_add_nothing() {
         app.enqueue(events.clone()).await;
         app.drained().await;
 
-        assert_eq!(counts(&app).await, (2, 5, 4), "{db:?}: 2 conversations, 5 messages, 4 distinct bodies");
+        assert_eq!(
+            counts(&app).await,
+            (2, 5, 4),
+            "{db:?}: 2 conversations, 5 messages, 4 distinct bodies"
+        );
         let sms_conversation = app
             .scalar("SELECT message_count FROM conversations WHERE channel = 'sms'")
             .await;
-        assert_eq!(sms_conversation, 4, "{db:?}: inbound and outbound share the conversation");
         assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND status = 'received'").await,
+            sms_conversation, 4,
+            "{db:?}: inbound and outbound share the conversation"
+        );
+        assert_eq!(
+            app.scalar(
+                "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND status = 'received'"
+            )
+            .await,
             1
         );
         assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE direction = 'outbound' AND status = 'sent'").await,
+            app.scalar(
+                "SELECT COUNT(*) FROM messages WHERE direction = 'outbound' AND status = 'sent'"
+            )
+            .await,
             4,
             "{db:?}: outbound messages were handed to the provider"
         );
@@ -132,7 +149,10 @@ async fn one_batch_with_duplicates_inside_it() {
             .await
             .expect("batch persists");
         assert!(persisted[0].inserted);
-        assert!(!persisted[1].inserted, "{db:?}: second sight is a duplicate");
+        assert!(
+            !persisted[1].inserted,
+            "{db:?}: second sight is a duplicate"
+        );
         assert_eq!(persisted[0].message_id, persisted[1].message_id);
         assert_eq!(counts(&app).await, (1, 1, 1));
         app.assert_counters_match().await;
@@ -154,15 +174,38 @@ async fn concurrent_workers_on_one_conversation_create_it_once_with_the_right_co
         // Both directions and both orders of the participants: one conversation.
         let events: Vec<Event> = (0..300)
             .map(|i| match i % 3 {
-                0 => outbound_sms("+12016661234", "+18045551234", &format!("m{i}"), (i % 60) as u32),
-                1 => outbound_sms("+18045551234", "+12016661234", &format!("m{i}"), (i % 60) as u32),
-                _ => inbound_sms("+18045551234", "+12016661234", &format!("m{i}"), &format!("p{i}")),
+                0 => outbound_sms(
+                    "+12016661234",
+                    "+18045551234",
+                    &format!("m{i}"),
+                    (i % 60) as u32,
+                ),
+                1 => outbound_sms(
+                    "+18045551234",
+                    "+12016661234",
+                    &format!("m{i}"),
+                    (i % 60) as u32,
+                ),
+                _ => inbound_sms(
+                    "+18045551234",
+                    "+12016661234",
+                    &format!("m{i}"),
+                    &format!("p{i}"),
+                ),
             })
             .collect();
         app.enqueue(events).await;
         app.drained().await;
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM conversations").await, 1, "{db:?}");
-        assert_eq!(app.scalar("SELECT message_count FROM conversations").await, 300, "{db:?}");
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM conversations").await,
+            1,
+            "{db:?}"
+        );
+        assert_eq!(
+            app.scalar("SELECT message_count FROM conversations").await,
+            300,
+            "{db:?}"
+        );
         app.assert_counters_match().await;
     }
 }
@@ -173,7 +216,14 @@ async fn concurrent_transactions_racing_on_new_conversations() {
         let app = spawn_app(db).await;
         // Eight writers, each with the same new conversations and overlapping keys.
         let batch: Vec<Event> = (0..40)
-            .map(|i| outbound_sms(&format!("+1201666{:04}", i % 10), "+18045551234", &format!("race {i}"), 0))
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{:04}", i % 10),
+                    "+18045551234",
+                    &format!("race {i}"),
+                    0,
+                )
+            })
             .collect();
         let writers = (0..8).map(|_| {
             let (db, batch) = (app.db().clone(), batch.clone());
@@ -194,8 +244,13 @@ async fn data_survives_a_restart_on_the_same_database() {
         let database = TestDatabase::create(db).await;
         let url = database.url.clone();
         let app = common::spawn_on(database, |_| {}, Hooks::default()).await;
-        app.enqueue(vec![outbound_sms("+12016661234", "+18045551234", "persisted", 0)])
-            .await;
+        app.enqueue(vec![outbound_sms(
+            "+12016661234",
+            "+18045551234",
+            "persisted",
+            0,
+        )])
+        .await;
         app.drained().await;
         let TestApp { database, .. } = app;
 

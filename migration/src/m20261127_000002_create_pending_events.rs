@@ -28,7 +28,11 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(PendingEvents::Event).json_binary().not_null())
+                    .col(
+                        ColumnDef::new(PendingEvents::Event)
+                            .json_binary()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(PendingEvents::SpilledAt)
                             .timestamp_with_time_zone()

@@ -102,7 +102,8 @@ impl Actor for DlqActor {
 }
 
 async fn purge(db: &DatabaseConnection, retention: Duration) -> Result<u64, DlqError> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let purged = dead_letters::purge(db, cutoff).await?;
     if purged > 0 {
         tracing::info!(purged, "dead letters past retention purged");
@@ -173,7 +174,9 @@ impl Handler<Replay> for DlqActor {
     fn handle(&mut self, Replay(id): Replay, _: &mut Self::Context) -> Self::Result {
         let (db, backend) = (self.db.clone(), self.backend.clone());
         Box::pin(async move {
-            let row = dead_letters::get(&db, id).await?.ok_or(DlqError::NotFound(id))?;
+            let row = dead_letters::get(&db, id)
+                .await?
+                .ok_or(DlqError::NotFound(id))?;
             replay(&db, backend.as_ref(), row).await
         })
     }

@@ -105,7 +105,11 @@ impl Handler<Enqueue> for QueueActor {
 impl Handler<WaitUntilDrained> for QueueActor {
     type Result = ResponseFuture<bool>;
 
-    fn handle(&mut self, WaitUntilDrained(timeout): WaitUntilDrained, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        WaitUntilDrained(timeout): WaitUntilDrained,
+        _: &mut Self::Context,
+    ) -> Self::Result {
         let backend = self.backend.clone();
         Box::pin(async move {
             let deadline = Instant::now() + timeout;

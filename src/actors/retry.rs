@@ -96,7 +96,9 @@ impl Handler<Failed> for RetryScheduler {
     fn handle(&mut self, Failed { delivery, error }: Failed, _: &mut Self::Context) {
         let event = &delivery.event;
         let attempts = event.attempt + 1;
-        let age = (Utc::now() - event.accepted_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - event.accepted_at)
+            .to_std()
+            .unwrap_or_default();
         let kind = error.kind();
         let out_of_attempts = attempts >= self.policy.max_attempts;
         let too_old = age >= self.policy.max_age;

@@ -58,11 +58,17 @@ impl Actor for PersistenceWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        self.deps.metrics.workers_active.fetch_add(1, Ordering::Relaxed);
+        self.deps
+            .metrics
+            .workers_active
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.deps.metrics.workers_active.fetch_sub(1, Ordering::Relaxed);
+        self.deps
+            .metrics
+            .workers_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -152,10 +158,20 @@ async fn store(db: &DatabaseConnection, batch: &[Delivery]) -> Vec<Result<Persis
 }
 
 fn record_stored(deps: &WorkerDeps, event: &Event, persisted: &Persisted, started: Instant) {
-    let outcome = if persisted.inserted { "stored" } else { "duplicate" };
-    deps.metrics.processed(outcome, 1);
+    let outcome = if persisted.inserted {
+        "stored"
+    } else {
+        "duplicate"
+    };
+    // A retry (attempt > 0) finding its own message is not a duplicate of anything: the
+    // event was counted when it was stored, and the retry in messaging_retries_total.
+    if persisted.inserted || event.attempt == 0 {
+        deps.metrics.processed(outcome, 1);
+    }
     if persisted.inserted {
-        let latency = (Utc::now() - event.accepted_at).num_microseconds().unwrap_or(0);
+        let latency = (Utc::now() - event.accepted_at)
+            .num_microseconds()
+            .unwrap_or(0);
         deps.metrics
             .processing_latency
             .record(latency.max(0) as f64 / 1e6, &[]);

@@ -127,7 +127,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable("the database is unavailable".into())
             }
-            StoreError::Rejected(e) => ApiError::Internal(e),
+            StoreError::Rejected(e) | StoreError::SchemaBehind(e) => ApiError::Internal(e),
         }
     }
 }

@@ -19,7 +19,7 @@ pub async fn require_json_accept(
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .map_or(true, admits_json);
+        .is_none_or(admits_json);
     if !accepts {
         let response = ApiError::NotAcceptable.error_response();
         return Ok(req.into_response(response));
@@ -85,7 +85,12 @@ mod tests {
         ] {
             assert!(admits_json(ok), "{ok}");
         }
-        for refused in ["text/html", "application/xml", "application/json;q=0", "text/*"] {
+        for refused in [
+            "text/html",
+            "application/xml",
+            "application/json;q=0",
+            "text/*",
+        ] {
             assert!(!admits_json(refused), "{refused}");
         }
     }

@@ -6,6 +6,6 @@ mod routes;
 mod state;
 
 pub use errors::ApiError;
+pub(crate) use middleware::{record_metrics, require_json_accept};
 pub use routes::configure;
 pub use state::AppState;
-pub(crate) use middleware::{record_metrics, require_json_accept};

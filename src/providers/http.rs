@@ -44,7 +44,10 @@ impl Provider for HttpProvider {
         self.name
     }
 
-    fn send(&self, message: OutboundMessage) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(
+        &self,
+        message: OutboundMessage,
+    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
         let request = CLIENT.with(|client| {
             client
                 .post(&self.url)

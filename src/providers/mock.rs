@@ -80,7 +80,10 @@ impl Provider for MockProvider {
         self.name
     }
 
-    fn send(&self, message: OutboundMessage) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(
+        &self,
+        message: OutboundMessage,
+    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
         let roll = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
         let draw = if roll < self.error_rate {
             Draw::ServerError

@@ -96,8 +96,10 @@ pub trait Provider: Send + Sync + 'static {
     /// `sms` or `email`: the `provider` label of the metrics.
     fn name(&self) -> &'static str;
     /// Local (not `Send`): providers are called from the worker actors' own thread.
-    fn send(&self, message: OutboundMessage)
-        -> LocalBoxFuture<'static, Result<Receipt, ProviderError>>;
+    fn send(
+        &self,
+        message: OutboundMessage,
+    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>>;
 }
 
 /// One provider per channel family.

@@ -1,7 +1,7 @@
 //! The in-process, bounded backend (the default).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,10 @@ struct State {
     /// Retries waiting for their time, earliest first.
     delayed: BinaryHeap<Reverse<Delayed>>,
     in_flight: HashMap<DeliveryId, Event>,
+    /// Idempotency keys of the events in flight. Another event with the same key waits
+    /// until that one is done, so two workers never race on one message (and never both
+    /// hand it to the provider).
+    busy_keys: HashSet<String>,
     next_id: u64,
     closed: bool,
 }
@@ -74,15 +78,36 @@ impl State {
     }
 
     fn take(&mut self, max: usize) -> Vec<Delivery> {
-        let n = max.min(self.ready.len());
-        let mut out = Vec::with_capacity(n);
-        for event in self.ready.drain(..n) {
+        let mut out = Vec::with_capacity(max.min(self.ready.len()));
+        let mut waiting = Vec::new();
+        while out.len() < max {
+            let Some(event) = self.ready.pop_front() else {
+                break;
+            };
+            if !self
+                .busy_keys
+                .insert(event.idempotency_key.as_str().to_string())
+            {
+                waiting.push(event);
+                continue;
+            }
             self.next_id += 1;
             let id = DeliveryId(self.next_id);
             self.in_flight.insert(id, event.clone());
             out.push(Delivery { id, event });
         }
+        // Same-key events keep their place at the front, in order.
+        for event in waiting.into_iter().rev() {
+            self.ready.push_front(event);
+        }
         out
+    }
+
+    /// The delivery is finished here (done, or moved to the delayed heap).
+    fn release(&mut self, id: DeliveryId) {
+        if let Some(event) = self.in_flight.remove(&id) {
+            self.busy_keys.remove(event.idempotency_key.as_str());
+        }
     }
 }
 
@@ -182,12 +207,19 @@ impl QueueBackend for MemoryQueue {
     }
 
     fn ack(&self, id: DeliveryId) {
-        self.state().in_flight.remove(&id);
+        let mut state = self.state();
+        state.release(id);
+        let waiting = !state.ready.is_empty();
+        drop(state);
+        if waiting {
+            // An event may have been waiting for this one's key.
+            self.shared.ready_signal.notify_one();
+        }
     }
 
     fn retry_later(&self, id: DeliveryId, event: Event, delay: Duration) {
         let mut state = self.state();
-        state.in_flight.remove(&id);
+        state.release(id);
         state.next_id += 1;
         let seq = state.next_id;
         state.delayed.push(Reverse(Delayed {
@@ -206,12 +238,18 @@ impl QueueBackend for MemoryQueue {
 
     fn check(&self) -> BoxFuture<'static, Result<(), QueueError>> {
         let closed = self.state().closed;
-        future::ready(if closed { Err(QueueError::Closed) } else { Ok(()) }).boxed()
+        future::ready(if closed {
+            Err(QueueError::Closed)
+        } else {
+            Ok(())
+        })
+        .boxed()
     }
 
     fn close_and_take(&self) -> Vec<Event> {
         let mut state = self.state();
         state.closed = true;
+        state.busy_keys.clear();
         let mut events: Vec<Event> = state.in_flight.drain().map(|(_, e)| e).collect();
         events.extend(state.ready.drain(..));
         events.extend(state.delayed.drain().map(|Reverse(d)| d.event));
@@ -226,5 +264,100 @@ impl QueueBackend for MemoryQueue {
         events.extend(state.in_flight.values().cloned());
         events.extend(state.delayed.iter().map(|Reverse(d)| d.event.clone()));
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Accept, IntoEvent, SendSms};
+
+    fn event(body: &str) -> Event {
+        SendSms {
+            from: Some("+12016661234".into()),
+            to: Some("+18045551234".into()),
+            r#type: Some("sms".into()),
+            body: Some(body.into()),
+            timestamp: Some("2024-11-01T14:00:00Z".into()),
+            ..Default::default()
+        }
+        .into_event(&Accept {
+            default_customer: uuid::Uuid::nil(),
+            idempotency_header: None,
+            endpoint: "/api/messages/sms",
+            now: chrono::Utc::now(),
+        })
+        .unwrap()
+    }
+
+    async fn take(queue: &MemoryQueue, max: usize) -> Vec<Delivery> {
+        queue.receive(max, Duration::ZERO).await.unwrap()
+    }
+
+    #[actix_web::test]
+    async fn capacity_counts_everything_not_finished() {
+        let queue = MemoryQueue::new(2);
+        queue.publish(event("a")).await.unwrap();
+        queue.publish(event("b")).await.unwrap();
+        assert_eq!(
+            queue.publish(event("c")).await,
+            Err(QueueError::Full { capacity: 2 })
+        );
+        let taken = take(&queue, 10).await;
+        assert_eq!(taken.len(), 2);
+        assert_eq!(queue.depth(), 2, "in flight still counts");
+        queue.ack(taken[0].id);
+        assert_eq!(queue.depth(), 1);
+        queue.publish(event("c")).await.unwrap();
+    }
+
+    #[actix_web::test]
+    async fn one_idempotency_key_is_in_flight_at_most_once() {
+        let queue = MemoryQueue::new(10);
+        queue.publish(event("same")).await.unwrap();
+        queue.publish(event("same")).await.unwrap();
+        queue.publish(event("other")).await.unwrap();
+        let first = take(&queue, 10).await;
+        let bodies: Vec<&str> = first.iter().map(|d| d.event.body.as_str()).collect();
+        assert_eq!(bodies, ["same", "other"], "the second 'same' waits");
+        assert!(take(&queue, 10).await.is_empty());
+        queue.ack(first[0].id);
+        let second = take(&queue, 10).await;
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].event.body, "same");
+    }
+
+    #[actix_web::test]
+    async fn a_retry_comes_back_after_its_delay() {
+        let queue = MemoryQueue::new(10);
+        queue.publish(event("later")).await.unwrap();
+        let taken = take(&queue, 1).await;
+        let mut again = taken[0].event.clone();
+        again.attempt = 1;
+        queue.retry_later(taken[0].id, again, Duration::from_millis(50));
+        assert!(take(&queue, 1).await.is_empty(), "not before its time");
+        assert_eq!(queue.depth(), 1, "a waiting retry is part of the backlog");
+        let started = Instant::now();
+        let back = queue.receive(1, Duration::from_secs(2)).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(back[0].event.attempt, 1);
+    }
+
+    #[actix_web::test]
+    async fn closing_returns_every_unfinished_event() {
+        let queue = MemoryQueue::new(10);
+        for body in ["in flight", "delayed", "ready"] {
+            queue.publish(event(body)).await.unwrap();
+        }
+        let taken = take(&queue, 2).await;
+        queue.retry_later(taken[1].id, taken[1].event.clone(), Duration::from_secs(60));
+        let mut left: Vec<String> = queue.close_and_take().into_iter().map(|e| e.body).collect();
+        left.sort();
+        assert_eq!(left, ["delayed", "in flight", "ready"]);
+        assert_eq!(queue.publish(event("late")).await, Err(QueueError::Closed));
+        assert_eq!(
+            queue.receive(1, Duration::ZERO).await.unwrap_err(),
+            QueueError::Closed
+        );
     }
 }

@@ -8,6 +8,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database rejected the write: {0}")]
     Rejected(String),
+    #[error("{0}")]
+    SchemaBehind(String),
 }
 
 impl StoreError {

@@ -1,7 +1,7 @@
 //! Persistence on SeaORM, the same code for SQLite and PostgreSQL.
 
-mod error;
 pub mod dead_letters;
+mod error;
 pub mod pending;
 pub mod read;
 pub mod writer;
@@ -43,6 +43,20 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     migration::Migrator::up(db, None).await?;
     Ok(())
+}
+
+/// Refuses to run on a schema that is behind (when migrations are not applied at start).
+pub async fn require_migrated(db: &DatabaseConnection) -> Result<(), StoreError> {
+    let pending = migration::Migrator::get_pending_migrations(db).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = pending.iter().map(|m| m.name()).collect();
+    Err(StoreError::SchemaBehind(format!(
+        "the database schema is behind ({} pending: {}); run `messaging-server migrate up` or set database.auto_migrate = true",
+        names.len(),
+        names.join(", ")
+    )))
 }
 
 /// A cheap round trip, for readiness.

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use entity::pending_events::{ActiveModel, Column, Entity};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+};
 
 use super::StoreError;
 use crate::domain::Event;

@@ -59,7 +59,8 @@ pub async fn messages(
     page: Page,
 ) -> Result<(Vec<MessageWithBody>, u64), StoreError> {
     use messages::Column;
-    let in_conversation = messages::Entity::find().filter(Column::ConversationId.eq(conversation_id));
+    let in_conversation =
+        messages::Entity::find().filter(Column::ConversationId.eq(conversation_id));
     let total = in_conversation.clone().count(db).await?;
     let items = in_conversation
         .order_by_asc(Column::SentAt)
@@ -88,9 +89,9 @@ pub async fn messages(
 }
 
 /// Whether a customer exists (requests may name one).
-pub async fn customer_exists(
-    db: &DatabaseConnection,
-    id: uuid::Uuid,
-) -> Result<bool, StoreError> {
-    Ok(entity::customers::Entity::find_by_id(id).one(db).await?.is_some())
+pub async fn customer_exists(db: &DatabaseConnection, id: uuid::Uuid) -> Result<bool, StoreError> {
+    Ok(entity::customers::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .is_some())
 }

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use entity::{conversations, message_bodies, messages};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityName, QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityName,
+    QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -103,7 +103,9 @@ async fn persist_in(
     // batch are duplicates of it.
     let mut first_by_key: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, event) in events.iter().enumerate() {
-        first_by_key.entry(event.idempotency_key.as_str()).or_insert(i);
+        first_by_key
+            .entry(event.idempotency_key.as_str())
+            .or_insert(i);
     }
     let rows: Vec<NewMessage<'_>> = first_by_key
         .values()
@@ -346,7 +348,11 @@ async fn insert_messages(
                 Expr::from(now),
             ]
         }))
-        .on_conflict(OnConflict::column(Column::IdempotencyKey).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(Column::IdempotencyKey)
+                .do_nothing()
+                .to_owned(),
+        )
         .returning(Query::returning().columns([
             Column::Id,
             Column::IdempotencyKey,
@@ -490,7 +496,10 @@ pub async fn mark_sent(db: &DatabaseConnection, sent: &[(i64, String)]) -> Resul
     let update = Query::update()
         .table(messages::Entity.table_ref())
         .value(Column::Status, STATUS_SENT)
-        .value(Column::ProviderMessageId, provider_id.finally(Expr::col(Column::ProviderMessageId)))
+        .value(
+            Column::ProviderMessageId,
+            provider_id.finally(Expr::col(Column::ProviderMessageId)),
+        )
         .value(Column::UpdatedAt, Utc::now())
         .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)))
         .and_where(Column::Status.eq(STATUS_QUEUED))
@@ -500,7 +509,10 @@ pub async fn mark_sent(db: &DatabaseConnection, sent: &[(i64, String)]) -> Resul
 }
 
 /// Marks the message of a dead-lettered event `failed` (if it was stored and not sent).
-pub async fn mark_failed<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<(), StoreError> {
+pub async fn mark_failed<C: ConnectionTrait>(
+    db: &C,
+    idempotency_key: &str,
+) -> Result<(), StoreError> {
     use messages::Column;
     let update = Query::update()
         .table(messages::Entity.table_ref())
@@ -514,7 +526,10 @@ pub async fn mark_failed<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> R
 }
 
 /// A replayed event may be retried: put its `failed` message back to `queued`.
-pub async fn mark_requeued<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<(), StoreError> {
+pub async fn mark_requeued<C: ConnectionTrait>(
+    db: &C,
+    idempotency_key: &str,
+) -> Result<(), StoreError> {
     use messages::Column;
     let update = Query::update()
         .table(messages::Entity.table_ref())

@@ -62,7 +62,9 @@ impl TestDatabase {
             }
             Db::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
-                let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
                 for sql in [
                     format!("CREATE ROLE {name} LOGIN"),
                     format!("CREATE DATABASE {name} OWNER {name}"),
@@ -98,7 +100,10 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.admin_url {
             None => {
-                let path = self.url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc");
+                let path = self
+                    .url
+                    .trim_start_matches("sqlite://")
+                    .trim_end_matches("?mode=rwc");
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{path}{suffix}"));
                 }
@@ -196,7 +201,9 @@ pub async fn spawn_on(
         state,
         sms,
         email,
-        client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish(),
         database,
     }
 }
@@ -211,11 +218,20 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.request(self.client.post(self.url(path)), Some(body)).await
+        self.request(self.client.post(self.url(path)), Some(body))
+            .await
     }
 
-    pub async fn post_json_with_key(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
-        let request = self.client.post(self.url(path)).insert_header(("Idempotency-Key", key));
+    pub async fn post_json_with_key(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Idempotency-Key", key));
         self.request(request, Some(body)).await
     }
 
@@ -225,7 +241,11 @@ impl TestApp {
 
     /// Sends `request` (with a JSON body if given); returns the status and the JSON answer
     /// (a string when the answer is not JSON, null when empty).
-    pub async fn request(&self, request: awc::ClientRequest, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        request: awc::ClientRequest,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let sent = match body {
             Some(body) => request.send_json(body).await,
             None => request.send().await,

@@ -75,7 +75,9 @@ impl StubProvider {
     pub fn accepted(&self, key: &str) -> usize {
         self.calls()
             .iter()
-            .filter(|c| c.idempotency_key == key && matches!(c.answer, Answer::Accept | Answer::Slow(_)))
+            .filter(|c| {
+                c.idempotency_key == key && matches!(c.answer, Answer::Accept | Answer::Slow(_))
+            })
             .count()
     }
 }
@@ -91,7 +93,11 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert_eq!(body["idempotency_key"], key.as_str(), "the key travels in header and body");
+    assert_eq!(
+        body["idempotency_key"],
+        key.as_str(),
+        "the key travels in header and body"
+    );
     let answer = {
         let mut script = script.lock().unwrap();
         let answer = script
@@ -107,13 +113,16 @@ async fn answer(
         answer
     };
     match answer {
-        Answer::Accept => HttpResponse::Ok().json(serde_json::json!({ "id": format!("stub-{key}") })),
+        Answer::Accept => {
+            HttpResponse::Ok().json(serde_json::json!({ "id": format!("stub-{key}") }))
+        }
         Answer::Slow(delay) => {
             actix_web::rt::time::sleep(delay).await;
             HttpResponse::Ok().json(serde_json::json!({ "id": format!("stub-{key}") }))
         }
         Answer::Status(status, retry_after) => {
-            let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            let mut response =
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
             if let Some(seconds) = retry_after {
                 response.insert_header(("Retry-After", seconds.to_string()));
             }

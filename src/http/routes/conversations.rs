@@ -82,10 +82,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let conversation = read::conversation(&state.db, id)
         .await?

@@ -35,7 +35,8 @@ pub async fn replay(
 
 pub async fn replay_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let replayed = state.dlq.send(ReplayAll).await??;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "replayed", "replayed": replayed })))
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({ "status": "replayed", "replayed": replayed })))
 }
 
 pub async fn delete(

@@ -77,8 +77,18 @@ async fn accept(
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();
     let span = telemetry::event_span(&event);
-    state.queue.send(Enqueue(event)).instrument(span.clone()).await??;
-    span.in_scope(|| tracing::debug!(endpoint = req.path(), "event accepted"));
+    state
+        .queue
+        .send(Enqueue(event))
+        .instrument(span.clone())
+        .await??;
+    span.in_scope(|| {
+        tracing::debug!(
+            endpoint = req.path(),
+            idempotency_key = %idempotency_key,
+            "event accepted"
+        )
+    });
     Ok(HttpResponse::Accepted().json(Accepted {
         status: "accepted",
         idempotency_key: idempotency_key.as_str(),

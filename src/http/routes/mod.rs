@@ -16,10 +16,12 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         let json = web::JsonConfig::default()
             .limit(body_limit)
             .error_handler(move |err, _| json_error(err, body_limit));
-        let query = web::QueryConfig::default()
-            .error_handler(|err, _| ApiError::BadQuery(err.to_string()).into());
-        let path = web::PathConfig::default()
-            .error_handler(|err, _| ApiError::BadQuery(err.to_string()).into());
+        let query = web::QueryConfig::default().error_handler(|_, _| {
+            ApiError::BadQuery("page and pageSize must be whole numbers".into()).into()
+        });
+        let path = web::PathConfig::default().error_handler(|_, _| {
+            ApiError::BadQuery("the id must be a whole number".into()).into()
+        });
         cfg.app_data(json)
             .app_data(query)
             .app_data(path)
@@ -37,9 +39,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                     .service(
                         resource("/webhooks/email").route(web::post().to(messages::email_webhook)),
                     )
-                    .service(
-                        resource("/conversations").route(web::get().to(conversations::list)),
-                    )
+                    .service(resource("/conversations").route(web::get().to(conversations::list)))
                     .service(
                         resource("/conversations/{id}").route(web::get().to(conversations::get)),
                     )

@@ -30,10 +30,16 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         down.push(format!("queue ({e})"));
     }
     if !workers_ok {
-        down.push(format!("workers ({running} of {} running)", workers.concurrency));
+        down.push(format!(
+            "workers ({running} of {} running)",
+            workers.concurrency
+        ));
     }
     if !down.is_empty() {
-        return Err(ApiError::Unavailable(format!("not ready: {}", down.join(", "))));
+        return Err(ApiError::Unavailable(format!(
+            "not ready: {}",
+            down.join(", ")
+        )));
     }
     let worker_status = if workers.enabled {
         format!("{running} running")

@@ -162,7 +162,13 @@ async fn replay(
     // `failed` and not send it; the event is published before the dead letter is marked
     // replayed, so a failed publish leaves it replayable (a repeated replay is harmless:
     // the idempotency key makes the second one a no-op).
-    writer::mark_requeued(db, &row.idempotency_key).await?;
+    writer::transition_status(
+        db,
+        &row.idempotency_key,
+        writer::STATUS_FAILED,
+        writer::STATUS_QUEUED,
+    )
+    .await?;
     backend.republish(vec![event]).await?;
     dead_letters::mark_replayed(db, row.id).await?;
     Ok(())

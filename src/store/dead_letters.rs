@@ -39,7 +39,13 @@ pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<M
     };
     let txn = writer::begin_write(db).await?;
     let model = Entity::insert(row).exec_with_returning(&txn).await?;
-    writer::mark_failed(&txn, new.event.idempotency_key.as_str()).await?;
+    writer::transition_status(
+        &txn,
+        new.event.idempotency_key.as_str(),
+        writer::STATUS_QUEUED,
+        writer::STATUS_FAILED,
+    )
+    .await?;
     txn.commit().await?;
     Ok(model)
 }

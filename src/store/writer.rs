@@ -508,35 +508,22 @@ pub async fn mark_sent(db: &DatabaseConnection, sent: &[(i64, String)]) -> Resul
     Ok(())
 }
 
-/// Marks the message of a dead-lettered event `failed` (if it was stored and not sent).
-pub async fn mark_failed<C: ConnectionTrait>(
+/// Moves the message with this idempotency key from status `from` to `to` (and leaves it
+/// alone in any other status): `queued → failed` when its event is dead-lettered,
+/// `failed → queued` when the dead letter is replayed.
+pub async fn transition_status<C: ConnectionTrait>(
     db: &C,
     idempotency_key: &str,
+    from: &str,
+    to: &str,
 ) -> Result<(), StoreError> {
     use messages::Column;
     let update = Query::update()
         .table(messages::Entity.table_ref())
-        .value(Column::Status, STATUS_FAILED)
+        .value(Column::Status, to)
         .value(Column::UpdatedAt, Utc::now())
         .and_where(Column::IdempotencyKey.eq(idempotency_key))
-        .and_where(Column::Status.eq(STATUS_QUEUED))
-        .to_owned();
-    db.execute(&update).await?;
-    Ok(())
-}
-
-/// A replayed event may be retried: put its `failed` message back to `queued`.
-pub async fn mark_requeued<C: ConnectionTrait>(
-    db: &C,
-    idempotency_key: &str,
-) -> Result<(), StoreError> {
-    use messages::Column;
-    let update = Query::update()
-        .table(messages::Entity.table_ref())
-        .value(Column::Status, STATUS_QUEUED)
-        .value(Column::UpdatedAt, Utc::now())
-        .and_where(Column::IdempotencyKey.eq(idempotency_key))
-        .and_where(Column::Status.eq(STATUS_FAILED))
+        .and_where(Column::Status.eq(from))
         .to_owned();
     db.execute(&update).await?;
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod dead_letters;
 mod error;
+mod nodelay;
 pub mod pending;
 pub mod read;
 pub mod writer;
@@ -25,6 +26,17 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .acquire_timeout(settings.acquire_timeout)
         .connect_timeout(settings.acquire_timeout)
         .sqlx_logging(false);
+    if !url.starts_with("sqlite:") {
+        let port = nodelay::postgres_port(url);
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            pool.after_connect(move |_, _| {
+                Box::pin(async move {
+                    nodelay::disable_nagle_towards(port);
+                    Ok(())
+                })
+            })
+        });
+    }
     if url.starts_with("sqlite:") {
         create_sqlite_directory(url)?;
         let busy_timeout = settings.busy_timeout;
@@ -34,6 +46,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
+                .pragma("cache_size", "-65536")
         });
     }
     Ok(Database::connect(options).await?)

@@ -1,0 +1,79 @@
+-- wrk script for POST /api/messages/sms (see bench/README.md).
+--
+-- Every request is a distinct message: the body carries a run nonce, the wrk thread id
+-- and a per-thread counter, so the derived idempotency key never repeats and the server
+-- has to store every accepted request (no duplicate short-cut flatters the numbers).
+-- Senders/recipients come from small pools so conversations are shared, as in real
+-- traffic: the conversation upsert and its counter update see contention.
+--
+-- Env (read by every wrk thread): BENCH_NONCE (run id), BENCH_SENDERS (default 10
+-- business numbers), BENCH_CONTACTS (default 1000 contact numbers).
+
+local threads = {}
+local next_id = 1
+
+-- Main Lua state: give each thread its id and keep the handle to read its counters in done().
+function setup(thread)
+   thread:set("id", next_id)
+   next_id = next_id + 1
+   table.insert(threads, thread)
+end
+
+-- Thread Lua states from here on.
+local nonce = os.getenv("BENCH_NONCE") or tostring(os.time())
+local senders = tonumber(os.getenv("BENCH_SENDERS") or "10")
+local contacts = tonumber(os.getenv("BENCH_CONTACTS") or "1000")
+local counter = 0
+non2xx = 0          -- globals, so that done() can read them with thread:get()
+statuses = {}       -- status code (string) -> count, only for status >= 300
+
+local headers = { ["Content-Type"] = "application/json" }
+-- ~120 characters of filler: a typical SMS length, not a toy 2-byte payload.
+local filler = "Hi! Your order has shipped and will arrive on Tuesday. Reply STOP to opt out, HELP for help."
+
+function init(args)
+   -- Deterministic per-thread sequence: the same pairs are drawn on every run.
+   math.randomseed(1000 + id)
+end
+
+function request()
+   counter = counter + 1
+   local from = string.format("+1201555%04d", math.random(0, senders - 1))
+   local to = string.format("+1804555%04d", math.random(0, contacts - 1))
+   local body = string.format('{"from":"%s","to":"%s","type":"sms","body":"bench %s t%d #%d %s","timestamp":"2024-11-01T14:00:00Z"}',
+      from, to, nonce, id, counter, filler)
+   return wrk.format("POST", nil, headers, body)
+end
+
+function response(status, hdrs, body)
+   if status >= 300 then
+      non2xx = non2xx + 1
+      local k = tostring(status)
+      statuses[k] = (statuses[k] or 0) + 1
+   end
+end
+
+-- Main state again: print one machine-readable line that bench/report.py parses
+-- (latency in microseconds, straight from wrk's histogram).
+function done(summary, latency, requests)
+   local bad, by_status = 0, {}
+   for _, t in ipairs(threads) do
+      bad = bad + (t:get("non2xx") or 0)
+      for k, v in pairs(t:get("statuses") or {}) do
+         by_status[k] = (by_status[k] or 0) + v
+      end
+   end
+   local parts = {}
+   for k, v in pairs(by_status) do table.insert(parts, k .. ":" .. v) end
+   table.sort(parts)
+   local e = summary.errors
+   io.write(string.format(
+      "BENCH requests=%d duration_us=%d bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
+      "non2xx=%d statuses=%s err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
+      summary.requests, summary.duration, summary.bytes,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      bad, (#parts > 0 and table.concat(parts, ",") or "-"),
+      e.connect, e.read, e.write, e.status, e.timeout))
+   io.write(string.format("non-2xx responses (status >= 300): %d %s\n", bad,
+      (#parts > 0 and "(" .. table.concat(parts, ", ") .. ")" or "")))
+end

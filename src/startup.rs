@@ -18,6 +18,7 @@ use crate::domain::Event;
 use crate::http::{self, record_metrics, AppState};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
+use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
 
@@ -98,7 +99,7 @@ impl Application {
             concurrency: settings.worker.concurrency,
             batch_size: settings.worker.batch_size,
             deps: WorkerDeps {
-                db: db.clone(),
+                writer: MessageWriter::new(db.clone()),
                 backend: backend.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),

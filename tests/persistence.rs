@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use common::{databases, spawn_app, spawn_app_with, Db, TestApp, TestDatabase};
 use messaging_server::domain::{Accept, Event, IntoEvent, SendEmail, SendSms, SmsWebhook};
 use messaging_server::startup::Hooks;
-use messaging_server::store::writer;
+use messaging_server::store::writer::MessageWriter;
 use uuid::Uuid;
 
 const DEFAULT_CUSTOMER: &str = "00000000-0000-0000-0000-000000000001";
@@ -145,7 +145,8 @@ async fn one_batch_with_duplicates_inside_it() {
     for db in databases() {
         let app = spawn_app(db).await;
         let event = outbound_sms("+12016661234", "+18045551234", "twice in a batch", 0);
-        let persisted = writer::persist_batch(app.db(), &[event.clone(), event.clone()])
+        let persisted = MessageWriter::new(app.db().clone())
+            .persist(&[&event, &event])
             .await
             .expect("batch persists");
         assert!(persisted[0].inserted);
@@ -225,9 +226,10 @@ async fn concurrent_transactions_racing_on_new_conversations() {
                 )
             })
             .collect();
+        // Separate writers: no shared conversation cache, every one races on the rows.
         let writers = (0..8).map(|_| {
-            let (db, batch) = (app.db().clone(), batch.clone());
-            async move { writer::persist_batch(&db, &batch).await }
+            let (writer, batch) = (MessageWriter::new(app.db().clone()), batch.clone());
+            async move { writer.persist(&batch.iter().collect::<Vec<_>>()).await }
         });
         let results = futures_util::future::join_all(writers).await;
         for result in results {
@@ -259,6 +261,51 @@ async fn data_survives_a_restart_on_the_same_database() {
         assert_eq!(database.url, url);
         let again = common::spawn_on(database, |_| {}, Hooks::default()).await;
         assert_eq!(counts(&again).await, (1, 1, 1), "{db:?}");
+    }
+}
+
+#[actix_web::test]
+async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
+    for db in databases() {
+        let app = spawn_app(db).await;
+        let writer = MessageWriter::new(app.db().clone());
+        // 1000 events over 500 conversations in one batch (the largest batch_size).
+        let batch: Vec<Event> = (0..1000)
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{:04}", i % 500),
+                    "+18045551234",
+                    &format!("big {i}"),
+                    0,
+                )
+            })
+            .collect();
+        writer
+            .persist(&batch.iter().collect::<Vec<_>>())
+            .await
+            .expect("a 1000-event batch");
+        // Second batch: every conversation comes from the cache.
+        let more: Vec<Event> = (0..500)
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{i:04}"),
+                    "+18045551234",
+                    &format!("more {i}"),
+                    1,
+                )
+            })
+            .collect();
+        writer
+            .persist(&more.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert_eq!(counts(&app).await, (500, 1500, 1500), "{db:?}");
+        assert_eq!(
+            app.scalar("SELECT MIN(message_count) FROM conversations")
+                .await,
+            3
+        );
+        app.assert_counters_match().await;
     }
 }
 

@@ -323,11 +323,10 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
 
         // The next start re-enqueues them and the workers store them.
         let server = Server::start(&database.url, &[("WORKER_CONCURRENCY", "3")]).await;
-        let ready = server.get_json("/readyz").await;
-        assert_eq!(
-            ready["checks"]["workers"], "3 running",
-            "WORKER_CONCURRENCY reaches the pool"
-        );
+        eventually(Duration::from_secs(10), "three workers ready", || async {
+            server.get_json("/readyz").await["checks"]["workers"] == "3 running"
+        })
+        .await;
         let url = database.url.clone();
         eventually(Duration::from_secs(20), "restored events stored", || {
             let url = url.clone();

@@ -14,7 +14,7 @@ use super::retry::{Failed, RetryScheduler};
 use super::worker::{PersistenceWorker, ProcessBatch, WorkerDeps};
 use super::ProcessingError;
 use crate::domain::Event;
-use crate::queue::{QueueBackend, QueueError};
+use crate::queue::{DeliveryId, QueueBackend, QueueError};
 use crate::telemetry::Metrics;
 
 /// How long one `receive` waits for work before the pump checks whether it should stop.
@@ -162,9 +162,7 @@ impl Pump {
             if !worker.connected() {
                 worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
             }
-            // Kept so that, if the worker dies with the batch, each event still reaches
-            // the RetryScheduler.
-            let held = batch.clone();
+            let held: Vec<DeliveryId> = batch.iter().map(|d| d.id).collect();
             let lost = match worker.send(ProcessBatch(batch)).await {
                 Ok(Ok(())) => continue,
                 // The worker caught a panic and stopped; its Supervisor restarts it.
@@ -176,9 +174,9 @@ impl Pump {
                     err.to_string()
                 }
             };
-            // None of the batch can be assumed done: each event goes through the
-            // RetryScheduler (replaying one that was done is a harmless duplicate).
-            for delivery in held {
+            // What the worker had not finished goes through the RetryScheduler (the queue
+            // still holds it: nothing the worker held is lost).
+            for delivery in self.backend.unfinished(&held) {
                 self.retry.do_send(Failed {
                     delivery,
                     error: ProcessingError::WorkerStopped(lost.clone()),

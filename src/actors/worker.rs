@@ -13,14 +13,13 @@ use std::time::Instant;
 use actix::prelude::*;
 use chrono::Utc;
 use futures_util::FutureExt;
-use sea_orm::DatabaseConnection;
 
 use super::retry::{Failed, RetryScheduler};
 use super::ProcessingError;
 use crate::domain::{Direction, Event};
 use crate::providers::{OutboundMessage, Providers};
 use crate::queue::{Delivery, QueueBackend};
-use crate::store::writer::{self, Persisted, STATUS_QUEUED};
+use crate::store::writer::{self, MessageWriter, Persisted, STATUS_QUEUED};
 use crate::store::StoreError;
 use crate::telemetry::{self, mask_address, Metrics};
 
@@ -29,7 +28,7 @@ pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct WorkerDeps {
-    pub db: DatabaseConnection,
+    pub writer: MessageWriter,
     pub backend: Arc<dyn QueueBackend>,
     pub retry: Addr<RetryScheduler>,
     pub metrics: Arc<Metrics>,
@@ -115,7 +114,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
             ),
         }
     }
-    let stored = store(&deps.db, &valid).await;
+    let stored = store(&deps.writer, &valid).await;
     let mut to_send = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
@@ -136,9 +135,9 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
 
 /// Stores the batch in one transaction. When the database rejects the batch outright (a
 /// permanent error), each event is retried alone so one bad event cannot sink the others.
-async fn store(db: &DatabaseConnection, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
-    let events: Vec<Event> = batch.iter().map(|d| d.event.clone()).collect();
-    match writer::persist_batch(db, &events).await {
+async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
+    let events: Vec<&Event> = batch.iter().map(|d| &d.event).collect();
+    match writer.persist(&events).await {
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),
         Err(err) if err.is_transient() || events.len() == 1 => {
             events.iter().map(|_| Err(err.clone())).collect()
@@ -146,11 +145,7 @@ async fn store(db: &DatabaseConnection, batch: &[Delivery]) -> Vec<Result<Persis
         Err(_) => {
             let mut results = Vec::with_capacity(events.len());
             for event in events {
-                results.push(
-                    writer::persist_batch(db, std::slice::from_ref(&event))
-                        .await
-                        .map(|mut p| p.remove(0)),
-                );
+                results.push(writer.persist(&[event]).await.map(|mut p| p.remove(0)));
             }
             results
         }
@@ -254,7 +249,7 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
             Err(err) => fail(deps, delivery, err.into(), started),
         }
     }
-    match writer::mark_sent(&deps.db, &sent).await {
+    match writer::mark_sent(deps.writer.db(), &sent).await {
         Ok(()) => {
             for delivery in sent_deliveries {
                 deps.backend.ack(delivery.id);

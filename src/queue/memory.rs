@@ -232,6 +232,18 @@ impl QueueBackend for MemoryQueue {
         self.shared.ready_signal.notify_waiters();
     }
 
+    fn unfinished(&self, ids: &[DeliveryId]) -> Vec<Delivery> {
+        let state = self.state();
+        ids.iter()
+            .filter_map(|id| {
+                state.in_flight.get(id).map(|event| Delivery {
+                    id: *id,
+                    event: event.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn depth(&self) -> usize {
         self.state().depth()
     }

@@ -59,6 +59,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Delivers `event` (the same event, its attempt counter moved on) again after `delay`.
     fn retry_later(&self, id: DeliveryId, event: Event, delay: Duration);
 
+    /// Which of these deliveries are still in flight (neither acked nor retried), with their
+    /// events: what a worker that died was holding.
+    fn unfinished(&self, ids: &[DeliveryId]) -> Vec<Delivery>;
+
     /// Events accepted and not yet done: waiting, delayed for a retry, or in flight.
     fn depth(&self) -> usize;
 

@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use entity::{conversations, message_bodies, messages};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use std::sync::{Arc, Mutex};
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, ValueTuple};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityName,
-    QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityName, QueryResult,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -48,22 +50,72 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     Ok(db.begin_with_options(options).await?)
 }
 
-/// Persists `events` in one transaction and returns one outcome per event, in order.
-pub async fn persist_batch(
-    db: &DatabaseConnection,
-    events: &[Event],
-) -> Result<Vec<Persisted>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+/// Most conversation ids kept in memory; past it the cache starts over (it only saves work).
+const CONVERSATION_CACHE_LIMIT: usize = 100_000;
+
+/// Writes batches of events. Shared by the workers: it remembers the ids of conversations
+/// it has seen committed, so a busy conversation costs no look-up per batch (conversation
+/// rows are never deleted, so a committed id stays valid).
+#[derive(Clone)]
+pub struct MessageWriter {
+    db: DatabaseConnection,
+    conversations: Arc<Mutex<HashMap<ConversationKey, i64>>>,
+}
+
+impl MessageWriter {
+    pub fn new(db: DatabaseConnection) -> Self {
+        MessageWriter {
+            db,
+            conversations: Arc::default(),
+        }
     }
-    let txn = begin_write(db).await?;
-    let persisted = persist_in(&txn, events).await?;
-    txn.commit().await?;
-    Ok(persisted)
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Persists `events` in one transaction and returns one outcome per event, in order.
+    pub async fn persist(&self, events: &[&Event]) -> Result<Vec<Persisted>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known = self.known_conversations(events);
+        let txn = begin_write(&self.db).await?;
+        let (persisted, learned) = persist_in(&txn, events, known).await?;
+        txn.commit().await?;
+        self.remember(learned);
+        Ok(persisted)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, i64>> {
+        self.conversations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn known_conversations(&self, events: &[&Event]) -> HashMap<ConversationKey, i64> {
+        let cache = self.cache();
+        events
+            .iter()
+            .filter_map(|e| {
+                let key = ConversationKey::of(e);
+                cache.get(&key).map(|id| (key, *id))
+            })
+            .collect()
+    }
+
+    /// Called only after a commit: an id from a rolled-back insert must never be cached.
+    fn remember(&self, learned: HashMap<ConversationKey, i64>) {
+        let mut cache = self.cache();
+        if cache.len() + learned.len() > CONVERSATION_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.extend(learned);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct ConversationKey {
+pub struct ConversationKey {
     customer_id: Uuid,
     channel: &'static str,
     participant_a: String,
@@ -82,13 +134,15 @@ impl ConversationKey {
     }
 }
 
+/// Returns the outcomes and the conversation ids this batch looked up or created.
 async fn persist_in(
     txn: &DatabaseTransaction,
-    events: &[Event],
-) -> Result<Vec<Persisted>, StoreError> {
+    events: &[&Event],
+    known: HashMap<ConversationKey, i64>,
+) -> Result<(Vec<Persisted>, HashMap<ConversationKey, i64>), StoreError> {
     let now = Utc::now();
-    let shas: Vec<String> = events.iter().map(Event::body_sha256).collect();
-    let keys: Vec<ConversationKey> = events.iter().map(ConversationKey::of).collect();
+    let shas: Vec<String> = events.iter().map(|e| e.body_sha256()).collect();
+    let keys: Vec<ConversationKey> = events.iter().map(|e| ConversationKey::of(e)).collect();
 
     let mut bodies: BTreeMap<&str, &str> = BTreeMap::new();
     for (event, sha) in events.iter().zip(&shas) {
@@ -96,8 +150,11 @@ async fn persist_in(
     }
     let body_ids = store_bodies(txn, &bodies).await?;
 
-    let unique_keys: BTreeSet<&ConversationKey> = keys.iter().collect();
-    let conversation_ids = store_conversations(txn, &unique_keys, now).await?;
+    let unknown: BTreeSet<&ConversationKey> =
+        keys.iter().filter(|k| !known.contains_key(*k)).collect();
+    let learned = store_conversations(txn, &unknown, now).await?;
+    let mut conversation_ids = known;
+    conversation_ids.extend(learned.iter().map(|(k, id)| (k.clone(), *id)));
 
     // First occurrence of each idempotency key is the one written; later ones in the same
     // batch are duplicates of it.
@@ -110,7 +167,7 @@ async fn persist_in(
     let rows: Vec<NewMessage<'_>> = first_by_key
         .values()
         .map(|&i| NewMessage {
-            event: &events[i],
+            event: events[i],
             conversation_id: conversation_ids[&keys[i]],
             body_id: body_ids[shas[i].as_str()],
         })
@@ -127,7 +184,7 @@ async fn persist_in(
     bump_counters(txn, &rows, &inserted, &keys_by_id(&conversation_ids), now).await?;
 
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    events
+    let persisted = events
         .iter()
         .map(|event| {
             let key = event.idempotency_key.as_str();
@@ -142,7 +199,8 @@ async fn persist_in(
                 StoreError::Rejected(format!("message {key} neither inserted nor found"))
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((persisted, learned))
 }
 
 fn keys_by_id(ids: &HashMap<ConversationKey, i64>) -> HashMap<i64, &ConversationKey> {
@@ -211,6 +269,9 @@ async fn store_conversations(
     now: DateTime<Utc>,
 ) -> Result<HashMap<ConversationKey, i64>, StoreError> {
     use conversations::Column;
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
     let key_columns = [
         Column::CustomerId,
         Column::Channel,
@@ -256,20 +317,20 @@ async fn store_conversations(
     }
     let missing: Vec<&&ConversationKey> = keys.iter().filter(|k| !ids.contains_key(**k)).collect();
     if !missing.is_empty() {
-        let mut any = Condition::any();
-        for k in missing {
-            any = any.add(
-                Condition::all()
-                    .add(Column::CustomerId.eq(k.customer_id))
-                    .add(Column::Channel.eq(k.channel))
-                    .add(Column::ParticipantA.eq(k.participant_a.clone()))
-                    .add(Column::ParticipantB.eq(k.participant_b.clone())),
-            );
-        }
+        // A row-value IN list, not an OR chain: SQLite caps expression depth at 1000.
         let select = Query::select()
             .columns(returned)
             .from(conversations::Entity.table_ref())
-            .cond_where(any)
+            .and_where(
+                Expr::tuple(key_columns.map(Expr::col)).in_tuples(missing.iter().map(|k| {
+                    ValueTuple::Many(vec![
+                        k.customer_id.into(),
+                        k.channel.into(),
+                        k.participant_a.clone().into(),
+                        k.participant_b.clone().into(),
+                    ])
+                })),
+            )
             .to_owned();
         for row in txn.query_all(&select).await? {
             let (key, id) = conversation_key(&row)?;
@@ -428,7 +489,7 @@ async fn bump_counters(
         let sent_at = micros(row.event.sent_at);
         let bump = bumps.entry(row.conversation_id).or_insert((0, sent_at));
         bump.0 += 1;
-        bump.1 = bump.1.max(sent_at);
+        bump.1 = Ord::max(bump.1, sent_at);
     }
     if bumps.is_empty() {
         return Ok(());

@@ -95,6 +95,8 @@ pub enum QueueBackendKind {
 pub struct QueueSettings {
     pub backend: QueueBackendKind,
     pub capacity: usize,
+    #[serde(deserialize_with = "duration")]
+    pub enqueue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,7 +71,10 @@ impl Application {
             store::require_migrated(&db).await?;
         }
         let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
-            QueueBackendKind::Memory => Arc::new(MemoryQueue::new(settings.queue.capacity)),
+            QueueBackendKind::Memory => Arc::new(MemoryQueue::new(
+                settings.queue.capacity,
+                settings.queue.enqueue_timeout,
+            )),
         };
         restore_spilled(&db, backend.as_ref()).await?;
         let probe = backend.clone();

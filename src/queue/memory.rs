@@ -19,8 +19,11 @@ pub struct MemoryQueue {
 
 struct Shared {
     capacity: usize,
+    /// How long a publish may wait for room before the queue counts as full.
+    enqueue_wait: Duration,
     state: Mutex<State>,
     ready_signal: Notify,
+    space_signal: Notify,
 }
 
 #[derive(Default)]
@@ -112,14 +115,31 @@ impl State {
 }
 
 impl MemoryQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, enqueue_wait: Duration) -> Self {
         MemoryQueue {
             shared: Arc::new(Shared {
                 capacity,
+                enqueue_wait,
                 state: Mutex::new(State::default()),
                 ready_signal: Notify::new(),
+                space_signal: Notify::new(),
             }),
         }
+    }
+
+    /// Adds the event if there is room; gives it back if not.
+    fn try_publish(&self, event: Event) -> Result<Result<(), Event>, QueueError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(QueueError::Closed);
+        }
+        if state.depth() >= self.shared.capacity {
+            return Ok(Err(event));
+        }
+        state.ready.push_back(event);
+        drop(state);
+        self.shared.ready_signal.notify_one();
+        Ok(Ok(()))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -146,24 +166,30 @@ impl QueueBackend for MemoryQueue {
         "memory"
     }
 
+    /// Waits up to the enqueue timeout for room: under a burst, clients are slowed to the
+    /// rate the workers store at instead of being turned away at once.
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), QueueError>> {
-        let result = {
-            let mut state = self.state();
-            if state.closed {
-                Err(QueueError::Closed)
-            } else if state.depth() >= self.shared.capacity {
-                Err(QueueError::Full {
-                    capacity: self.shared.capacity,
-                })
-            } else {
-                state.ready.push_back(event);
-                Ok(())
+        let this = self.clone();
+        async move {
+            let deadline = Instant::now() + this.shared.enqueue_wait;
+            let mut event = event;
+            loop {
+                // Registered before looking, so room made in between is not missed.
+                let room = this.shared.space_signal.notified();
+                match this.try_publish(event)? {
+                    Ok(()) => return Ok(()),
+                    Err(back) => event = back,
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(QueueError::Full {
+                        capacity: this.shared.capacity,
+                    });
+                }
+                let _ = tokio::time::timeout(deadline - now, room).await;
             }
-        };
-        if result.is_ok() {
-            self.shared.ready_signal.notify_one();
         }
-        future::ready(result).boxed()
+        .boxed()
     }
 
     fn republish(&self, events: Vec<Event>) -> BoxFuture<'static, Result<(), QueueError>> {
@@ -211,6 +237,7 @@ impl QueueBackend for MemoryQueue {
         state.release(id);
         let waiting = !state.ready.is_empty();
         drop(state);
+        self.shared.space_signal.notify_one();
         if waiting {
             // An event may have been waiting for this one's key.
             self.shared.ready_signal.notify_one();
@@ -267,6 +294,7 @@ impl QueueBackend for MemoryQueue {
         events.extend(state.delayed.drain().map(|Reverse(d)| d.event));
         drop(state);
         self.shared.ready_signal.notify_waiters();
+        self.shared.space_signal.notify_waiters();
         events
     }
 
@@ -307,8 +335,25 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn a_full_queue_makes_publishers_wait_for_room() {
+        let queue = MemoryQueue::new(1, Duration::from_secs(5));
+        queue.publish(event("first")).await.unwrap();
+        let waiting = queue.publish(event("second"));
+        let taken = take(&queue, 1).await;
+        let consumer = queue.clone();
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            consumer.ack(taken[0].id);
+        });
+        let started = Instant::now();
+        waiting.await.expect("room was made");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(queue.depth(), 1);
+    }
+
+    #[actix_web::test]
     async fn capacity_counts_everything_not_finished() {
-        let queue = MemoryQueue::new(2);
+        let queue = MemoryQueue::new(2, Duration::ZERO);
         queue.publish(event("a")).await.unwrap();
         queue.publish(event("b")).await.unwrap();
         assert_eq!(
@@ -325,7 +370,7 @@ mod tests {
 
     #[actix_web::test]
     async fn one_idempotency_key_is_in_flight_at_most_once() {
-        let queue = MemoryQueue::new(10);
+        let queue = MemoryQueue::new(10, Duration::ZERO);
         queue.publish(event("same")).await.unwrap();
         queue.publish(event("same")).await.unwrap();
         queue.publish(event("other")).await.unwrap();
@@ -341,7 +386,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_retry_comes_back_after_its_delay() {
-        let queue = MemoryQueue::new(10);
+        let queue = MemoryQueue::new(10, Duration::ZERO);
         queue.publish(event("later")).await.unwrap();
         let taken = take(&queue, 1).await;
         let mut again = taken[0].event.clone();
@@ -357,7 +402,7 @@ mod tests {
 
     #[actix_web::test]
     async fn closing_returns_every_unfinished_event() {
-        let queue = MemoryQueue::new(10);
+        let queue = MemoryQueue::new(10, Duration::ZERO);
         for body in ["in flight", "delayed", "ready"] {
             queue.publish(event(body)).await.unwrap();
         }

@@ -19,7 +19,7 @@ use super::ProcessingError;
 use crate::domain::{Direction, Event};
 use crate::providers::{OutboundMessage, Providers};
 use crate::queue::{Delivery, QueueBackend};
-use crate::store::writer::{self, MessageWriter, Persisted, STATUS_QUEUED};
+use crate::store::writer::{MessageWriter, Persisted, STATUS_QUEUED};
 use crate::store::StoreError;
 use crate::telemetry::{self, mask_address, Metrics};
 
@@ -249,7 +249,7 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
             Err(err) => fail(deps, delivery, err.into(), started),
         }
     }
-    match writer::mark_sent(deps.writer.db(), &sent).await {
+    match deps.writer.mark_sent(&sent).await {
         Ok(()) => {
             for delivery in sent_deliveries {
                 deps.backend.ack(delivery.id);

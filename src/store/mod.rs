@@ -17,7 +17,7 @@ use crate::config::DatabaseSettings;
 /// Prepared statements kept per connection. Batched statements differ with the batch size,
 /// so a large cache mostly holds big one-off statements (the default of 100 let memory
 /// grow by hundreds of MB under load).
-const STATEMENT_CACHE: usize = 24;
+const STATEMENT_CACHE: usize = 4;
 
 /// Opens the pool. For SQLite the file's directory is created and the connection tuned for
 /// one writer at a time (WAL, `synchronous=NORMAL`, a busy timeout); writes then use
@@ -53,9 +53,6 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE)
-                // 64 MiB of page cache (default 2 MiB): the unique indexes on random keys
-                // (idempotency keys, body hashes) are otherwise re-read on every batch.
-                .pragma("cache_size", "-65536")
         });
     }
     Ok(Database::connect(options).await?)

@@ -26,7 +26,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     let url = settings.url.as_str();
     let mut options = ConnectOptions::new(url);
     options
-        .max_connections(settings.max_connections)
+        .max_connections(settings.pool_size())
         .min_connections(1)
         .acquire_timeout(settings.acquire_timeout)
         .connect_timeout(settings.acquire_timeout)
@@ -53,6 +53,8 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE)
+                // Statement journals (one per multi-row upsert) in memory, not temp files.
+                .pragma("temp_store", "memory")
         });
     }
     Ok(Database::connect(options).await?)

@@ -226,6 +226,7 @@ def summary(runs_path, history_path):
         medians.append(med)
     settings = (f"wrk -t2 -c{meta['connections']} -d{meta['duration']}s, queue.capacity={meta['queue_capacity']}, "
                 f"LOG_LEVEL={meta['log_level']}, senders={meta['senders']}, contacts={meta['contacts']}"
+                + (f", offered rate {meta['rate']}/s" if meta.get("rate") else ", offered rate: saturation")
                 + (f", extra env: {meta['extra_env']}" if meta.get("extra_env") else ""))
     notes = []
     for r in recs:

@@ -7,7 +7,8 @@
 # Knobs (env): BENCH_DATABASES="sqlite postgres", BENCH_RUNS=3, BENCH_DURATION=20 (s),
 # BENCH_CONNECTIONS=64, BENCH_QUEUE_CAPACITY=10000 (the default), BENCH_LOG_LEVEL=warn,
 # BENCH_PG_URL=postgres://postgres@127.0.0.1:5432, BENCH_SERVER_ENV="K=V K2=V2",
-# BENCH_SENDERS=10, BENCH_CONTACTS=1000, BENCH_DRAIN_TIMEOUT=300, BENCH_BUILD_WAIT=300.
+# BENCH_SENDERS=10, BENCH_CONTACTS=1000, BENCH_DRAIN_TIMEOUT=300, BENCH_BUILD_WAIT=300,
+# BENCH_RATE=0 (offered requests/s; 0 = as fast as the server answers, i.e. saturation).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +28,7 @@ SERVER_ENV=${BENCH_SERVER_ENV:-}
 DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-300}
 BUILD_WAIT=${BENCH_BUILD_WAIT:-300}
 export BENCH_SENDERS=${BENCH_SENDERS:-10} BENCH_CONTACTS=${BENCH_CONTACTS:-1000}
+export BENCH_RATE=${BENCH_RATE:-0} BENCH_CONNECTIONS=$CONNECTIONS
 
 REPORT=(python3 "$BENCH_DIR/report.py")
 # psql for admin statements (only here, so the server does not inherit PGOPTIONS);
@@ -160,7 +162,7 @@ json.dump({"db": "$db", "run": $run, "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
            "git_rev": "$GIT_REV", "host": "$(nproc) cores",
            "connections": $CONNECTIONS, "duration": $DURATION, "queue_capacity": $QUEUE_CAPACITY,
            "log_level": "$LOG_LEVEL_USED", "senders": $BENCH_SENDERS, "contacts": $BENCH_CONTACTS,
-           "extra_env": """$SERVER_ENV""", "vmhwm_kb": $vmhwm_kb, "server_exit": $server_exit,
+           "extra_env": """$SERVER_ENV""", "rate": $BENCH_RATE, "vmhwm_kb": $vmhwm_kb, "server_exit": $server_exit,
            "server_log_lines": $(wc -l <"$dir/server.log"), "busy": "$busy",
            "dir": "$dir"}, open(sys.argv[1], "w"))
 EOF

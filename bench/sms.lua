@@ -7,7 +7,8 @@
 -- traffic: the conversation upsert and its counter update see contention.
 --
 -- Env (read by every wrk thread): BENCH_NONCE (run id), BENCH_SENDERS (default 10
--- business numbers), BENCH_CONTACTS (default 1000 contact numbers).
+-- business numbers), BENCH_CONTACTS (default 1000 contact numbers), BENCH_RATE (offered
+-- requests/s in all; unset = as fast as the server answers) with BENCH_CONNECTIONS.
 
 local threads = {}
 local next_id = 1
@@ -34,6 +35,16 @@ local filler = "Hi! Your order has shipped and will arrive on Tuesday. Reply STO
 function init(args)
    -- Deterministic per-thread sequence: the same pairs are drawn on every run.
    math.randomseed(1000 + id)
+end
+
+-- A fixed think time per connection caps the offered rate, so latency can be read below
+-- saturation (wrk times the request only, not the pause before it).
+local rate = tonumber(os.getenv("BENCH_RATE") or "")
+if rate and rate > 0 then
+   local pause_ms = tonumber(os.getenv("BENCH_CONNECTIONS") or "64") * 1000 / rate
+   function delay()
+      return pause_ms
+   end
 end
 
 function request()

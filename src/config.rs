@@ -550,4 +550,19 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn pool_size_is_chosen_per_database_unless_set() {
+        let mut database = Settings::defaults().database;
+        assert_eq!(
+            database.max_connections, 0,
+            "the shipped default is automatic"
+        );
+        database.url = "sqlite://data/messaging.db?mode=rwc".into();
+        assert_eq!(database.pool_size(), 4);
+        database.url = "postgres://postgres@127.0.0.1/messaging".into();
+        assert_eq!(database.pool_size(), 10);
+        database.max_connections = 3;
+        assert_eq!(database.pool_size(), 3);
+    }
 }

@@ -86,9 +86,13 @@ impl DatabaseSettings {
     const SQLITE_POOL: u32 = 4;
     const POSTGRES_POOL: u32 = 10;
 
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
     pub fn pool_size(&self) -> u32 {
         match self.max_connections {
-            0 if self.url.starts_with("sqlite:") => Self::SQLITE_POOL,
+            0 if self.is_sqlite() => Self::SQLITE_POOL,
             0 => Self::POSTGRES_POOL,
             n => n,
         }
@@ -321,10 +325,6 @@ impl Settings {
             ));
         }
         Ok(())
-    }
-
-    pub fn is_sqlite(&self) -> bool {
-        self.database.url.starts_with("sqlite:")
     }
 }
 

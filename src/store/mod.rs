@@ -31,7 +31,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .acquire_timeout(settings.acquire_timeout)
         .connect_timeout(settings.acquire_timeout)
         .sqlx_logging(false);
-    if !url.starts_with("sqlite:") {
+    if !settings.is_sqlite() {
         options.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
         let port = nodelay::postgres_port(url);
         options.map_sqlx_postgres_pool_opts(move |pool| {
@@ -43,7 +43,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
             })
         });
     }
-    if url.starts_with("sqlite:") {
+    if settings.is_sqlite() {
         create_sqlite_directory(url)?;
         let busy_timeout = settings.busy_timeout;
         options.map_sqlx_sqlite_opts(move |o| {

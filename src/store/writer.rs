@@ -84,22 +84,50 @@ impl MessageWriter {
         }
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     /// Persists `events` in one transaction and returns one outcome per event, in order.
     pub async fn persist(&self, events: &[&Event]) -> Result<Vec<Persisted>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let known = self.known_conversations(events);
+        let keys: Vec<ConversationKey> = events.iter().map(|e| ConversationKey::of(e)).collect();
+        let known = self.known_conversations(&keys);
         let _turn = self.take_turn().await;
         let txn = begin_write(&self.db).await?;
-        let (persisted, learned) = persist_in(&txn, events, known).await?;
+        let (persisted, learned) = persist_in(&txn, events, &keys, known).await?;
         txn.commit().await?;
         self.remember(learned);
         Ok(persisted)
+    }
+
+    /// Records provider acceptance: `queued → sent` with the provider's id, in one
+    /// statement. A message no longer `queued` is left alone, so a late duplicate cannot
+    /// overwrite it.
+    ///
+    /// No turn here: one short statement, which SQLite's busy handler serves well, while
+    /// queueing it behind whole batches of the other workers cost ~20% throughput.
+    pub async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), StoreError> {
+        use messages::Column;
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let mut provider_id = sea_orm::sea_query::CaseStatement::new();
+        for (id, provider_message_id) in sent {
+            provider_id =
+                provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
+        }
+        let update = Query::update()
+            .table(messages::Entity.table_ref())
+            .value(Column::Status, STATUS_SENT)
+            .value(
+                Column::ProviderMessageId,
+                provider_id.finally(Expr::col(Column::ProviderMessageId)),
+            )
+            .value(Column::UpdatedAt, Utc::now())
+            .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)))
+            .and_where(Column::Status.eq(STATUS_QUEUED))
+            .to_owned();
+        self.db.execute(&update).await?;
+        Ok(())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, i64>> {
@@ -108,14 +136,10 @@ impl MessageWriter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn known_conversations(&self, events: &[&Event]) -> HashMap<ConversationKey, i64> {
+    fn known_conversations(&self, keys: &[ConversationKey]) -> HashMap<ConversationKey, i64> {
         let cache = self.cache();
-        events
-            .iter()
-            .filter_map(|e| {
-                let key = ConversationKey::of(e);
-                cache.get(&key).map(|id| (key, *id))
-            })
+        keys.iter()
+            .filter_map(|key| cache.get(key).map(|id| (key.clone(), *id)))
             .collect()
     }
 
@@ -130,7 +154,7 @@ impl MessageWriter {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConversationKey {
+struct ConversationKey {
     customer_id: Uuid,
     channel: &'static str,
     participant_a: String,
@@ -153,11 +177,11 @@ impl ConversationKey {
 async fn persist_in(
     txn: &DatabaseTransaction,
     events: &[&Event],
+    keys: &[ConversationKey],
     known: HashMap<ConversationKey, i64>,
 ) -> Result<(Vec<Persisted>, HashMap<ConversationKey, i64>), StoreError> {
     let now = Utc::now();
     let shas: Vec<String> = events.iter().map(|e| e.body_sha256()).collect();
-    let keys: Vec<ConversationKey> = events.iter().map(|e| ConversationKey::of(e)).collect();
 
     let mut bodies: BTreeMap<&str, &str> = BTreeMap::new();
     for (event, sha) in events.iter().zip(&shas) {
@@ -555,41 +579,6 @@ async fn bump_counters(
                 .to_owned(),
         );
     txn.execute(&upsert).await?;
-    Ok(())
-}
-
-impl MessageWriter {
-    /// Records provider acceptance: `queued → sent` with the provider's id, in one
-    /// statement. A message no longer `queued` is left alone, so a late duplicate cannot
-    /// overwrite it.
-    pub async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), StoreError> {
-        if sent.is_empty() {
-            return Ok(());
-        }
-        // No turn here: one short statement, which SQLite's busy handler serves well, while
-        // queueing it behind whole batches of the other workers cost ~20% throughput.
-        mark_sent(&self.db, sent).await
-    }
-}
-
-async fn mark_sent(db: &DatabaseConnection, sent: &[(i64, String)]) -> Result<(), StoreError> {
-    use messages::Column;
-    let mut provider_id = sea_orm::sea_query::CaseStatement::new();
-    for (id, provider_message_id) in sent {
-        provider_id = provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
-    }
-    let update = Query::update()
-        .table(messages::Entity.table_ref())
-        .value(Column::Status, STATUS_SENT)
-        .value(
-            Column::ProviderMessageId,
-            provider_id.finally(Expr::col(Column::ProviderMessageId)),
-        )
-        .value(Column::UpdatedAt, Utc::now())
-        .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)))
-        .and_where(Column::Status.eq(STATUS_QUEUED))
-        .to_owned();
-    db.execute(&update).await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use migration::MigratorTrait;
 use crate::actors::queue::{Close, WaitUntilDrained};
 use crate::config::{Settings, Sources};
 use crate::startup::Application;
+use crate::store::keys::{self, Scope};
 use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
 
@@ -51,6 +52,53 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Customers (tenants): each has its own API keys and data.
+    Customers {
+        #[command(subcommand)]
+        action: CustomersAction,
+    },
+    /// API keys: create (printed once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CustomersAction {
+    /// Create a customer; prints its id alone on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List customers.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Create an API key; prints the key alone on stdout (it is not stored, only its hash).
+    Create {
+        /// The customer's id (see `customers list`).
+        #[arg(long)]
+        customer: uuid::Uuid,
+        #[arg(long)]
+        name: String,
+        /// send, webhook or admin; repeat for several.
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by id, prefix (msk_…, as listed) or the key itself.
+    Revoke {
+        #[arg(value_name = "ID_OR_PREFIX")]
+        key: String,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    text.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +137,10 @@ enum DlqAction {
         /// The running server's base URL (default: http://127.0.0.1:<server.port>).
         #[arg(long)]
         server: Option<String>,
+        /// An admin API key for the server (better in the environment than on the command
+        /// line, where other users can see it).
+        #[arg(long, env = "MESSAGING_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
     /// Delete dead letters older than dlq.retention now.
     Purge,
@@ -145,6 +197,8 @@ pub fn main() -> ExitCode {
             }
             Command::Migrate { action } => migrate(&settings, action).await,
             Command::Dlq { action } => dlq(&settings, action).await,
+            Command::Customers { action } => customers(&settings, action).await,
+            Command::Keys { action } => keys(&settings, action).await,
             Command::Config { .. } => Ok(()),
         }
     });
@@ -176,7 +230,15 @@ fn runtime(err: impl std::fmt::Display) -> Failure {
 async fn serve(settings: Settings) -> Result<(), Failure> {
     let shutdown_timeout = settings.server.shutdown_timeout;
     let workers_enabled = settings.worker.enabled;
-    let app = Application::build(settings).await.map_err(runtime)?;
+    let mut app = Application::build(settings).await.map_err(runtime)?;
+    if let Some(key) = app.take_initial_admin_key() {
+        // stdout, not the log: keys never reach logs. Shown this once only.
+        println!("initial admin API key: {key}");
+        println!(
+            "Store it now: it will not be shown again (only its hash is kept). \
+             Create more keys with `messaging-server keys create`."
+        );
+    }
     let queue = app.state().queue.clone();
     let db = app.state().db.clone();
     let server = app.server_handle();
@@ -267,7 +329,12 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             }
             Ok(())
         }
-        DlqAction::Replay { id, all, server } => {
+        DlqAction::Replay {
+            id,
+            all,
+            server,
+            api_key,
+        } => {
             let base =
                 server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
             let path = match (id, all) {
@@ -278,8 +345,11 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             let client = awc::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish();
-            let mut response = client
-                .post(format!("{}{path}", base.trim_end_matches('/')))
+            let mut request = client.post(format!("{}{path}", base.trim_end_matches('/')));
+            if let Some(key) = api_key {
+                request = request.bearer_auth(key);
+            }
+            let mut response = request
                 .send()
                 .await
                 .map_err(|e| runtime(format!("cannot reach the server at {base}: {e}")))?;
@@ -306,5 +376,94 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+async fn customers(settings: &Settings, action: CustomersAction) -> Result<(), Failure> {
+    let db = admin_database(settings).await?;
+    match action {
+        CustomersAction::Create { name } => {
+            let id = keys::create_customer(&db, &name)
+                .await
+                .map_err(keys_failure)?;
+            println!("{id}");
+        }
+        CustomersAction::List => {
+            println!("id\tname\tcreated");
+            for c in keys::customers(&db).await.map_err(runtime)? {
+                println!("{}\t{}\t{}", c.id, c.name, c.created_at.to_rfc3339());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(settings: &Settings, action: KeysAction) -> Result<(), Failure> {
+    let db = admin_database(settings).await?;
+    match action {
+        KeysAction::Create {
+            customer,
+            name,
+            scopes,
+        } => {
+            let scopes = scopes.into_iter().collect();
+            let (row, key) = keys::create(&db, customer, &name, scopes)
+                .await
+                .map_err(keys_failure)?;
+            eprintln!(
+                "created API key {} ({}) for customer {} with scopes {}; it is shown only now",
+                row.id, row.prefix, row.customer_id, row.scopes
+            );
+            println!("{key}");
+        }
+        KeysAction::List => {
+            let never = || "-".to_string();
+            println!("id\tprefix\tname\tcustomer\tscopes\tcreated\tlast_used\trevoked");
+            for k in keys::list(&db).await.map_err(runtime)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.prefix,
+                    k.name,
+                    k.customer_id,
+                    k.scopes,
+                    k.created_at.to_rfc3339(),
+                    k.last_used_at.map_or_else(never, |t| t.to_rfc3339()),
+                    k.revoked_at.map_or_else(never, |t| t.to_rfc3339()),
+                );
+            }
+        }
+        KeysAction::Revoke { key } => match keys::revoke(&db, &key).await.map_err(keys_failure)? {
+            keys::Revoked::Now(row) => println!(
+                "revoked API key {} ({}); running servers refuse it within auth.cache_ttl ({})",
+                row.id,
+                row.prefix,
+                humantime::format_duration(settings.auth.cache_ttl)
+            ),
+            keys::Revoked::Already(row) => {
+                println!("API key {} ({}) was already revoked", row.id, row.prefix)
+            }
+        },
+    }
+    Ok(())
+}
+
+/// The database for `customers` and `keys`, migrated like `serve` would (so a key can be
+/// created before the first start).
+async fn admin_database(settings: &Settings) -> Result<sea_orm::DatabaseConnection, Failure> {
+    let db = store::connect(&settings.database).await.map_err(runtime)?;
+    if settings.database.auto_migrate {
+        store::migrate(&db).await.map_err(runtime)?;
+    } else {
+        store::require_migrated(&db).await.map_err(runtime)?;
+    }
+    Ok(db)
+}
+
+/// Mistakes in what the operator typed are usage errors (exit 2); the rest are runtime.
+fn keys_failure(err: keys::KeysError) -> Failure {
+    match err {
+        keys::KeysError::Store(e) => runtime(e),
+        other => Failure::Usage(other.to_string()),
     }
 }

@@ -23,6 +23,7 @@ pub const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("RETRY_MAX_AGE", "retry.max_age"),
     ("DLQ_RETENTION", "dlq.retention"),
     ("LOG_LEVEL", "log.level"),
+    ("AUTH_REQUIRED", "auth.required"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub api: ApiSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub queue: QueueSettings,
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
@@ -103,6 +106,88 @@ impl DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub default_customer_id: Uuid,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Every `/api` request needs an API key; false = open (local experiments only).
+    pub required: bool,
+    /// How long a verified key is trusted without asking the database again.
+    #[serde(deserialize_with = "duration")]
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests per API key (and per provider for signed webhooks).
+    pub per_key: Rate,
+    /// Requests a key may send at once above its steady rate.
+    pub burst: u32,
+    /// Requests per client IP that carry no valid credentials.
+    pub per_ip: Rate,
+}
+
+/// A rate such as `500/s`: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let refuse =
+            || format!("accepts a rate like \"500/s\", \"100/m\" or \"1000/h\", got {text:?}");
+        let (count, unit) = text.trim().split_once('/').ok_or_else(refuse)?;
+        let count: u32 = count.trim().parse().map_err(|_| refuse())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(refuse()),
+        };
+        if count == 0 {
+            return Err(format!("must allow at least 1 request, got {text:?}"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A secret from the configuration; never shown by `Debug` (settings may be logged).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,6 +264,11 @@ pub struct ProviderSettings {
     pub mock_retry_after: Duration,
     #[serde(deserialize_with = "optional_seed")]
     pub mock_seed: Option<u64>,
+    /// When set, this provider's webhook must carry `X-Messaging-Signature`.
+    pub webhook_secret: Secret,
+    /// How far a signature's timestamp may be from now.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_tolerance: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -315,6 +405,30 @@ impl Settings {
                 return Err(invalid(
                     &format!("providers.{name}.url"),
                     "accepts an http:// URL when kind = \"http\"",
+                ));
+            }
+        }
+        if self.auth.cache_ttl.is_zero() {
+            return Err(invalid("auth.cache_ttl", "must be longer than 0s"));
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(invalid("rate_limit.burst", "must be at least 1"));
+        }
+        for (name, p) in [
+            ("sms", &self.providers.sms),
+            ("email", &self.providers.email),
+        ] {
+            // Shorter secrets can be guessed; HMAC keys should carry at least 128 bits.
+            if !p.webhook_secret.is_empty() && p.webhook_secret.expose().len() < 16 {
+                return Err(invalid(
+                    &format!("providers.{name}.webhook_secret"),
+                    "must be empty (no signature) or at least 16 characters",
+                ));
+            }
+            if p.webhook_tolerance.is_zero() {
+                return Err(invalid(
+                    &format!("providers.{name}.webhook_tolerance"),
+                    "must be longer than 0s",
                 ));
             }
         }
@@ -464,6 +578,52 @@ mod tests {
         assert_eq!(s.providers.sms.kind, ProviderKind::Mock);
         assert_eq!(s.providers.sms.mock_seed, None);
         assert_eq!(s.log.format, LogFormat::Pretty);
+        assert!(s.auth.required, "secure by default");
+        assert_eq!(s.auth.cache_ttl, Duration::from_secs(5));
+        assert!(s.providers.sms.webhook_secret.is_empty());
+        assert_eq!(s.providers.sms.webhook_tolerance, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn rates_parse_and_bad_ones_name_the_key() {
+        let s = with_env(&[
+            ("MESSAGING__RATE_LIMIT__PER_KEY", "500/s"),
+            ("MESSAGING__RATE_LIMIT__PER_IP", "30/m"),
+            ("AUTH_REQUIRED", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.rate_limit.per_key,
+            Rate {
+                count: 500,
+                per: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(s.rate_limit.per_ip.per, Duration::from_secs(60));
+        assert!(!s.auth.required);
+        for bad in ["500", "fast", "0/s", "-1/s", "10/fortnight", "/s"] {
+            match with_env(&[("MESSAGING__RATE_LIMIT__PER_KEY", bad)]) {
+                Err(SettingsError::Invalid { key, message }) => {
+                    assert_eq!(key, "rate_limit.per_key", "{bad}");
+                    assert!(message.contains(bad), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = with_env(&[(
+            "MESSAGING__PROVIDERS__SMS__WEBHOOK_SECRET",
+            "a-very-secret-webhook-key",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.providers.sms.webhook_secret.expose(),
+            "a-very-secret-webhook-key"
+        );
+        assert!(!format!("{s:?}").contains("a-very-secret"));
     }
 
     #[test]
@@ -542,6 +702,20 @@ mod tests {
             ("LOG_LEVEL", "loud", "log.level"),
             ("MESSAGING__SERVER__PORTT", "1", "server.portt"),
             ("MESSAGING__SERVER__BODY_LIMIT", "lots", "server.body_limit"),
+            ("AUTH_REQUIRED", "maybe", "auth.required"),
+            ("MESSAGING__AUTH__CACHE_TTL", "0s", "auth.cache_ttl"),
+            ("MESSAGING__RATE_LIMIT__BURST", "0", "rate_limit.burst"),
+            ("MESSAGING__RATE_LIMIT__PER_IP", "many", "rate_limit.per_ip"),
+            (
+                "MESSAGING__PROVIDERS__SMS__WEBHOOK_SECRET",
+                "short",
+                "providers.sms.webhook_secret",
+            ),
+            (
+                "MESSAGING__PROVIDERS__EMAIL__WEBHOOK_TOLERANCE",
+                "soon",
+                "providers.email.webhook_tolerance",
+            ),
         ];
         for (name, value, key) in cases {
             match with_env(&[(name, value)]) {

@@ -15,7 +15,7 @@ use crate::actors::worker::{BeforePersist, WorkerDeps};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
-use crate::http::{self, record_metrics, AppState};
+use crate::http::{self, record_metrics, request_context, AppState, Auth};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
@@ -44,6 +44,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    /// The admin key created at this start (first start, no key yet), to be shown once.
+    initial_admin_key: Option<String>,
 }
 
 impl Application {
@@ -75,6 +77,15 @@ impl Application {
                 settings.queue.capacity,
                 settings.queue.enqueue_timeout,
             )),
+        };
+        let initial_admin_key = if settings.auth.required {
+            store::keys::bootstrap_admin(&db, settings.api.default_customer_id).await?
+        } else {
+            tracing::warn!(
+                "auth.required = false: the API is open, anyone who can reach this port can send \
+                 messages and read every customer's data; set auth.required = true outside local experiments"
+            );
+            None
         };
         restore_spilled(&db, backend.as_ref()).await?;
         let probe = backend.clone();
@@ -111,6 +122,8 @@ impl Application {
             },
         });
         let queue = QueueActor::new(backend.clone(), metrics.clone(), pool).start();
+        let auth = Auth::new(&settings, db.clone());
+        Auth::spawn_upkeep(&auth);
 
         let state = AppState {
             settings: settings.clone(),
@@ -119,6 +132,7 @@ impl Application {
             backend,
             dlq,
             metrics,
+            auth,
             customers: Arc::new(RwLock::new(HashSet::new())),
         };
         let data = web::Data::new(state.clone());
@@ -127,6 +141,8 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .wrap(from_fn(record_metrics))
+                // Outermost: its span and headers cover everything below, errors included.
+                .wrap(from_fn(request_context))
                 .configure(http::configure(body_limit))
         })
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
@@ -142,6 +158,7 @@ impl Application {
             port,
             server,
             state,
+            initial_admin_key,
         })
     }
 
@@ -152,6 +169,12 @@ impl Application {
     /// Handles on the running parts (database, queue, metrics), for tests and the CLI.
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The admin key created by this start, if any: the caller shows it once (it is not
+    /// logged, and only its hash is stored).
+    pub fn take_initial_admin_key(&mut self) -> Option<String> {
+        self.initial_admin_key.take()
     }
 
     pub fn server_handle(&self) -> ServerHandle {

@@ -204,7 +204,8 @@ pub fn init_logging(settings: &LogSettings) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            // The enclosing spans too: a request's request_id on every line written in it.
+            .with_span_list(true)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };

@@ -217,6 +217,7 @@ async fn transport_errors_are_problems_and_enqueue_nothing() {
     let request = app
         .client
         .post(&url)
+        .bearer_auth(&app.admin_key)
         .insert_header(("Content-Type", "application/json"));
     let sent = request.send_body("{\"from\": ").await.unwrap();
     assert_eq!(sent.status(), StatusCode::BAD_REQUEST);
@@ -229,6 +230,7 @@ async fn transport_errors_are_problems_and_enqueue_nothing() {
     let sent = app
         .client
         .post(&url)
+        .bearer_auth(&app.admin_key)
         .insert_header(("Content-Type", "text/plain"))
         .send_body(valid.to_string())
         .await
@@ -335,6 +337,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let response = app
         .client
         .post(app.url("/api/messages/sms"))
+        .bearer_auth(&app.admin_key)
         .send_json(&sms("+12016661234", "+18045551234", "one too many"))
         .await
         .unwrap();

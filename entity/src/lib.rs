@@ -1,5 +1,6 @@
 //! SeaORM entities for the messaging server.
 
+pub mod api_keys;
 pub mod conversations;
 pub mod customers;
 pub mod dead_letters;
@@ -7,6 +8,7 @@ pub mod message_bodies;
 pub mod messages;
 pub mod pending_events;
 
+pub use api_keys::Entity as ApiKey;
 pub use conversations::Entity as Conversation;
 pub use customers::Entity as Customer;
 pub use dead_letters::Entity as DeadLetter;

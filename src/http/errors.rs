@@ -19,6 +19,20 @@ pub enum ApiError {
     BadQuery(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// 401; `challenge` is the `WWW-Authenticate` value telling the client what to send.
+    #[error("{detail}")]
+    Unauthorized {
+        detail: String,
+        challenge: &'static str,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429: `limit` requests at once, the next allowed after `retry_after`.
+    #[error("too many requests; retry after {} s", whole_seconds(*retry_after))]
+    RateLimited {
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("this endpoint answers with application/json; the Accept header admits no JSON")]
@@ -56,6 +70,9 @@ impl ApiError {
             ApiError::MalformedJson(_) => ("malformed-json", "Malformed request body"),
             ApiError::BadQuery(_) => ("invalid-query", "Invalid query parameters"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::Unauthorized { .. } => ("unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
+            ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::NotAcceptable => ("not-acceptable", "Not acceptable"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
@@ -67,11 +84,12 @@ impl ApiError {
         }
     }
 
-    /// Seconds a client should wait before retrying a 503.
-    fn retry_after(&self) -> Option<u32> {
+    /// Seconds a client should wait before retrying a 503 or a 429.
+    fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::QueueFull => Some(1),
             ApiError::Unavailable(_) => Some(5),
+            ApiError::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after)),
             _ => None,
         }
     }
@@ -84,6 +102,9 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -115,6 +136,18 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        match self {
+            ApiError::Unauthorized { challenge, .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, *challenge));
+            }
+            ApiError::RateLimited { limit, retry_after } => {
+                let reset = whole_seconds(*retry_after).to_string();
+                response.insert_header(("RateLimit-Limit", limit.to_string()));
+                response.insert_header(("RateLimit-Remaining", "0"));
+                response.insert_header(("RateLimit-Reset", reset));
+            }
+            _ => {}
         }
         response.body(serde_json::to_string(&body).expect("a problem always serializes"))
     }
@@ -162,6 +195,12 @@ impl From<actix::MailboxError> for ApiError {
         tracing::error!(error = %err, "actor unavailable");
         ApiError::Unavailable("the service is shutting down".into())
     }
+}
+
+/// Seconds for Retry-After and RateLimit-Reset: rounded up, at least 1 (0 invites a
+/// client to retry at once and be refused again).
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Maps actix-web's JSON extractor errors to problems (413, 415, 400).

@@ -1,11 +1,18 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
+pub mod auth;
 pub mod errors;
+mod hygiene;
+mod key_cache;
 mod middleware;
+pub mod rate_limit;
 mod routes;
+pub mod signature;
 mod state;
 
+pub use auth::{Auth, Caller};
 pub use errors::ApiError;
+pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{record_metrics, require_json_accept};
 pub use routes::configure;
 pub use state::AppState;

@@ -5,7 +5,7 @@ use actix::Addr;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use super::ApiError;
+use super::{ApiError, Auth};
 use crate::actors::{DlqActor, QueueActor};
 use crate::config::Settings;
 use crate::domain::FieldError;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub backend: Arc<dyn QueueBackend>,
     pub dlq: Addr<DlqActor>,
     pub metrics: Arc<Metrics>,
+    /// API keys, webhook signatures and rate limits.
+    pub auth: Arc<Auth>,
     /// Customers known to exist; asked of the database only on a miss.
     pub customers: Arc<RwLock<HashSet<Uuid>>>,
 }

@@ -2,6 +2,7 @@
 
 pub mod dead_letters;
 mod error;
+pub mod keys;
 mod nodelay;
 pub mod pending;
 pub mod read;

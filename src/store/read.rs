@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use entity::{conversations, message_bodies, messages};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
+use uuid::Uuid;
 
 use super::StoreError;
 
@@ -28,14 +29,19 @@ pub struct MessageWithBody {
     pub body: String,
 }
 
-/// Conversations, most recent activity first.
+/// Conversations, most recent activity first; `customer` limits them to one customer
+/// (`None`: every customer's).
 pub async fn conversations(
     db: &DatabaseConnection,
+    customer: Option<Uuid>,
     page: Page,
 ) -> Result<(Vec<conversations::Model>, u64), StoreError> {
     use conversations::Column;
-    let total = conversations::Entity::find().count(db).await?;
-    let items = conversations::Entity::find()
+    let scoped = conversations::Entity::find().apply_if(customer, |q, customer| {
+        q.filter(Column::CustomerId.eq(customer))
+    });
+    let total = scoped.clone().count(db).await?;
+    let items = scoped
         .order_by_desc(Column::LastMessageAt)
         .order_by_desc(Column::Id)
         .offset(page.offset())
@@ -45,22 +51,34 @@ pub async fn conversations(
     Ok((items, total))
 }
 
+/// One conversation, if it exists and belongs to `customer` (when given).
 pub async fn conversation(
     db: &DatabaseConnection,
+    customer: Option<Uuid>,
     id: i64,
 ) -> Result<Option<conversations::Model>, StoreError> {
-    Ok(conversations::Entity::find_by_id(id).one(db).await?)
+    Ok(conversations::Entity::find_by_id(id)
+        .apply_if(customer, |q, customer| {
+            q.filter(conversations::Column::CustomerId.eq(customer))
+        })
+        .one(db)
+        .await?)
 }
 
-/// A conversation's messages, oldest first, with their bodies.
+/// A conversation's messages, oldest first, with their bodies; only `customer`'s (when
+/// given), which every message of a conversation of theirs is.
 pub async fn messages(
     db: &DatabaseConnection,
+    customer: Option<Uuid>,
     conversation_id: i64,
     page: Page,
 ) -> Result<(Vec<MessageWithBody>, u64), StoreError> {
     use messages::Column;
-    let in_conversation =
-        messages::Entity::find().filter(Column::ConversationId.eq(conversation_id));
+    let in_conversation = messages::Entity::find()
+        .filter(Column::ConversationId.eq(conversation_id))
+        .apply_if(customer, |q, customer| {
+            q.filter(Column::CustomerId.eq(customer))
+        });
     let total = in_conversation.clone().count(db).await?;
     let items = in_conversation
         .order_by_asc(Column::SentAt)

@@ -17,8 +17,10 @@ use messaging_server::domain::Event;
 use messaging_server::http::AppState;
 use messaging_server::providers::{MockProvider, Providers};
 use messaging_server::startup::{Application, Hooks};
+use messaging_server::store::keys::{self, Scope};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::Value;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -151,6 +153,9 @@ pub fn test_settings(database_url: &str) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    /// An admin key (the one the first start created): the request helpers send it, so
+    /// every test runs with authentication on, the product's default.
+    pub admin_key: String,
     pub state: AppState,
     pub sms: Arc<MockProvider>,
     pub email: Arc<MockProvider>,
@@ -190,14 +195,23 @@ pub async fn spawn_on(
             email: email.clone(),
         });
     }
-    let app = Application::build_with(settings, hooks)
+    let mut app = Application::build_with(settings, hooks)
         .await
         .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
+    let admin_key = match app.take_initial_admin_key() {
+        Some(key) => key,
+        // A restart on a database that has keys (or auth.required = false).
+        None => {
+            let customer = state.settings.api.default_customer_id;
+            create_key(&state.db, customer, &[Scope::Admin]).await
+        }
+    };
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_key,
         state,
         sms,
         email,
@@ -239,9 +253,27 @@ impl TestApp {
         self.request(self.client.get(self.url(path)), None).await
     }
 
-    /// Sends `request` (with a JSON body if given); returns the status and the JSON answer
-    /// (a string when the answer is not JSON, null when empty).
+    /// Sends `request` (with a JSON body if given) with the admin key unless it carries an
+    /// Authorization header of its own; returns the status and the JSON answer (a string
+    /// when the answer is not JSON, null when empty).
     pub async fn request(
+        &self,
+        request: awc::ClientRequest,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let request = if request
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION)
+        {
+            request
+        } else {
+            request.bearer_auth(&self.admin_key)
+        };
+        self.send(request, body).await
+    }
+
+    /// Sends `request` exactly as built (no key added).
+    pub async fn send(
         &self,
         request: awc::ClientRequest,
         body: Option<&Value>,
@@ -306,6 +338,15 @@ impl TestApp {
             .await;
         assert_eq!(wrong, 0, "conversations whose message_count is wrong");
     }
+}
+
+/// Creates an API key with `scopes` for `customer`; returns the key.
+pub async fn create_key(db: &DatabaseConnection, customer: Uuid, scopes: &[Scope]) -> String {
+    let scopes = scopes.iter().copied().collect();
+    keys::create(db, customer, "test key", scopes)
+        .await
+        .expect("key created")
+        .1
 }
 
 /// Polls `check` until it returns true or `timeout` passes.

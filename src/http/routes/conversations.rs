@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::paging::{PageQuery, Paged};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Caller};
 use crate::store::read::{self, MessageWithBody};
 
 #[derive(Serialize)]
@@ -72,19 +72,26 @@ impl From<MessageWithBody> for MessageView {
     }
 }
 
+/// Reads are scoped to the caller's customer (admins see all): another customer's
+/// conversations are not listed, and asking for one by id is a 404 like an unknown id.
 pub async fn list(
     state: web::Data<AppState>,
+    caller: Caller,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
-    let (items, total) = read::conversations(&state.db, page).await?;
+    let (items, total) = read::conversations(&state.db, caller.customer_scope(), page).await?;
     let items = items.into_iter().map(ConversationView::from).collect();
     Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
 }
 
-pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let conversation = read::conversation(&state.db, id)
+    let conversation = read::conversation(&state.db, caller.customer_scope(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("conversation {id}")))?;
     Ok(HttpResponse::Ok().json(ConversationView::from(conversation)))
@@ -92,15 +99,17 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpR
 
 pub async fn messages(
     state: web::Data<AppState>,
+    caller: Caller,
     id: web::Path<i64>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let page = query.page()?;
-    if read::conversation(&state.db, id).await?.is_none() {
+    let customer = caller.customer_scope();
+    if read::conversation(&state.db, customer, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("conversation {id}")));
     }
-    let (items, total) = read::messages(&state.db, id, page).await?;
+    let (items, total) = read::messages(&state.db, customer, id, page).await?;
     let items = items.into_iter().map(MessageView::from).collect();
     Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::actors::queue::Enqueue;
 use crate::domain::{Accept, EmailWebhook, FieldError, IntoEvent, SendEmail, SendSms, SmsWebhook};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Caller};
 use crate::telemetry;
 use tracing::Instrument;
 
@@ -19,39 +19,44 @@ struct Accepted<'a> {
 
 pub async fn send_sms(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<SendSms>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner()).await
 }
 
 pub async fn send_email(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<SendEmail>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner()).await
 }
 
 pub async fn sms_webhook(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<SmsWebhook>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner()).await
 }
 
 pub async fn email_webhook(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<EmailWebhook>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner()).await
 }
 
 /// The event is in the queue when this answers 202; nothing is enqueued on any error.
 async fn accept(
     state: &AppState,
+    caller: &Caller,
     req: &HttpRequest,
     request: impl IntoEvent,
 ) -> Result<HttpResponse, ApiError> {
@@ -65,7 +70,8 @@ async fn accept(
         })?),
     };
     let ctx = Accept {
-        default_customer: state.settings.api.default_customer_id,
+        // The customer comes from the key; a body naming another one is refused below.
+        default_customer: caller.customer_id,
         idempotency_header: header,
         endpoint: req.path(),
         now: Utc::now(),
@@ -73,6 +79,7 @@ async fn accept(
     let event = request
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
+    caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();

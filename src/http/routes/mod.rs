@@ -6,8 +6,10 @@ mod messages;
 mod operations;
 mod paging;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
+use super::auth;
 use super::errors::json_error;
 use super::{require_json_accept, ApiError};
 
@@ -31,33 +33,61 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::scope("/api")
                     .wrap(actix_web::middleware::from_fn(require_json_accept))
-                    .service(resource("/messages/sms").route(web::post().to(messages::send_sms)))
                     .service(
-                        resource("/messages/email").route(web::post().to(messages::send_email)),
+                        resource("/messages/sms")
+                            .wrap(from_fn(auth::send))
+                            .route(web::post().to(messages::send_sms)),
                     )
-                    .service(resource("/webhooks/sms").route(web::post().to(messages::sms_webhook)))
                     .service(
-                        resource("/webhooks/email").route(web::post().to(messages::email_webhook)),
+                        resource("/messages/email")
+                            .wrap(from_fn(auth::send))
+                            .route(web::post().to(messages::send_email)),
                     )
-                    .service(resource("/conversations").route(web::get().to(conversations::list)))
                     .service(
-                        resource("/conversations/{id}").route(web::get().to(conversations::get)),
+                        resource("/webhooks/sms")
+                            .wrap(from_fn(auth::sms_webhook))
+                            .route(web::post().to(messages::sms_webhook)),
+                    )
+                    .service(
+                        resource("/webhooks/email")
+                            .wrap(from_fn(auth::email_webhook))
+                            .route(web::post().to(messages::email_webhook)),
+                    )
+                    .service(
+                        resource("/conversations")
+                            .wrap(from_fn(auth::read))
+                            .route(web::get().to(conversations::list)),
+                    )
+                    .service(
+                        resource("/conversations/{id}")
+                            .wrap(from_fn(auth::read))
+                            .route(web::get().to(conversations::get)),
                     )
                     .service(
                         resource("/conversations/{id}/messages")
+                            .wrap(from_fn(auth::read))
                             .route(web::get().to(conversations::messages)),
                     )
-                    .service(resource("/dlq").route(web::get().to(dead_letters::list)))
                     .service(
-                        resource("/dlq/replay").route(web::post().to(dead_letters::replay_all)),
+                        resource("/dlq")
+                            .wrap(from_fn(auth::admin))
+                            .route(web::get().to(dead_letters::list)),
+                    )
+                    .service(
+                        resource("/dlq/replay")
+                            .wrap(from_fn(auth::admin))
+                            .route(web::post().to(dead_letters::replay_all)),
                     )
                     .service(
                         resource("/dlq/{id}")
+                            .wrap(from_fn(auth::admin))
                             .route(web::get().to(dead_letters::get))
                             .route(web::delete().to(dead_letters::delete)),
                     )
                     .service(
-                        resource("/dlq/{id}/replay").route(web::post().to(dead_letters::replay)),
+                        resource("/dlq/{id}/replay")
+                            .wrap(from_fn(auth::admin))
+                            .route(web::post().to(dead_letters::replay)),
                     ),
             )
             .default_service(web::to(not_found));

@@ -8,7 +8,8 @@
 # BENCH_CONNECTIONS=64, BENCH_QUEUE_CAPACITY=10000 (the default), BENCH_LOG_LEVEL=warn,
 # BENCH_PG_URL=postgres://postgres@127.0.0.1:5432, BENCH_SERVER_ENV="K=V K2=V2",
 # BENCH_SENDERS=10, BENCH_CONTACTS=1000, BENCH_DRAIN_TIMEOUT=300, BENCH_BUILD_WAIT=300,
-# BENCH_RATE=0 (offered requests/s; 0 = as fast as the server answers, i.e. saturation).
+# BENCH_RATE=0 (offered requests/s; 0 = as fast as the server answers, i.e. saturation),
+# BENCH_AUTH=1 (0 = server with AUTH_REQUIRED=false and no key sent: what authentication costs).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +30,9 @@ DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-300}
 BUILD_WAIT=${BENCH_BUILD_WAIT:-300}
 export BENCH_SENDERS=${BENCH_SENDERS:-10} BENCH_CONTACTS=${BENCH_CONTACTS:-1000}
 export BENCH_RATE=${BENCH_RATE:-0} BENCH_CONNECTIONS=$CONNECTIONS
+AUTH=${BENCH_AUTH:-1}
+# The migrations' default customer: the benchmark's key sends for it.
+DEFAULT_CUSTOMER=00000000-0000-0000-0000-000000000001
 
 REPORT=(python3 "$BENCH_DIR/report.py")
 # psql for admin statements (only here, so the server does not inherit PGOPTIONS);
@@ -120,13 +124,24 @@ run_one() {
         echo "unknown database '$db' (sqlite or postgres)" >&2; exit 2
     fi
 
+    # Authentication on (the product's default): a send key made with the CLI before the
+    # start (so no bootstrap key is created), sent by sms.lua as a Bearer token.
+    local auth_env="AUTH_REQUIRED=false"
+    BENCH_API_KEY=""
+    if [[ $AUTH == 1 ]]; then
+        auth_env="AUTH_REQUIRED=true"
+        BENCH_API_KEY=$(env DATABASE_URL="$url" LOG_LEVEL=warn "$BIN" keys create \
+            --customer "$DEFAULT_CUSTOMER" --name bench --scope send 2>>"$dir/server.log")
+    fi
+    export BENCH_API_KEY
+
     local port
     port=$("${REPORT[@]}" freeport)
     local base="http://127.0.0.1:$port"
     # env execs the binary, so $! is the server's own pid (for /proc/PID/status).
     # shellcheck disable=SC2086  # BENCH_SERVER_ENV is a list of K=V words on purpose
     env DATABASE_URL="$url" PORT="$port" LOG_LEVEL="$LOG_LEVEL_USED" \
-        MESSAGING__QUEUE__CAPACITY="$QUEUE_CAPACITY" $SERVER_ENV \
+        MESSAGING__QUEUE__CAPACITY="$QUEUE_CAPACITY" "$auth_env" $SERVER_ENV \
         "$BIN" >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     "${REPORT[@]}" wait-ready "$base/readyz" 60 "$SERVER_PID" \
@@ -162,7 +177,7 @@ json.dump({"db": "$db", "run": $run, "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
            "git_rev": "$GIT_REV", "host": "$(nproc) cores",
            "connections": $CONNECTIONS, "duration": $DURATION, "queue_capacity": $QUEUE_CAPACITY,
            "log_level": "$LOG_LEVEL_USED", "senders": $BENCH_SENDERS, "contacts": $BENCH_CONTACTS,
-           "extra_env": """$SERVER_ENV""", "rate": $BENCH_RATE, "vmhwm_kb": $vmhwm_kb, "server_exit": $server_exit,
+           "extra_env": """$SERVER_ENV""", "auth": $AUTH, "rate": $BENCH_RATE, "vmhwm_kb": $vmhwm_kb, "server_exit": $server_exit,
            "server_log_lines": $(wc -l <"$dir/server.log"), "busy": "$busy",
            "dir": "$dir"}, open(sys.argv[1], "w"))
 EOF

@@ -8,7 +8,8 @@
 --
 -- Env (read by every wrk thread): BENCH_NONCE (run id), BENCH_SENDERS (default 10
 -- business numbers), BENCH_CONTACTS (default 1000 contact numbers), BENCH_RATE (offered
--- requests/s in all; unset = as fast as the server answers) with BENCH_CONNECTIONS.
+-- requests/s in all; unset = as fast as the server answers) with BENCH_CONNECTIONS,
+-- BENCH_API_KEY (sent as Authorization: Bearer; unset or empty = no key).
 
 local threads = {}
 local next_id = 1
@@ -29,6 +30,10 @@ non2xx = 0          -- globals, so that done() can read them with thread:get()
 statuses = {}       -- status code (string) -> count, only for status >= 300
 
 local headers = { ["Content-Type"] = "application/json" }
+local api_key = os.getenv("BENCH_API_KEY") or ""
+if api_key ~= "" then
+   headers["Authorization"] = "Bearer " .. api_key
+end
 -- ~120 characters of filler: a typical SMS length, not a toy 2-byte payload.
 local filler = "Hi! Your order has shipped and will arrive on Tuesday. Reply STOP to opt out, HELP for help."
 

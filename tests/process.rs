@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -94,7 +96,14 @@ struct Server {
     child: Child,
     port: u16,
     client: awc::Client,
+    /// Everything the process printed on stdout so far (read by a thread).
+    stdout: Arc<Mutex<String>>,
+    stdout_reader: Option<std::thread::JoinHandle<()>>,
+    /// The API key requests are sent with.
+    key: RefCell<Option<String>>,
 }
+
+const KEY_LINE: &str = "initial admin API key: ";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -115,14 +124,32 @@ impl Server {
             .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "1")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("server starts");
+        let mut child = child;
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stdout.take().unwrap();
+        let sink = stdout.clone();
+        let stdout_reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
         let server = Server {
             child,
             port,
             client: awc::Client::default(),
+            stdout,
+            stdout_reader: Some(stdout_reader),
+            key: RefCell::new(None),
         };
         eventually(
             Duration::from_secs(20),
@@ -144,9 +171,34 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits for the admin key the first start prints, and sends it from now on.
+    async fn printed_key(&self) -> String {
+        eventually(Duration::from_secs(10), "the admin key printed", || async {
+            self.stdout().contains(KEY_LINE)
+        })
+        .await;
+        let key = printed_keys(&self.stdout()).remove(0);
+        self.use_key(&key);
+        key
+    }
+
+    fn use_key(&self, key: &str) {
+        *self.key.borrow_mut() = Some(key.to_string());
+    }
+
+    fn authorized(&self, request: awc::ClientRequest) -> awc::ClientRequest {
+        match self.key.borrow().as_deref() {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
     async fn post(&self, path: &str, body: &Value) -> StatusCode {
-        self.client
-            .post(self.url(path))
+        self.authorized(self.client.post(self.url(path)))
             .send_json(body)
             .await
             .expect("reachable")
@@ -155,8 +207,7 @@ impl Server {
 
     async fn get_json(&self, path: &str) -> Value {
         let mut response = self
-            .client
-            .get(self.url(path))
+            .authorized(self.client.get(self.url(path)))
             .send()
             .await
             .expect("reachable");
@@ -189,8 +240,20 @@ impl Server {
             .unwrap()
             .read_to_string(&mut stderr)
             .unwrap();
+        if let Some(reader) = self.stdout_reader.take() {
+            reader.join().unwrap();
+        }
         (status.code(), stderr)
     }
+}
+
+/// The keys in `initial admin API key: …` lines.
+fn printed_keys(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix(KEY_LINE))
+        .map(|key| key.trim().to_string())
+        .collect()
 }
 
 async fn count(url: &str, sql: &str) -> i64 {
@@ -221,6 +284,7 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
         ],
     )
     .await;
+    let key = server.printed_key().await;
     let secret = format!("secret-body-{}", uuid::Uuid::new_v4());
     for i in 0..30 {
         let status = server
@@ -277,6 +341,11 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
         );
     }
     assert!(!logs.contains(&secret), "a message body reached the logs");
+    assert!(!logs.contains(&key), "an API key reached the logs");
+    assert!(
+        !logs.contains(&key[12..]),
+        "no part of an API key beyond its public prefix reached the logs"
+    );
     assert!(
         !logs.contains("+18045559876"),
         "an unmasked address reached the logs"
@@ -300,6 +369,7 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
         let database = TestDatabase::create(db).await;
         // API only: everything accepted stays queued until the shutdown writes it out.
         let api = Server::start(&database.url, &[("WORKER_ENABLED", "false")]).await;
+        api.printed_key().await;
         let ready = api.get_json("/readyz").await;
         assert_eq!(ready["checks"]["workers"], "disabled");
         for i in 0..10 {
@@ -353,6 +423,7 @@ async fn events_in_flight_at_the_shutdown_deadline_are_kept_for_the_next_start()
         ],
     )
     .await;
+    slow.printed_key().await;
     for i in 0..5 {
         let body = sms("+12016661234", "+18045551234", &format!("slow {i}"));
         assert_eq!(
@@ -395,6 +466,7 @@ async fn dlq_commands_list_replay_and_purge() {
         ("RETRY_MAX_ATTEMPTS", "1"),
     ];
     let server = Server::start(&database.url, &env).await;
+    let key = server.printed_key().await;
     let body = sms("+12016661234", "+18045551234", "dead on arrival");
     assert_eq!(
         server.post("/api/messages/sms", &body).await,
@@ -415,6 +487,17 @@ async fn dlq_commands_list_replay_and_purge() {
     assert!(listed.contains("attempts=1"), "{listed}");
 
     let server_url = server.url("");
+    let unauthorized = run(&["dlq", "replay", "1", "--server", &server_url], &db_env);
+    assert_eq!(
+        unauthorized.status.code(),
+        Some(1),
+        "replay needs an admin key"
+    );
+    assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"));
+    let db_env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("MESSAGING_API_KEY", key.as_str()),
+    ];
     let replay = run(&["dlq", "replay", "1", "--server", &server_url], &db_env);
     assert_eq!(
         replay.status.code(),
@@ -462,4 +545,292 @@ fn migrate_commands_apply_and_report() {
     for suffix in ["", "-wal", "-shm"] {
         std::fs::remove_file(format!("{}{suffix}", path.display())).ok();
     }
+}
+
+/// A client without any key.
+fn anonymous() -> awc::Client {
+    awc::Client::default()
+}
+
+#[actix_web::test]
+async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_show() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let server = Server::start(
+            &database.url,
+            &[("MESSAGING__LOG__FORMAT", "json"), ("LOG_LEVEL", "debug")],
+        )
+        .await;
+        let key = server.printed_key().await;
+        assert!(key.starts_with("msk_") && key.len() == 68, "{key}");
+
+        // Without the key, reads and writes are refused.
+        let response = anonymous()
+            .get(server.url("/api/conversations"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{db:?}");
+        assert!(response
+            .headers()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        let body = sms("+12016661234", "+18045551234", "with the printed key");
+        let response = anonymous()
+            .post(server.url("/api/messages/sms"))
+            .send_json(&body)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        // With it, they work; the request id we send comes back and tags the log lines.
+        let response = anonymous()
+            .post(server.url("/api/messages/sms"))
+            .bearer_auth(&key)
+            .insert_header(("X-Request-Id", "process-test-request-1"))
+            .send_json(&body)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            response.headers().get("x-request-id").unwrap(),
+            "process-test-request-1"
+        );
+        let url = database.url.clone();
+        eventually(Duration::from_secs(10), "the message stored", || {
+            let url = url.clone();
+            async move { count(&url, "SELECT COUNT(*) FROM messages").await == 1 }
+        })
+        .await;
+        assert_eq!(
+            server.get_json("/api/conversations").await["meta"]["total"],
+            1
+        );
+
+        let stdout = server.stdout.clone();
+        let (code, logs) = server.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{logs}");
+        let stdout = stdout.lock().unwrap().clone();
+        assert_eq!(printed_keys(&stdout), std::slice::from_ref(&key), "{db:?}");
+        assert_eq!(stdout.matches(&key).count(), 1, "{stdout}");
+        assert!(stdout.contains("will not be shown again"), "{stdout}");
+        assert!(!logs.contains(&key), "{db:?}: the key reached the logs");
+        let tagged = logs
+            .lines()
+            .filter(|l| l.contains("\"request_id\":\"process-test-request-1\""))
+            .count();
+        assert!(tagged >= 1, "the request's log lines carry its id:\n{logs}");
+
+        // The next start prints nothing, and the key still works.
+        let again = Server::start(&database.url, &[]).await;
+        again.use_key(&key);
+        assert_eq!(
+            again.get_json("/api/conversations").await["meta"]["total"],
+            1
+        );
+        let stdout = again.stdout.clone();
+        let (code, _) = again.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0));
+        let stdout = stdout.lock().unwrap().clone();
+        assert!(
+            printed_keys(&stdout).is_empty(),
+            "{db:?}: only the first start prints a key: {stdout}"
+        );
+        assert_eq!(
+            count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+            1
+        );
+    }
+}
+
+#[actix_web::test]
+async fn two_servers_starting_at_once_on_a_new_database_print_one_key() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let migrated = run(&["migrate", "up"], &[("DATABASE_URL", &database.url)]);
+        assert_eq!(migrated.status.code(), Some(0));
+        let (first, second) = futures_util::future::join(
+            Server::start(&database.url, &[]),
+            Server::start(&database.url, &[]),
+        )
+        .await;
+        let outputs = [first.stdout.clone(), second.stdout.clone()];
+        for server in [first, second] {
+            let (code, logs) = server.terminate(Duration::from_secs(30));
+            assert_eq!(code, Some(0), "{logs}");
+        }
+        let printed: Vec<String> = outputs
+            .iter()
+            .flat_map(|out| printed_keys(&out.lock().unwrap()))
+            .collect();
+        assert_eq!(printed.len(), 1, "{db:?}: {printed:?}");
+        assert_eq!(
+            count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+            1
+        );
+    }
+}
+
+#[actix_web::test]
+async fn with_auth_off_nothing_is_printed_the_api_is_open_and_every_start_warns() {
+    let database = TestDatabase::create(Db::Sqlite).await;
+    let server = Server::start(&database.url, &[("AUTH_REQUIRED", "false")]).await;
+    let status = anonymous()
+        .get(server.url("/api/conversations"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    let stdout = server.stdout.clone();
+    let (code, logs) = server.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    assert!(printed_keys(&stdout.lock().unwrap()).is_empty());
+    assert!(logs.contains("auth.required = false"), "{logs}");
+    assert_eq!(
+        count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+        0
+    );
+}
+
+#[actix_web::test]
+async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_effect() {
+    let database = TestDatabase::create(Db::Sqlite).await;
+    let env = [("DATABASE_URL", database.url.as_str())];
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // Works before the first start: the database is migrated on the way.
+    let created = run(&["customers", "create", "--name", "Acme"], &env);
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let customer = stdout(&created);
+    assert_eq!(customer.lines().count(), 1, "the id alone: {customer}");
+    let customer = uuid::Uuid::parse_str(customer.trim()).expect("a UUID");
+    let listed = stdout(&run(&["customers", "list"], &env));
+    assert!(listed.contains(&customer.to_string()) && listed.contains("Acme"));
+
+    let customer_arg = customer.to_string();
+    let create = |name: &str, scopes: &[&str]| {
+        let mut args = vec![
+            "keys",
+            "create",
+            "--customer",
+            &customer_arg,
+            "--name",
+            name,
+        ];
+        for scope in scopes {
+            args.extend(["--scope", scope]);
+        }
+        run(&args, &env)
+    };
+    let out = create("acme-sender", &["send"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(key.starts_with("msk_") && key.len() == 68, "{key}");
+    assert!(!stderr(&out).contains(&key), "the key only on stdout");
+    let prefix = &key[..12];
+    assert!(stderr(&out).contains(prefix));
+    let both = create("acme-both", &["send", "webhook"]);
+    assert_eq!(both.status.code(), Some(0));
+
+    // Mistakes are usage errors, with one line saying what is wrong.
+    for (args, says) in [
+        (
+            vec![
+                "keys",
+                "create",
+                "--customer",
+                &customer_arg,
+                "--name",
+                "x",
+                "--scope",
+                "root",
+            ],
+            "root",
+        ),
+        (
+            vec!["keys", "create", "--customer", &customer_arg, "--name", "x"],
+            "--scope",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--customer",
+                "00000000-0000-0000-0000-0000000000ff",
+                "--name",
+                "x",
+                "--scope",
+                "send",
+            ],
+            "no customer",
+        ),
+        (vec!["keys", "revoke", "msk_ffffffff"], "no API key"),
+        (vec!["keys", "revoke", "msk_"], "neither"),
+    ] {
+        let out = run(&args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+
+    let list = stdout(&run(&["keys", "list"], &env));
+    assert!(
+        list.contains(prefix) && list.contains("acme-sender"),
+        "{list}"
+    );
+    assert!(list.contains("send,webhook"), "{list}");
+    assert!(!list.contains(&key), "keys list never shows a key");
+
+    // A database with keys gets no bootstrap key; the created key works as its scope says.
+    let server = Server::start(&database.url, &[("MESSAGING__AUTH__CACHE_TTL", "500ms")]).await;
+    server.use_key(&key);
+    let body = sms("+12016661234", "+18045551234", "from acme");
+    assert_eq!(
+        server.post("/api/messages/sms", &body).await,
+        StatusCode::ACCEPTED
+    );
+    let dlq = server
+        .authorized(server.client.get(server.url("/api/dlq")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        dlq.status(),
+        StatusCode::FORBIDDEN,
+        "dead letters are admin-only"
+    );
+
+    let revoked = run(&["keys", "revoke", prefix], &env);
+    assert_eq!(revoked.status.code(), Some(0), "{}", stderr(&revoked));
+    assert!(stdout(&revoked).contains("revoked"));
+    eventually(
+        Duration::from_secs(3),
+        "the revoked key refused",
+        || async {
+            server
+                .authorized(server.client.get(server.url("/api/conversations")))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
+    let again = run(&["keys", "revoke", &key], &env);
+    assert!(stdout(&again).contains("already revoked"));
+    let list = stdout(&run(&["keys", "list"], &env));
+    let line = list.lines().find(|l| l.contains(prefix)).unwrap();
+    assert!(!line.ends_with("\t-"), "revoked time listed: {line}");
+
+    let out = server.stdout.clone();
+    let (code, logs) = server.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    assert!(printed_keys(&out.lock().unwrap()).is_empty());
+    assert!(!logs.contains(&key));
 }

@@ -1,0 +1,821 @@
+//! Security (SPEC §11) on SQLite and PostgreSQL: API keys and their scopes per endpoint,
+//! customer isolation, revocation, signed webhooks, rate limits, the bootstrap key, and
+//! the headers every answer carries.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::{Method, StatusCode};
+use common::{create_key, databases, eventually, sms, spawn_app_with, Db, TestApp, TestDatabase};
+use hmac::{Hmac, Mac};
+use messaging_server::config::{Rate, Secret, Settings};
+use messaging_server::startup::Hooks;
+use messaging_server::store::keys::{self, Scope};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use uuid::Uuid;
+
+fn default_customer(app: &TestApp) -> Uuid {
+    app.state.settings.api.default_customer_id
+}
+
+/// What the queue holds (workers disabled) — nothing may be added by a refused request.
+fn queued(app: &TestApp) -> usize {
+    app.state.backend.snapshot().len()
+}
+
+/// Sends `body` (if any) to `path` with `key` (or none), exactly as given.
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    app.send(request, body).await
+}
+
+fn sms_webhook(provider_id: &str) -> Value {
+    json!({"from": "+18045551234", "to": "+12016661234", "type": "sms",
+           "messaging_provider_id": provider_id, "body": "reply",
+           "attachments": null, "timestamp": "2024-11-01T14:00:00Z"})
+}
+
+fn email_webhook(provider_id: &str) -> Value {
+    json!({"from": "contact@gmail.com", "to": "user@usehatchapp.com",
+           "xillio_id": provider_id, "body": "<p>reply</p>", "attachments": [],
+           "timestamp": "2024-11-01T14:00:00Z"})
+}
+
+fn email(body: &str) -> Value {
+    json!({"from": "user@usehatchapp.com", "to": "contact@gmail.com", "subject": "hi",
+           "body": body, "attachments": [], "timestamp": "2024-11-01T14:00:00Z"})
+}
+
+fn no_workers(settings: &mut Settings) {
+    settings.worker.enabled = false;
+    // Tests below send many refused requests from one address on purpose.
+    settings.rate_limit.per_ip = "100000/s".parse().unwrap();
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// This status (2xx, or 404 for an id that does not exist).
+    Allowed(StatusCode),
+    Forbidden,
+}
+
+#[actix_web::test]
+async fn each_scope_is_allowed_or_refused_per_endpoint_and_refusals_enqueue_nothing() {
+    for db in databases() {
+        let app = spawn_app_with(db, no_workers, Hooks::default()).await;
+        let customer = default_customer(&app);
+        let send = create_key(app.db(), customer, &[Scope::Send]).await;
+        let webhook = create_key(app.db(), customer, &[Scope::Webhook]).await;
+        let admin = create_key(app.db(), customer, &[Scope::Admin]).await;
+        let both = create_key(app.db(), customer, &[Scope::Send, Scope::Webhook]).await;
+
+        use Expect::*;
+        let accepted = Allowed(StatusCode::ACCEPTED);
+        let ok = Allowed(StatusCode::OK);
+        let missing = Allowed(StatusCode::NOT_FOUND);
+        // (method, path, body, [send, webhook, admin, send+webhook])
+        let mut n = 0;
+        let mut body = |make: fn(&str) -> Value| {
+            n += 1;
+            Some(make(&format!("distinct {n}")))
+        };
+        let cases: Vec<(Method, &str, Option<Value>, [Expect; 4])> = vec![
+            (
+                Method::POST,
+                "/api/messages/sms",
+                body(|b| sms("+12016661234", "+18045551234", b)),
+                [accepted, Forbidden, accepted, accepted],
+            ),
+            (
+                Method::POST,
+                "/api/messages/email",
+                body(email),
+                [accepted, Forbidden, accepted, accepted],
+            ),
+            (
+                Method::POST,
+                "/api/webhooks/sms",
+                body(sms_webhook),
+                [Forbidden, accepted, accepted, accepted],
+            ),
+            (
+                Method::POST,
+                "/api/webhooks/email",
+                body(email_webhook),
+                [Forbidden, accepted, accepted, accepted],
+            ),
+            (
+                Method::GET,
+                "/api/conversations",
+                None,
+                [ok, Forbidden, ok, ok],
+            ),
+            (
+                Method::GET,
+                "/api/conversations/1",
+                None,
+                [missing, Forbidden, missing, missing],
+            ),
+            (
+                Method::GET,
+                "/api/conversations/1/messages",
+                None,
+                [missing, Forbidden, missing, missing],
+            ),
+            (
+                Method::GET,
+                "/api/dlq",
+                None,
+                [Forbidden, Forbidden, ok, Forbidden],
+            ),
+            (
+                Method::GET,
+                "/api/dlq/1",
+                None,
+                [Forbidden, Forbidden, missing, Forbidden],
+            ),
+            (
+                Method::POST,
+                "/api/dlq/1/replay",
+                None,
+                [Forbidden, Forbidden, missing, Forbidden],
+            ),
+            (
+                Method::POST,
+                "/api/dlq/replay",
+                None,
+                [Forbidden, Forbidden, accepted, Forbidden],
+            ),
+            (
+                Method::DELETE,
+                "/api/dlq/1",
+                None,
+                [Forbidden, Forbidden, missing, Forbidden],
+            ),
+        ];
+        let bogus = format!("msk_{}", "0".repeat(64));
+        for (method, path, body, expected) in cases {
+            // No key, a malformed one, or one that does not exist: 401 with a challenge.
+            for key in [None, Some("msk_short"), Some(bogus.as_str())] {
+                let before = queued(&app);
+                let response = {
+                    let mut request = app.client.request(method.clone(), app.url(path));
+                    if let Some(key) = key {
+                        request = request.bearer_auth(key);
+                    }
+                    match &body {
+                        Some(body) => request.send_json(body).await,
+                        None => request.send().await,
+                    }
+                    .unwrap()
+                };
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{db:?} {method} {path} with {key:?}"
+                );
+                let challenge = response.headers().get("www-authenticate").unwrap();
+                assert!(challenge.to_str().unwrap().starts_with("Bearer"));
+                assert_eq!(
+                    response.headers().get("content-type").unwrap(),
+                    "application/problem+json"
+                );
+                assert_eq!(queued(&app), before, "{path}: nothing enqueued on a 401");
+            }
+            for (key, expect) in [&send, &webhook, &admin, &both].into_iter().zip(expected) {
+                let before = queued(&app);
+                let (status, answer) =
+                    call(&app, method.clone(), path, Some(key), body.as_ref()).await;
+                match expect {
+                    Allowed(wanted) => {
+                        assert_eq!(status, wanted, "{db:?} {method} {path}: {answer}");
+                        let enqueues = path.starts_with("/api/messages/")
+                            || path.starts_with("/api/webhooks/");
+                        assert_eq!(queued(&app), before + usize::from(enqueues), "{path}");
+                    }
+                    Forbidden => {
+                        assert_eq!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{db:?} {method} {path}: {answer}"
+                        );
+                        assert_eq!(answer["status"], 403);
+                        assert_eq!(queued(&app), before, "{path}: nothing enqueued on a 403");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn customers_see_and_write_only_their_own_data_even_by_guessing_ids() {
+    for db in databases() {
+        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let a = keys::create_customer(app.db(), "Customer A").await.unwrap();
+        let b = keys::create_customer(app.db(), "Customer B").await.unwrap();
+        let a_key = create_key(app.db(), a, &[Scope::Send]).await;
+        let b_key = create_key(app.db(), b, &[Scope::Send]).await;
+        let b_webhook = create_key(app.db(), b, &[Scope::Webhook]).await;
+
+        // Each sends without naming a customer: the key decides whose message it is.
+        for (key, from, text) in [
+            (&a_key, "+12016660001", "from A"),
+            (&b_key, "+12016660002", "from B"),
+            (&b_key, "+12016660003", "from B again"),
+        ] {
+            let (status, answer) = call(
+                &app,
+                Method::POST,
+                "/api/messages/sms",
+                Some(key),
+                Some(&sms(from, "+18045551234", text)),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        }
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/webhooks/sms",
+            Some(&b_webhook),
+            Some(&sms_webhook("b-inbound-1")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        app.drained().await;
+
+        // Lists show only the key's own customer.
+        let (_, a_list) = call(&app, Method::GET, "/api/conversations", Some(&a_key), None).await;
+        assert_eq!(a_list["meta"]["total"], 1, "{db:?}: {a_list}");
+        assert_eq!(a_list["items"][0]["participants"][0], "+12016660001");
+        let a_conversation = a_list["items"][0]["id"].as_i64().unwrap();
+        let (_, b_list) = call(&app, Method::GET, "/api/conversations", Some(&b_key), None).await;
+        assert_eq!(
+            b_list["meta"]["total"], 3,
+            "{db:?}: two sent, one received: {b_list}"
+        );
+        let b_ids: Vec<i64> = b_list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_i64().unwrap())
+            .collect();
+
+        // Guessing ids: every id that is not one's own answers 404, like an unknown one.
+        let highest = *b_ids.iter().chain([&a_conversation]).max().unwrap();
+        for id in 1..=highest + 2 {
+            for (key, own) in [
+                (&a_key, id == a_conversation),
+                (&b_key, b_ids.contains(&id)),
+            ] {
+                for path in [
+                    format!("/api/conversations/{id}"),
+                    format!("/api/conversations/{id}/messages"),
+                ] {
+                    let (status, answer) = call(&app, Method::GET, &path, Some(key), None).await;
+                    let wanted = if own {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    };
+                    assert_eq!(status, wanted, "{db:?} {path}: {answer}");
+                }
+            }
+        }
+
+        // Writing for another customer is refused and enqueues nothing.
+        let before = app.scalar("SELECT COUNT(*) FROM messages").await;
+        let mut for_b = sms("+12016660001", "+18045550000", "posing as B");
+        for_b["customer_id"] = json!(b);
+        let (status, problem) = call(
+            &app,
+            Method::POST,
+            "/api/messages/sms",
+            Some(&a_key),
+            Some(&for_b),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+        let mut a_webhook_for_a = sms_webhook("b-posing-as-a");
+        a_webhook_for_a["customer_id"] = json!(a);
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/webhooks/sms",
+            Some(&b_webhook),
+            Some(&a_webhook_for_a),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Naming one's own customer is fine.
+        let mut for_a = sms("+12016660001", "+18045550000", "as myself");
+        for_a["customer_id"] = json!(a);
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/messages/sms",
+            Some(&a_key),
+            Some(&for_a),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        app.drained().await;
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages").await,
+            before + 1,
+            "{db:?}: only the permitted request stored anything"
+        );
+
+        // An admin key sees every customer and may write for any.
+        let (_, all) = app.get("/api/conversations").await;
+        assert_eq!(all["meta"]["total"], 5, "{db:?}: {all}");
+        let (status, _) = app
+            .post_json("/api/messages/sms", &{
+                let mut body = sms("+12016660009", "+18045550000", "admin for B");
+                body["customer_id"] = json!(b);
+                body
+            })
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        app.drained().await;
+        let (_, b_list) = call(&app, Method::GET, "/api/conversations", Some(&b_key), None).await;
+        assert_eq!(
+            b_list["meta"]["total"], 4,
+            "{db:?}: the admin's message is B's"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_revoked_key_is_refused_within_the_cache_ttl_and_use_is_recorded() {
+    for db in databases() {
+        let ttl = Duration::from_secs(1);
+        let app = spawn_app_with(
+            db,
+            |s| {
+                s.auth.cache_ttl = ttl;
+            },
+            Hooks::default(),
+        )
+        .await;
+        let key = create_key(app.db(), default_customer(&app), &[Scope::Send]).await;
+        let (status, _) = call(&app, Method::GET, "/api/conversations", Some(&key), None).await;
+        assert_eq!(status, StatusCode::OK);
+        // Used keys get last_used_at, written in the background.
+        let prefix = &key[..keys::PREFIX_LEN];
+        eventually(Duration::from_secs(10), "last_used_at written", || async {
+            app.scalar(&format!(
+                "SELECT COUNT(*) FROM api_keys WHERE prefix = '{prefix}' AND last_used_at IS NOT NULL"
+            ))
+            .await
+                == 1
+        })
+        .await;
+
+        assert!(matches!(
+            keys::revoke(app.db(), prefix).await.unwrap(),
+            keys::Revoked::Now(_)
+        ));
+        let revoked_at = Instant::now();
+        // Within the TTL (plus a little for a busy machine), every request is refused.
+        eventually(
+            ttl + Duration::from_secs(1),
+            "the revoked key refused",
+            || async {
+                call(&app, Method::GET, "/api/conversations", Some(&key), None)
+                    .await
+                    .0
+                    == StatusCode::UNAUTHORIZED
+            },
+        )
+        .await;
+        let (status, problem) = call(
+            &app,
+            Method::POST,
+            "/api/messages/sms",
+            Some(&key),
+            Some(&sms("+12016661234", "+18045551234", "after revocation")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{db:?}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("revoked"));
+        assert!(revoked_at.elapsed() < ttl + Duration::from_secs(2));
+        // Revoking again says so.
+        assert!(matches!(
+            keys::revoke(app.db(), prefix).await.unwrap(),
+            keys::Revoked::Already(_)
+        ));
+    }
+}
+
+const SECRET: &str = "whsec_test_0123456789abcdef";
+
+/// The signature a provider computes, written independently of the server's code.
+fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_signed(
+    app: &TestApp,
+    path: &str,
+    signature: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .insert_header(("Content-Type", content_type));
+    if let Some(signature) = signature {
+        request = request.insert_header(("X-Messaging-Signature", signature));
+    }
+    let mut response = request.send_body(body.to_vec()).await.unwrap();
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    let answer = response.body().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
+
+#[actix_web::test]
+async fn signed_webhooks_accept_only_fresh_signatures_over_the_exact_body() {
+    for db in databases() {
+        let app = spawn_app_with(
+            db,
+            |s| {
+                no_workers(s);
+                s.server.body_limit = 4096;
+                s.providers.sms.webhook_secret = Secret::new(SECRET);
+            },
+            Hooks::default(),
+        )
+        .await;
+        let now = chrono::Utc::now().timestamp();
+        let path = "/api/webhooks/sms";
+        let json = "application/json";
+        let body = serde_json::to_vec(&sms_webhook("signed-1")).unwrap();
+        let other = serde_json::to_vec(&sms_webhook("signed-2")).unwrap();
+        let good = signature(SECRET, now, &body);
+
+        let refused = [
+            ("missing", None, body.clone()),
+            ("malformed", Some("v1=abc".to_string()), body.clone()),
+            (
+                "wrong secret",
+                Some(signature("another_secret_0123456789", now, &body)),
+                body.clone(),
+            ),
+            (
+                "stale",
+                Some(signature(SECRET, now - 301, &body)),
+                body.clone(),
+            ),
+            (
+                "from the future",
+                Some(signature(SECRET, now + 301, &body)),
+                body.clone(),
+            ),
+            (
+                "replayed with another body",
+                Some(good.clone()),
+                other.clone(),
+            ),
+        ];
+        for (what, signature, body) in refused {
+            let (status, problem) =
+                post_signed(&app, path, signature.as_deref(), json, &body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{db:?} {what}: {problem}");
+            assert_eq!(queued(&app), 0, "{what}: nothing enqueued");
+        }
+        // An API key does not replace the signature once the provider has a secret.
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            path,
+            Some(&app.admin_key),
+            Some(&sms_webhook("keyed")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let (status, answer) = post_signed(&app, path, Some(&good), json, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{db:?}: {answer}");
+        let events = app.state.backend.snapshot();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].customer_id, default_customer(&app));
+        assert_eq!(events[0].provider_message_id.as_deref(), Some("signed-1"));
+        // A signature within the tolerance is fine on either side of the clock.
+        let (status, _) = post_signed(
+            &app,
+            path,
+            Some(&signature(SECRET, now - 240, &other)),
+            json,
+            &other,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+
+        // Once the signature holds, the body is judged as any other: 400, 415, 413.
+        let broken = b"{\"from\": ";
+        let (status, problem) = post_signed(
+            &app,
+            path,
+            Some(&signature(SECRET, now, broken)),
+            json,
+            broken,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert_eq!(
+            problem["type"],
+            "urn:messaging-server:problem:malformed-json"
+        );
+        let (status, _) = post_signed(
+            &app,
+            path,
+            Some(&signature(SECRET, now, &body)),
+            "text/plain",
+            &body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let invalid =
+            serde_json::to_vec(&json!({"from": "nobody", "messaging_provider_id": "x"})).unwrap();
+        let (status, problem) = post_signed(
+            &app,
+            path,
+            Some(&signature(SECRET, now, &invalid)),
+            json,
+            &invalid,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(problem["errors"].as_array().is_some_and(|e| !e.is_empty()));
+        let huge = vec![b' '; 5000];
+        let (status, _) = post_signed(
+            &app,
+            path,
+            Some(&signature(SECRET, now, &huge)),
+            json,
+            &huge,
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(queued(&app), 2, "{db:?}: only the two good webhooks");
+
+        // The email provider has no secret: its webhook needs a webhook (or admin) key.
+        let (status, _) = post_signed(
+            &app,
+            "/api/webhooks/email",
+            Some(&good),
+            json,
+            &serde_json::to_vec(&email_webhook("e-1")).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let webhook_key = create_key(app.db(), default_customer(&app), &[Scope::Webhook]).await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/webhooks/email",
+            Some(&webhook_key),
+            Some(&email_webhook("e-1")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+}
+
+#[actix_web::test]
+async fn floods_get_429_with_retry_after_and_nothing_is_stored_for_them() {
+    for db in databases() {
+        let app = spawn_app_with(
+            db,
+            |s| {
+                s.rate_limit.per_key = Rate {
+                    count: 1,
+                    per: Duration::from_secs(3600),
+                };
+                s.rate_limit.burst = 3;
+                // The first look-up of each of the two keys below is charged to it too.
+                s.rate_limit.per_ip = "6/h".parse().unwrap();
+            },
+            Hooks::default(),
+        )
+        .await;
+        let key = create_key(app.db(), default_customer(&app), &[Scope::Send]).await;
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let body = sms("+12016661234", "+18045551234", &format!("flood {i}"));
+            let response = app
+                .client
+                .post(app.url("/api/messages/sms"))
+                .bearer_auth(&key)
+                .send_json(&body)
+                .await
+                .unwrap();
+            statuses.push(response.status());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{name} on a 429"))
+                        .to_str()
+                        .unwrap()
+                        .to_string()
+                };
+                let retry_after: u64 = header("retry-after").parse().unwrap();
+                assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+                assert_eq!(header("ratelimit-limit"), "3");
+                assert_eq!(header("ratelimit-remaining"), "0");
+                assert_eq!(header("ratelimit-reset"), retry_after.to_string());
+                assert_eq!(header("content-type"), "application/problem+json");
+            }
+        }
+        assert_eq!(
+            statuses,
+            [
+                vec![StatusCode::ACCEPTED; 3],
+                vec![StatusCode::TOO_MANY_REQUESTS; 3]
+            ]
+            .concat(),
+            "{db:?}"
+        );
+        // Another key has a budget of its own.
+        let (status, _) = app
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", "admin's own budget"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        app.drained().await;
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages").await,
+            4,
+            "{db:?}: nothing stored for a 429"
+        );
+
+        // Without valid credentials, the per-IP budget applies: bad keys cannot flood.
+        let bogus = format!("msk_{}", "1".repeat(64));
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let key = if i % 2 == 0 {
+                None
+            } else {
+                Some(bogus.as_str())
+            };
+            statuses.push(
+                call(&app, Method::GET, "/api/conversations", key, None)
+                    .await
+                    .0,
+            );
+        }
+        assert_eq!(
+            statuses,
+            [
+                vec![StatusCode::UNAUTHORIZED; 4],
+                vec![StatusCode::TOO_MANY_REQUESTS; 2]
+            ]
+            .concat()
+        );
+        // A valid key from the same address is not held back by that.
+        let (status, _) = app.get("/api/conversations").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[actix_web::test]
+async fn one_bootstrap_key_however_many_starts_race_for_it() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let mut settings = common::test_settings(&database.url);
+        settings.database.max_connections = 8;
+        let pool = messaging_server::store::connect(&settings.database)
+            .await
+            .unwrap();
+        messaging_server::store::migrate(&pool).await.unwrap();
+        let customer = settings.api.default_customer_id;
+        let racers = (0..8).map(|_| keys::bootstrap_admin(&pool, customer));
+        let created: Vec<String> = futures_util::future::join_all(racers)
+            .await
+            .into_iter()
+            .filter_map(|result| result.expect("bootstrap runs"))
+            .collect();
+        assert_eq!(created.len(), 1, "{db:?}: exactly one key created");
+        assert!(
+            keys::bootstrap_admin(&pool, customer)
+                .await
+                .unwrap()
+                .is_none(),
+            "and never again"
+        );
+        let rows = keys::list(&pool).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].scopes, "admin");
+        assert_eq!(rows[0].key_sha256, keys::key_sha256(&created[0]));
+        pool.close().await.ok();
+    }
+}
+
+#[actix_web::test]
+async fn every_answer_carries_a_request_id_and_api_answers_are_not_cached() {
+    let app = spawn_app_with(Db::Sqlite, no_workers, Hooks::default()).await;
+    let cases = [
+        ("/healthz", None, false),
+        ("/metrics", None, false),
+        ("/nowhere", None, false),
+        ("/api/conversations", Some(app.admin_key.as_str()), true),
+        ("/api/conversations", None, true),
+        ("/api/conversations/999", Some(app.admin_key.as_str()), true),
+    ];
+    for (path, key, api) in cases {
+        for sent_id in [None, Some("client-id-42"), Some("bad id with spaces")] {
+            let mut request = app.client.get(app.url(path));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            if let Some(id) = sent_id {
+                request = request.insert_header(("X-Request-Id", id));
+            }
+            let response = request.send().await.unwrap();
+            let headers = response.headers();
+            let id = headers
+                .get("x-request-id")
+                .unwrap_or_else(|| panic!("{path}: X-Request-Id"))
+                .to_str()
+                .unwrap();
+            match sent_id {
+                Some("client-id-42") => assert_eq!(id, "client-id-42"),
+                _ => assert_eq!(id.len(), 32, "{path}: a generated id, not {sent_id:?}"),
+            }
+            assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+            if api {
+                assert_eq!(headers.get("cache-control").unwrap(), "no-store", "{path}");
+            }
+        }
+    }
+    // Operations endpoints stay open.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = call(&app, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn with_auth_off_keyless_requests_pass_and_keys_still_scope() {
+    for db in databases() {
+        let app = spawn_app_with(
+            db,
+            |s| {
+                s.auth.required = false;
+            },
+            Hooks::default(),
+        )
+        .await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/messages/sms",
+            None,
+            Some(&sms("+12016661234", "+18045551234", "open")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{db:?}");
+        app.drained().await;
+        let (status, page) = call(&app, Method::GET, "/api/conversations", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["meta"]["total"], 1);
+        let (status, _) = call(&app, Method::GET, "/api/dlq", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+
+        // A key that is sent is still checked, and still limits what it sees.
+        let other = keys::create_customer(app.db(), "Other").await.unwrap();
+        let key = create_key(app.db(), other, &[Scope::Send]).await;
+        let (_, page) = call(&app, Method::GET, "/api/conversations", Some(&key), None).await;
+        assert_eq!(page["meta"]["total"], 0, "{db:?}: {page}");
+        let bogus = format!("msk_{}", "2".repeat(64));
+        let (status, _) = call(&app, Method::GET, "/api/conversations", Some(&bogus), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}

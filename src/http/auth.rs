@@ -446,7 +446,10 @@ async fn guard<B: MessageBody + 'static>(
     };
     match auth.admit(&mut req, access).await {
         Ok(caller) => {
-            tracing::Span::current().record("caller", caller.label());
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("caller", caller.label());
+            }
             req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_boxed_body())
         }

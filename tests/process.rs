@@ -36,6 +36,12 @@ fn invalid_settings_stop_start_up_with_exit_code_2_naming_the_key() {
         ("WORKER_CONCURRENCY", "0", "worker.concurrency"),
         ("DLQ_RETENTION", "forever", "dlq.retention"),
         ("LOG_LEVEL", "loud!", "log.level"),
+        ("AUTH_REQUIRED", "maybe", "auth.required"),
+        (
+            "MESSAGING__RATE_LIMIT__PER_KEY",
+            "fast",
+            "rate_limit.per_key",
+        ),
         (
             "MESSAGING__PROVIDERS__SMS__MOCK_ERROR_RATE",
             "2",

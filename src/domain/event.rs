@@ -34,6 +34,11 @@ pub struct Event {
     pub metadata: Option<serde_json::Value>,
     pub accepted_at: DateTime<Utc>,
     pub attempt: u32,
+    /// W3C trace context of the span that enqueued the event, so the worker (possibly in
+    /// another process) continues the request's trace. Absent when tracing is off, and in
+    /// events written before it existed; never validated (a bad value only starts a new trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
@@ -144,6 +149,7 @@ mod tests {
             metadata: None,
             accepted_at: sent_at,
             attempt: 0,
+            traceparent: None,
         }
     }
 
@@ -158,7 +164,18 @@ mod tests {
         assert_eq!(v["sent_at"], "2024-11-01T14:00:00Z");
         assert_eq!(v["subject"], json!(null));
         assert_eq!(v["idempotency_key"], e.idempotency_key.as_str());
+        assert!(
+            v.get("traceparent").is_none(),
+            "untraced events keep the v1 shape"
+        );
         assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+        let traced = Event {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..sample()
+        };
+        let v = serde_json::to_value(&traced).unwrap();
+        assert_eq!(v["traceparent"], traced.traceparent.clone().unwrap());
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), traced);
     }
 
     #[test]

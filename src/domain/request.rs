@@ -308,6 +308,7 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
             metadata,
             accepted_at: ctx.now,
             attempt: 0,
+            traceparent: None,
         }),
         // Every `None` above recorded an error; this arm only guards against a slip.
         _ => Err(c.into_errors()),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::actors::queue::Enqueue;
 use crate::domain::{Accept, EmailWebhook, FieldError, IntoEvent, SendEmail, SendSms, SmsWebhook};
-use crate::http::{ApiError, AppState, Caller};
+use crate::http::{request_trace, ApiError, AppState, Caller};
 use crate::telemetry;
 use tracing::Instrument;
 
@@ -76,19 +76,26 @@ async fn accept(
         endpoint: req.path(),
         now: Utc::now(),
     };
-    let event = request
+    let mut event = request
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
     caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;
+    let tracer = &state.metrics.tracer;
+    let enqueue = tracer.enqueue(&request_trace(req), &mut event, state.backend.name());
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();
     let span = telemetry::event_span(&event);
-    state
+    let enqueued = state
         .queue
         .send(Enqueue(event))
         .instrument(span.clone())
-        .await??;
+        .await?;
+    if let Err(refused) = &enqueued {
+        enqueue.fail(refused);
+    }
+    enqueue.end();
+    enqueued?;
     span.in_scope(|| {
         tracing::debug!(
             endpoint = req.path(),

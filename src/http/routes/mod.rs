@@ -13,6 +13,8 @@ use super::auth;
 use super::errors::json_error;
 use super::{require_json_accept, ApiError};
 
+pub use operations::refresh_gauges_every;
+
 pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let json = web::JsonConfig::default()

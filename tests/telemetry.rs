@@ -464,4 +464,17 @@ async fn a_collector_in_trouble_costs_one_warning_and_never_holds_up_messages() 
     assert_eq!(about("OTLP export works again", "metrics"), 1, "{lines:#?}");
     let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
     assert!(errors.is_empty(), "{errors:#?}");
+    // The log lines about a message name its trace.
+    let processed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "event processed")
+        .collect();
+    assert_eq!(processed.len(), 3, "{lines:#?}");
+    for line in processed {
+        let trace_id = line["span"]["trace_id"].as_str().unwrap_or_default();
+        assert!(
+            trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
 }

@@ -15,12 +15,16 @@ use crate::actors::worker::{BeforePersist, WorkerDeps};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
+use crate::http::idempotency::RecentKeys;
 use crate::http::{self, record_metrics, AppState};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
+
+/// `Idempotency-Key`s remembered per process (~200 bytes each).
+const RECENT_KEYS: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -120,6 +124,7 @@ impl Application {
             dlq,
             metrics,
             customers: Arc::new(RwLock::new(HashSet::new())),
+            recent_keys: Arc::new(RecentKeys::new(RECENT_KEYS)),
         };
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;

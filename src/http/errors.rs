@@ -29,6 +29,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     Conflict(String),
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new message")]
+    IdempotencyKeyReused,
     #[error("the queue is full; retry later")]
     QueueFull,
     #[error("{0}")]
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::QueueFull => ("queue-full", "Queue full"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
@@ -89,6 +92,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

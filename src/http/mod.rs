@@ -1,6 +1,7 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
 pub mod errors;
+pub mod idempotency;
 mod middleware;
 mod routes;
 mod state;

@@ -5,6 +5,7 @@ use actix::Addr;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use super::idempotency::RecentKeys;
 use super::ApiError;
 use crate::actors::{DlqActor, QueueActor};
 use crate::config::Settings;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Customers known to exist; asked of the database only on a miss.
     pub customers: Arc<RwLock<HashSet<Uuid>>>,
+    /// `Idempotency-Key`s this process accepted recently (repeats and conflicts).
+    pub recent_keys: Arc<RecentKeys>,
 }
 
 impl AppState {

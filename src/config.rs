@@ -64,6 +64,9 @@ pub struct ServerSettings {
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
     pub http_workers: usize,
+    /// How long a request body may take to arrive (408 after).
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +285,9 @@ impl Settings {
                 "must not exceed retry.max_delay",
             ));
         }
+        if self.server.body_timeout.is_zero() {
+            return Err(invalid("server.body_timeout", "must be longer than 0s"));
+        }
         if self.dlq.purge_interval.is_zero() {
             return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
         }
@@ -451,6 +457,7 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.server.body_limit, 512 * 1024);
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.body_timeout, Duration::from_secs(30));
         assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
         assert_eq!(s.queue.backend, QueueBackendKind::Memory);
         assert_eq!(s.queue.capacity, 10_000);
@@ -542,6 +549,11 @@ mod tests {
             ("LOG_LEVEL", "loud", "log.level"),
             ("MESSAGING__SERVER__PORTT", "1", "server.portt"),
             ("MESSAGING__SERVER__BODY_LIMIT", "lots", "server.body_limit"),
+            (
+                "MESSAGING__SERVER__BODY_TIMEOUT",
+                "0s",
+                "server.body_timeout",
+            ),
         ];
         for (name, value, key) in cases {
             match with_env(&[(name, value)]) {

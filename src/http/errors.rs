@@ -27,6 +27,10 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    #[error("the request body must not be compressed (Content-Encoding: identity only)")]
+    UnsupportedEncoding,
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     #[error("{0}")]
     Conflict(String),
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new message")]
@@ -62,6 +66,10 @@ impl ApiError {
             ApiError::NotAcceptable => ("not-acceptable", "Not acceptable"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedEncoding => {
+                ("unsupported-encoding", "Unsupported content encoding")
+            }
+            ApiError::BodyTimeout(_) => ("request-timeout", "Request body timeout"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::QueueFull => ("queue-full", "Queue full"),
@@ -90,7 +98,10 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +130,17 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        match self {
+            // RFC 9110 §15.5.16: say which coding is acceptable.
+            ApiError::UnsupportedEncoding => {
+                response.insert_header((header::ACCEPT_ENCODING, "identity"));
+            }
+            // The rest of the body may never come: do not wait for it on this connection.
+            ApiError::BodyTimeout(_) => {
+                response.force_close();
+            }
+            _ => {}
         }
         response.body(serde_json::to_string(&body).expect("a problem always serializes"))
     }
@@ -168,12 +190,19 @@ impl From<actix::MailboxError> for ApiError {
     }
 }
 
-/// Maps actix-web's JSON extractor errors to problems (413, 415, 400).
-pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+/// Maps actix-web's JSON extractor errors to problems (413, 415, 408, 400).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    limit: usize,
+    body_timeout: Option<std::time::Duration>,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     match err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge(limit),
         E::ContentType => ApiError::UnsupportedMediaType,
+        E::Payload(e) if crate::http::limits::is_body_timeout(&e) => {
+            ApiError::BodyTimeout(body_timeout.map_or(0, |t| t.as_secs()))
+        }
         E::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
         other => ApiError::MalformedJson(other.to_string()),
     }

@@ -2,6 +2,7 @@
 
 pub mod errors;
 pub mod idempotency;
+mod limits;
 mod middleware;
 mod routes;
 mod state;

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
@@ -128,20 +128,20 @@ impl Application {
         };
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(from_fn(record_metrics))
-                .configure(http::configure(body_limit))
-        })
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
         // the queue after the server stops accepting.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
-        if settings.server.http_workers > 0 {
-            server = server.workers(settings.server.http_workers);
-        }
-        let server = server.listen(listener).map_err(bind_error)?.run();
+        let server = http::connection::serve(
+            listener,
+            settings.server.http_workers,
+            settings.server.shutdown_timeout,
+            move || {
+                App::new()
+                    .app_data(data.clone())
+                    .wrap(from_fn(record_metrics))
+                    .configure(http::configure(body_limit))
+            },
+        )
+        .map_err(bind_error)?;
         tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
         Ok(Application {
             port,

@@ -580,3 +580,55 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
     assert_eq!(closed, Ok(()), "the server closes the connection");
     assert_eq!(metric(&app, "messaging_queue_enqueued_total").await, 0.0);
 }
+
+/// Finding 8: `Idempotency-Key: k\x7f` got an empty 400 with a small body and a reset
+/// with a large one; a 1 MiB header got a reset instead of 431. actix-http refuses such
+/// heads before any handler runs; the connection edge makes them problems, closed cleanly.
+#[actix_web::test]
+async fn requests_refused_by_the_http_parser_get_problems_not_resets() {
+    let app = spawn_app(Db::Sqlite).await;
+    let small = serde_json::to_vec(&sms("+12016661234", "+18045551234", "small")).unwrap();
+    let large =
+        serde_json::to_vec(&sms("+12016661234", "+18045551234", &"x".repeat(400_000))).unwrap();
+    for body in [small, large] {
+        let head = format!(
+            "POST /api/messages/sms HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: k\x7f\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (answer, closed) =
+            raw_exchange(&app, head.as_bytes(), &body, Duration::from_secs(10)).await;
+        let (head, problem) = split_response(&answer);
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert_eq!(problem["status"], 400, "{problem}");
+        assert_eq!(
+            problem["type"],
+            "urn:messaging-server:problem:malformed-request"
+        );
+        assert_eq!(
+            closed,
+            Ok(()),
+            "closed cleanly after a {} byte body",
+            body.len()
+        );
+    }
+
+    let head = format!(
+        "GET /api/conversations HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let (answer, closed) = raw_exchange(&app, head.as_bytes(), b"", Duration::from_secs(10)).await;
+    let (head, problem) = split_response(&answer);
+    assert!(head.starts_with("http/1.1 431"), "{head}");
+    assert_eq!(problem["status"], 431, "{problem}");
+    assert_eq!(closed, Ok(()), "closed cleanly, not reset");
+
+    // The server still serves, and nothing was enqueued.
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(metric(&app, "messaging_queue_enqueued_total").await, 0.0);
+}

@@ -31,6 +31,13 @@ pub enum ApiError {
     UnsupportedEncoding,
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
+    /// Answered at the connection level (src/http/connection.rs): the head is not HTTP/1.1.
+    #[error("the request is not valid HTTP/1.1: a header has a character that is not allowed (such as a control character) or the framing is invalid")]
+    MalformedRequest,
+    #[error("the request head (request line and headers) is too large")]
+    HeadersTooLarge,
+    #[error("the request head did not arrive in time")]
+    HeadTimeout,
     #[error("{0}")]
     Conflict(String),
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new message")]
@@ -70,6 +77,12 @@ impl ApiError {
                 ("unsupported-encoding", "Unsupported content encoding")
             }
             ApiError::BodyTimeout(_) => ("request-timeout", "Request body timeout"),
+            ApiError::MalformedRequest => ("malformed-request", "Malformed request"),
+            ApiError::HeadersTooLarge => (
+                "request-header-fields-too-large",
+                "Request header fields too large",
+            ),
+            ApiError::HeadTimeout => ("request-timeout", "Request timeout"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::QueueFull => ("queue-full", "Queue full"),
@@ -88,6 +101,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The RFC 9457 document for this error, answered with `status`.
+    pub fn problem_json(&self, status: StatusCode) -> String {
+        let (slug, title) = self.problem_type();
+        let kind = format!("urn:messaging-server:problem:{slug}");
+        let body = Problem {
+            kind: &kind,
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors),
+                _ => None,
+            },
+        };
+        serde_json::to_string(&body).expect("a problem always serializes")
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -101,7 +133,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTimeout(_) | ApiError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,18 +148,6 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(details) = self {
             tracing::error!(error = %details, "request failed");
         }
-        let (slug, title) = self.problem_type();
-        let kind = format!("urn:messaging-server:problem:{slug}");
-        let body = Problem {
-            kind: &kind,
-            title,
-            status: status.as_u16(),
-            detail: self.to_string(),
-            errors: match self {
-                ApiError::Validation(errors) => Some(errors),
-                _ => None,
-            },
-        };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if let Some(seconds) = self.retry_after() {
@@ -142,7 +164,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.body(serde_json::to_string(&body).expect("a problem always serializes"))
+        response.body(self.problem_json(status))
     }
 }
 

@@ -1,5 +1,6 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
+pub mod connection;
 pub mod errors;
 pub mod idempotency;
 mod limits;

@@ -182,6 +182,8 @@ pub struct ProviderSettings {
     pub mock_retry_after: Duration,
     #[serde(deserialize_with = "optional_seed")]
     pub mock_seed: Option<u64>,
+    /// PEM file of extra CAs trusted for an `https://` url ("" = public roots only).
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -317,11 +319,16 @@ impl Settings {
                     ));
                 }
             }
-            if p.kind == ProviderKind::Http && !p.url.starts_with("http://") {
+            let web = p.url.starts_with("http://") || p.url.starts_with("https://");
+            if p.kind == ProviderKind::Http && !web {
                 return Err(invalid(
                     &format!("providers.{name}.url"),
-                    "accepts an http:// URL when kind = \"http\"",
+                    "accepts an http:// or https:// URL when kind = \"http\"",
                 ));
+            }
+            if !p.ca_file.is_empty() {
+                crate::providers::tls_config(&p.ca_file)
+                    .map_err(|e| invalid(&format!("providers.{name}.ca_file"), e))?;
             }
         }
         if !valid_log_filter(&self.log.level) {

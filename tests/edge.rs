@@ -632,3 +632,80 @@ async fn requests_refused_by_the_http_parser_get_problems_not_resets() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(metric(&app, "messaging_queue_enqueued_total").await, 0.0);
 }
+
+/// Finding 8: the `http` provider refused `https://` URLs, which every real provider uses.
+/// A local TLS stub with a certificate from a CA made for the test: trusted through
+/// `ca_file`, the message is sent; without it, the certificate is refused.
+#[actix_web::test]
+async fn the_http_provider_sends_over_https_to_a_trusted_certificate_only() {
+    let stub = common::tls_stub::TlsStub::start().await;
+    let start = |ca_file: String| {
+        let url = stub.url.clone();
+        async move {
+            let database = common::TestDatabase::create(Db::Sqlite).await;
+            let mut settings = common::test_settings(&database.url);
+            settings.providers.sms.kind = messaging_server::config::ProviderKind::Http;
+            settings.providers.sms.url = url;
+            settings.providers.sms.ca_file = ca_file;
+            settings.retry.max_attempts = 1;
+            let hooks = Hooks {
+                providers: Some(messaging_server::providers::Providers::from_settings(
+                    &settings.providers,
+                )),
+                ..Hooks::default()
+            };
+            spawn_on(database, move |s| *s = settings, hooks).await
+        }
+    };
+
+    let app = start(stub.ca_file.display().to_string()).await;
+    let (status, _) = app
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "over tls"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.drained().await;
+    assert_eq!(stub.calls(), 1);
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM messages WHERE status = 'sent' AND provider_message_id = 'tls-0'"
+        )
+        .await,
+        1
+    );
+
+    let untrusting = start(String::new()).await;
+    untrusting
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "refused"),
+        )
+        .await;
+    untrusting.drained().await;
+    assert_eq!(stub.calls(), 1, "no message over an unverified connection");
+    let (_, page) = untrusting.get("/api/dlq").await;
+    let error = page["items"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("unreachable"), "{page}");
+}
+
+#[test]
+fn a_bad_ca_file_stops_start_up_naming_the_key() {
+    let missing = messaging_server::config::Settings::load(&messaging_server::config::Sources {
+        file: None,
+        env: vec![(
+            "MESSAGING__PROVIDERS__EMAIL__CA_FILE".into(),
+            "/nonexistent/ca.pem".into(),
+        )],
+    });
+    match missing {
+        Err(messaging_server::config::SettingsError::Invalid { key, .. }) => {
+            assert_eq!(key, "providers.email.ca_file")
+        }
+        other => panic!("{other:?}"),
+    }
+}

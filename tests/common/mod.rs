@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod stub;
+pub mod tls_stub;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -35,9 +35,15 @@ pub async fn limit_body(
             return Ok(req.into_response(response));
         }
     }
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
     let timeout = req
         .app_data::<web::Data<AppState>>()
-        .map(|state| state.settings.server.body_timeout);
+        .map(|state| state.settings.server.body_timeout)
+        .filter(|_| has_body);
     if let Some(timeout) = timeout {
         let payload = Deadline::new(req.take_payload(), timeout);
         req.set_payload(Payload::Stream {

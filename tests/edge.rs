@@ -494,6 +494,7 @@ async fn compressed_bodies_are_refused_with_415() {
         let response = app
             .client
             .post(app.url("/api/messages/sms"))
+            .bearer_auth(&app.admin_key)
             .insert_header(("Content-Encoding", coding))
             .send_json(&valid)
             .await
@@ -515,6 +516,7 @@ async fn compressed_bodies_are_refused_with_415() {
     let response = app
         .client
         .post(app.url("/api/messages/sms"))
+        .bearer_auth(&app.admin_key)
         .insert_header(("Content-Encoding", "identity"))
         .send_json(&valid)
         .await
@@ -565,10 +567,18 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
         Hooks::default(),
     )
     .await;
-    let head = b"POST /api/messages/sms HTTP/1.1\r\nHost: test\r\n\
-                 Content-Type: application/json\r\nContent-Length: 200\r\n\r\n";
-    let (answer, closed) =
-        raw_exchange(&app, head, b"{\"from\": \"+1201", Duration::from_secs(10)).await;
+    let head = format!(
+        "POST /api/messages/sms HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+        app.admin_key
+    );
+    let (answer, closed) = raw_exchange(
+        &app,
+        head.as_bytes(),
+        b"{\"from\": \"+1201",
+        Duration::from_secs(10),
+    )
+    .await;
     let (head, problem) = split_response(&answer);
     assert!(head.starts_with("http/1.1 408"), "{head}");
     assert!(

@@ -145,7 +145,7 @@ mod tests {
             body: "text message".into(),
             attachments: vec![],
             sent_at,
-            idempotency_key: IdempotencyKey::for_inbound("sms", "x"),
+            idempotency_key: IdempotencyKey::for_inbound("sms", Uuid::nil(), "x"),
             provider_message_id: None,
             metadata: None,
             accepted_at: sent_at,

@@ -77,11 +77,17 @@ impl IdempotencyKey {
         ))
     }
 
-    /// Derived for an inbound webhook: the provider's id identifies the message.
-    pub fn for_inbound(channel_family: &str, provider_message_id: &str) -> Self {
+    /// Derived for an inbound webhook: the provider's id identifies the message within a
+    /// customer. The customer is part of the key so that one customer's webhook cannot
+    /// claim (and so silently suppress) a provider id that belongs to another's message.
+    pub fn for_inbound(channel_family: &str, customer_id: Uuid, provider_message_id: &str) -> Self {
         Self(digest(
             TAG_INBOUND,
-            &[channel_family.as_bytes(), provider_message_id.as_bytes()],
+            &[
+                channel_family.as_bytes(),
+                customer_id.as_bytes(),
+                provider_message_id.as_bytes(),
+            ],
         ))
     }
 
@@ -194,11 +200,12 @@ mod tests {
     }
 
     #[test]
-    fn inbound_key_depends_on_family_and_provider_id() {
-        let a = IdempotencyKey::for_inbound("sms", "msg-1");
-        assert_eq!(a, IdempotencyKey::for_inbound("sms", "msg-1"));
-        assert_ne!(a, IdempotencyKey::for_inbound("email", "msg-1"));
-        assert_ne!(a, IdempotencyKey::for_inbound("sms", "msg-2"));
+    fn inbound_key_depends_on_family_customer_and_provider_id() {
+        let a = IdempotencyKey::for_inbound("sms", cust(1), "msg-1");
+        assert_eq!(a, IdempotencyKey::for_inbound("sms", cust(1), "msg-1"));
+        assert_ne!(a, IdempotencyKey::for_inbound("email", cust(1), "msg-1"));
+        assert_ne!(a, IdempotencyKey::for_inbound("sms", cust(1), "msg-2"));
+        assert_ne!(a, IdempotencyKey::for_inbound("sms", cust(2), "msg-1"));
     }
 
     /// Finding 3 of issue 9: with `|`-joined fields, an inbound webhook whose provider id
@@ -218,7 +225,10 @@ mod tests {
         );
         let forged =
             format!("{customer}|+12016661234|+18045551234|2024-11-01T14:00:00Z|{body_sha}");
-        assert_ne!(outbound, IdempotencyKey::for_inbound("sms", &forged));
+        assert_ne!(
+            outbound,
+            IdempotencyKey::for_inbound("sms", customer, &forged)
+        );
         // The old encoding did collide: the regression this guards against.
         let old = |s: String| sha256_hex(s.as_bytes());
         assert_eq!(
@@ -229,12 +239,12 @@ mod tests {
         );
         // Moving a separator between fields cannot produce the same key either.
         assert_ne!(
-            IdempotencyKey::for_inbound("sms", "a|b"),
-            IdempotencyKey::for_inbound("sms|a", "b")
+            IdempotencyKey::for_inbound("sms", customer, "a|b"),
+            IdempotencyKey::for_inbound("sms|a", customer, "b")
         );
         assert_ne!(
             IdempotencyKey::from_header("x", "/api/messages/sms", customer).unwrap(),
-            IdempotencyKey::for_inbound("/api/messages/sms", "x")
+            IdempotencyKey::for_inbound("/api/messages/sms", customer, "x")
         );
     }
 
@@ -248,7 +258,7 @@ mod tests {
 
     #[test]
     fn serde_is_transparent_and_stored_keys_are_checked() {
-        let k = IdempotencyKey::for_inbound("sms", "x");
+        let k = IdempotencyKey::for_inbound("sms", cust(1), "x");
         let json = serde_json::to_string(&k).unwrap();
         assert_eq!(json, format!("\"{k}\""));
         assert_eq!(serde_json::from_str::<IdempotencyKey>(&json).unwrap(), k);

@@ -258,9 +258,12 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
             )
         }
         None => match f.direction {
-            Direction::Inbound => provider_id
-                .as_deref()
-                .map(|id| IdempotencyKey::for_inbound(base.family(), id)),
+            Direction::Inbound => match (customer_id, provider_id.as_deref()) {
+                (Some(cust), Some(id)) => {
+                    Some(IdempotencyKey::for_inbound(base.family(), cust, id))
+                }
+                _ => None,
+            },
             Direction::Outbound => match (customer_id, &from, &to, sent_at, &body) {
                 (Some(cust), Some(from), Some(to), Some(sent), Some(body)) => {
                     Some(IdempotencyKey::for_outbound(
@@ -520,7 +523,7 @@ mod tests {
         assert_eq!(e.provider_message_id.as_deref(), Some("message-1"));
         assert_eq!(
             e.idempotency_key,
-            IdempotencyKey::for_inbound("sms", "message-1")
+            IdempotencyKey::for_inbound("sms", CUSTOMER, "message-1")
         );
         assert_eq!(
             e.participants(),
@@ -562,7 +565,7 @@ mod tests {
         assert_eq!(e.provider_message_id.as_deref(), Some("message-2"));
         assert_eq!(
             e.idempotency_key,
-            IdempotencyKey::for_inbound("email", "message-2")
+            IdempotencyKey::for_inbound("email", CUSTOMER, "message-2")
         );
         assert_eq!(e.revalidate(), Ok(()));
     }

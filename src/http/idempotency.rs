@@ -104,7 +104,7 @@ mod tests {
     use super::*;
 
     fn key(n: u32) -> IdempotencyKey {
-        IdempotencyKey::for_inbound("sms", &n.to_string())
+        IdempotencyKey::for_inbound("sms", uuid::Uuid::nil(), &n.to_string())
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct ServerSettings {
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
     pub http_workers: usize,
+    /// How long a request body may take to arrive (408 after).
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +273,8 @@ pub struct ProviderSettings {
     /// How far a signature's timestamp may be from now.
     #[serde(deserialize_with = "duration")]
     pub webhook_tolerance: Duration,
+    /// PEM file of extra CAs trusted for an `https://` url ("" = public roots only).
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -393,6 +398,9 @@ impl Settings {
                 "must not exceed retry.max_delay",
             ));
         }
+        if self.server.body_timeout.is_zero() {
+            return Err(invalid("server.body_timeout", "must be longer than 0s"));
+        }
         if self.dlq.purge_interval.is_zero() {
             return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
         }
@@ -422,11 +430,16 @@ impl Settings {
                     ));
                 }
             }
-            if p.kind == ProviderKind::Http && !p.url.starts_with("http://") {
+            let web = p.url.starts_with("http://") || p.url.starts_with("https://");
+            if p.kind == ProviderKind::Http && !web {
                 return Err(invalid(
                     &format!("providers.{name}.url"),
-                    "accepts an http:// URL when kind = \"http\"",
+                    "accepts an http:// or https:// URL when kind = \"http\"",
                 ));
+            }
+            if !p.ca_file.is_empty() {
+                crate::providers::tls_config(&p.ca_file)
+                    .map_err(|e| invalid(&format!("providers.{name}.ca_file"), e))?;
             }
         }
         if self.auth.cache_ttl.is_zero() {
@@ -616,6 +629,7 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.server.body_limit, 512 * 1024);
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.body_timeout, Duration::from_secs(30));
         assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
         assert_eq!(s.queue.backend, QueueBackendKind::Memory);
         assert_eq!(s.queue.capacity, 10_000);
@@ -776,6 +790,11 @@ mod tests {
                 "MESSAGING__PROVIDERS__EMAIL__WEBHOOK_TOLERANCE",
                 "soon",
                 "providers.email.webhook_tolerance",
+            ),
+            (
+                "MESSAGING__SERVER__BODY_TIMEOUT",
+                "0s",
+                "server.body_timeout",
             ),
             (
                 "MESSAGING__TELEMETRY__OTLP_ENDPOINT",

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
@@ -15,12 +15,16 @@ use crate::actors::worker::{BeforePersist, WorkerDeps};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
+use crate::http::idempotency::RecentKeys;
 use crate::http::{self, observe_request, request_context, AppState, Auth};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
+
+/// `Idempotency-Key`s remembered per process (~200 bytes each).
+const RECENT_KEYS: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -136,28 +140,29 @@ impl Application {
             metrics,
             auth,
             customers: Arc::new(RwLock::new(HashSet::new())),
+            recent_keys: Arc::new(RecentKeys::new(RECENT_KEYS)),
         };
         if settings.telemetry.otlp_enabled() {
             http::refresh_gauges_every(state.clone(), settings.telemetry.otlp_interval);
         }
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(from_fn(observe_request))
-                // Outermost: its span and headers cover everything below, errors included.
-                .wrap(from_fn(request_context))
-                .configure(http::configure(body_limit))
-        })
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
         // the queue after the server stops accepting.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
-        if settings.server.http_workers > 0 {
-            server = server.workers(settings.server.http_workers);
-        }
-        let server = server.listen(listener).map_err(bind_error)?.run();
+        let server = http::connection::serve(
+            listener,
+            settings.server.http_workers,
+            settings.server.shutdown_timeout,
+            move || {
+                App::new()
+                    .app_data(data.clone())
+                    .wrap(from_fn(observe_request))
+                    // Outermost: its span and headers cover everything below, errors included.
+                    .wrap(from_fn(request_context))
+                    .configure(http::configure(body_limit))
+            },
+        )
+        .map_err(bind_error)?;
         tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
         Ok(Application {
             port,

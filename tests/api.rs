@@ -287,11 +287,19 @@ async fn idempotency_keys_are_stable_and_scoped() {
         .post_json_with_key("/api/messages/sms", "order-42", &body)
         .await;
     let (_, b) = app
-        .post_json_with_key("/api/messages/sms", "order-42", &later)
+        .post_json_with_key("/api/messages/sms", "order-42", &body)
         .await;
     assert_eq!(
         a["idempotency_key"], b["idempotency_key"],
         "the header decides the key"
+    );
+    let (status, _) = app
+        .post_json_with_key("/api/messages/sms", "order-42", &later)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key of another request"
     );
     let email = json!({"from": "a@b.com", "to": "c@d.com", "body": "x"});
     let (_, c) = app

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use common::{databases, eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
+use common::{eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::queue::Close;
 use messaging_server::startup::Hooks;
 use serde_json::json;
@@ -258,8 +258,9 @@ async fn readiness_names_a_closed_queue() {
 
 #[actix_web::test]
 async fn readiness_names_an_unreachable_database() {
-    if !databases().contains(&Db::Postgres) {
-        return; // needs a server whose connections can be cut: runs in CI
+    // Needs a server whose connections can be cut; required in CI (see postgres_configured).
+    if !common::postgres_configured() {
+        return;
     }
     let database = TestDatabase::create(Db::Postgres).await;
     let app = spawn_on(

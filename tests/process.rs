@@ -516,22 +516,36 @@ async fn dlq_commands_list_replay_and_purge() {
     let none = run(&["dlq", "replay"], &db_env);
     assert_eq!(none.status.code(), Some(2), "replay needs an id or --all");
 
-    // Purge with a zero retention removes everything dead before now.
-    let purge = run(
-        &["dlq", "purge"],
-        &[
-            ("DATABASE_URL", database.url.as_str()),
-            ("DLQ_RETENTION", "0s"),
-        ],
-    );
+    // The replayed event fails again (the provider always fails): a second dead letter.
+    eventually(Duration::from_secs(10), "replayed event dead again", || {
+        let url = url.clone();
+        async move { count(&url, "SELECT COUNT(*) FROM dead_letters").await == 2 }
+    })
+    .await;
+    server.terminate(Duration::from_secs(30));
+
+    // Purge with a zero retention removes everything dead before now: both, and says so.
+    let purge_env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("DLQ_RETENTION", "0s"),
+    ];
+    let purge = run(&["dlq", "purge"], &purge_env);
     assert_eq!(
         purge.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&purge.stderr)
     );
-    assert!(String::from_utf8_lossy(&purge.stdout).contains("purged"));
-    server.terminate(Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&purge.stdout);
+    assert!(said.starts_with("purged 2 dead letter(s)"), "{said}");
+    assert_eq!(
+        count(&database.url, "SELECT COUNT(*) FROM dead_letters").await,
+        0,
+        "the purged dead letters are gone"
+    );
+    let again = run(&["dlq", "purge"], &purge_env);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.starts_with("purged 0 dead letter(s)"), "{said}");
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Model {
     pub idempotency_key: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Hash of the request the message was accepted from; null for messages stored before
+    /// fingerprints existed.
+    pub request_fingerprint: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

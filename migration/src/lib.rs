@@ -7,6 +7,7 @@ pub use sea_orm_migration::MigratorTrait;
 mod m20261127_000001_create_tables;
 mod m20261127_000002_create_pending_events;
 mod m20261128_000001_create_api_keys;
+mod m20261128_000002_add_request_fingerprint;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_tables::Migration),
             Box::new(m20261127_000002_create_pending_events::Migration),
             Box::new(m20261128_000001_create_api_keys::Migration),
+            Box::new(m20261128_000002_add_request_fingerprint::Migration),
         ]
     }
 }

@@ -186,6 +186,7 @@ async fn check_schema(db: &DatabaseConnection) {
             idempotency_key: Set(key.into()),
             created_at: Set(sent_at),
             updated_at: Set(sent_at),
+            request_fingerprint: Set(Some(format!("{key:0>64}"))),
         };
     let m1 = Message::insert(new_message("k1", c1.id, t1))
         .exec_with_returning(db)

@@ -162,13 +162,7 @@ async fn replay(
     // `failed` and not send it; the event is published before the dead letter is marked
     // replayed, so a failed publish leaves it replayable (a repeated replay is harmless:
     // the idempotency key makes the second one a no-op).
-    writer::transition_status(
-        db,
-        &row.idempotency_key,
-        writer::STATUS_FAILED,
-        writer::STATUS_QUEUED,
-    )
-    .await?;
+    writer::transition_status(db, &event, writer::STATUS_FAILED, writer::STATUS_QUEUED).await?;
     backend.republish(vec![event]).await?;
     dead_letters::mark_replayed(db, row.id).await?;
     Ok(())

@@ -32,6 +32,9 @@ pub enum ProcessingError {
     Provider(#[from] ProviderError),
     #[error("worker stopped while processing: {0}")]
     WorkerStopped(String),
+    /// The key is stored for another request (another fingerprint): never a silent drop.
+    #[error("idempotency key reused with a different request")]
+    KeyReused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,7 @@ impl ErrorKind {
 impl ProcessingError {
     pub fn kind(&self) -> ErrorKind {
         let transient = match self {
-            ProcessingError::InvalidEvent(_) => false,
+            ProcessingError::InvalidEvent(_) | ProcessingError::KeyReused => false,
             ProcessingError::Store(e) => e.is_transient(),
             ProcessingError::Provider(e) => e.is_transient(),
             ProcessingError::WorkerStopped(_) => true,

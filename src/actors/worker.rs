@@ -120,6 +120,9 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     let mut to_send = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
+            Ok(persisted) if persisted.conflicts_with(&delivery.event) => {
+                fail(&deps, delivery, ProcessingError::KeyReused, started)
+            }
             Ok(persisted) => {
                 record_stored(&deps, &delivery.event, &persisted, started);
                 let outbound = delivery.event.direction == Direction::Outbound;

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::address::Address;
 use super::error::{Collector, ValidationErrors};
-use super::idempotency::{sha256_hex, IdempotencyKey};
+use super::idempotency::{is_sha256_hex, sha256_hex, IdempotencyKey};
 use super::message::{Attachments, Channel, Direction, MessageBody, Subject};
+use super::text::{check_metadata, check_text};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -34,6 +35,11 @@ pub struct Event {
     pub metadata: Option<serde_json::Value>,
     pub accepted_at: DateTime<Utc>,
     pub attempt: u32,
+    /// Hash of the request as the client meant it (see `idempotency::request_fingerprint`),
+    /// stored with the message: the same key with another fingerprint is a conflict, not a
+    /// duplicate. Optional so that events written before it existed still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
     /// W3C trace context of the span that enqueued the event, so the worker (possibly in
     /// another process) continues the request's trace. Absent when tracing is off, and in
     /// events written before it existed; never validated (a bad value only starts a new trace).
@@ -77,6 +83,11 @@ impl Event {
         if !self.idempotency_key.is_well_formed() {
             c.push("idempotency_key", "must be 64 lower-case hex digits");
         }
+        if let Some(fingerprint) = &self.request_fingerprint {
+            if !is_sha256_hex(fingerprint) {
+                c.push("request_fingerprint", "must be 64 lower-case hex digits");
+            }
+        }
         match (&self.provider_message_id, self.direction) {
             (Some(id), _) => {
                 c.check("provider_message_id", check_provider_id(id));
@@ -85,7 +96,9 @@ impl Event {
             (None, Direction::Outbound) => {}
         }
         if let Some(m) = &self.metadata {
-            c.check("metadata", check_metadata(m));
+            if let Err(e) = check_metadata(m) {
+                c.extend(vec![e]);
+            }
         }
         c.into_result()
     }
@@ -104,8 +117,9 @@ impl Event {
     }
 }
 
-/// A provider's message id: 1..=255 characters, not blank.
+/// A provider's message id: 1..=255 characters, not blank, no control characters.
 pub(crate) fn check_provider_id(id: &str) -> Result<(), String> {
+    check_text(id)?;
     if id.trim().is_empty() {
         Err("must not be empty".into())
     } else if id.chars().count() > MAX_PROVIDER_ID_CHARS {
@@ -114,14 +128,6 @@ pub(crate) fn check_provider_id(id: &str) -> Result<(), String> {
         ))
     } else {
         Ok(())
-    }
-}
-
-pub(crate) fn check_metadata(m: &serde_json::Value) -> Result<(), String> {
-    if m.is_object() {
-        Ok(())
-    } else {
-        Err("must be a JSON object".into())
     }
 }
 
@@ -144,11 +150,12 @@ mod tests {
             body: "text message".into(),
             attachments: vec![],
             sent_at,
-            idempotency_key: IdempotencyKey::for_inbound("sms", "x"),
+            idempotency_key: IdempotencyKey::for_inbound("sms", Uuid::nil(), "x"),
             provider_message_id: None,
             metadata: None,
             accepted_at: sent_at,
             attempt: 0,
+            request_fingerprint: None,
             traceparent: None,
         }
     }
@@ -224,6 +231,87 @@ mod tests {
             ..sample()
         };
         assert!(inbound_without_id.revalidate().is_err());
+        let bad_fingerprint = Event {
+            request_fingerprint: Some("x".into()),
+            ..sample()
+        };
+        assert!(bad_fingerprint.revalidate().is_err());
+    }
+
+    #[test]
+    fn control_characters_are_a_permanent_failure_in_every_text_field() {
+        let inbound = || Event {
+            direction: Direction::Inbound,
+            channel: Channel::Email,
+            from: "contact@gmail.com".into(),
+            to: "user@usehatchapp.com".into(),
+            provider_message_id: Some("p-1".into()),
+            ..sample()
+        };
+        assert_eq!(inbound().revalidate(), Ok(()));
+        let cases: Vec<(&str, Event)> = vec![
+            (
+                "body",
+                Event {
+                    body: "a\u{0}b".into(),
+                    ..inbound()
+                },
+            ),
+            (
+                "subject",
+                Event {
+                    subject: Some("s\u{0}".into()),
+                    ..inbound()
+                },
+            ),
+            (
+                "from",
+                Event {
+                    from: "c\u{0}@gmail.com".into(),
+                    ..inbound()
+                },
+            ),
+            (
+                "provider_message_id",
+                Event {
+                    provider_message_id: Some("p\u{0}".into()),
+                    ..inbound()
+                },
+            ),
+            (
+                "attachments[0]",
+                Event {
+                    attachments: vec!["https://e.com/\u{0}".into()],
+                    ..inbound()
+                },
+            ),
+            (
+                "metadata.k",
+                Event {
+                    metadata: Some(json!({"k": "v\u{0}"})),
+                    ..inbound()
+                },
+            ),
+        ];
+        for (field, event) in cases {
+            let errors = event.revalidate().unwrap_err();
+            assert!(
+                errors.0.iter().any(|e| e.field == field),
+                "{field}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_without_a_fingerprint_still_decode() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        assert!(
+            v.get("request_fingerprint").is_none(),
+            "absent, not null, when unset"
+        );
+        v.as_object_mut().unwrap().remove("request_fingerprint");
+        let e: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(e.request_fingerprint, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::FieldError;
 use super::idempotency::sha256_hex;
+use super::text::check_text;
 
 pub const MAX_SMS_BODY_CHARS: usize = 1600;
 pub const MAX_EMAIL_BODY_BYTES: usize = 256 * 1024;
@@ -101,6 +102,7 @@ impl MessageBody {
         if raw.trim().is_empty() {
             return Err("must not be empty".into());
         }
+        check_text(raw)?;
         match channel {
             Channel::Sms | Channel::Mms if raw.chars().count() > MAX_SMS_BODY_CHARS => {
                 Err(format!("must be at most {MAX_SMS_BODY_CHARS} characters"))
@@ -138,6 +140,7 @@ impl Subject {
         if raw.contains(['\r', '\n']) {
             return Err("must not contain line breaks".into());
         }
+        check_text(raw)?;
         Ok(Self(raw.to_owned()))
     }
 

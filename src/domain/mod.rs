@@ -7,6 +7,7 @@ pub mod event;
 pub mod idempotency;
 pub mod message;
 pub mod request;
+pub mod text;
 
 pub use address::{Address, EmailAddress, PhoneNumber};
 pub use error::{FieldError, ValidationErrors};

@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::address::Address;
 use super::error::{Collector, ValidationErrors};
-use super::event::{check_metadata, check_provider_id, Event, SCHEMA_VERSION};
-use super::idempotency::IdempotencyKey;
+use super::event::{check_provider_id, Event, SCHEMA_VERSION};
+use super::idempotency::{request_fingerprint, IdempotencyKey};
 use super::message::{Attachments, Channel, Direction, MessageBody, Subject};
+use super::text::check_metadata;
 
 /// What the HTTP layer knows beyond the body.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +19,7 @@ pub struct Accept<'a> {
     pub default_customer: Uuid,
     /// The raw `Idempotency-Key` header, if sent.
     pub idempotency_header: Option<&'a str>,
-    /// The route path (e.g. `/api/messages/sms`); scopes header keys.
+    /// The matched route pattern (e.g. `/api/messages/sms`); scopes header keys.
     pub endpoint: &'a str,
     pub now: DateTime<Utc>,
 }
@@ -225,6 +226,7 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
     let attachments = Attachments::parse(f.attachments, channel.unwrap_or(Channel::Email))
         .map_err(|errs| c.extend(errs))
         .ok();
+    let client_timestamp = f.timestamp.is_some();
     let sent_at = match f.timestamp {
         None => Some(ctx.now),
         Some(t) => c.check("timestamp", parse_timestamp(&t)),
@@ -239,7 +241,13 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
     let metadata = f
         .metadata
         .filter(|m| !m.is_null())
-        .and_then(|m| c.check("metadata", check_metadata(&m)).map(|()| m));
+        .and_then(|m| match check_metadata(&m) {
+            Ok(()) => Some(m),
+            Err(e) => {
+                c.extend(vec![e]);
+                None
+            }
+        });
 
     let key = match ctx.idempotency_header {
         Some(raw) => {
@@ -250,9 +258,12 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
             )
         }
         None => match f.direction {
-            Direction::Inbound => provider_id
-                .as_deref()
-                .map(|id| IdempotencyKey::for_inbound(base.family(), id)),
+            Direction::Inbound => match (customer_id, provider_id.as_deref()) {
+                (Some(cust), Some(id)) => {
+                    Some(IdempotencyKey::for_inbound(base.family(), cust, id))
+                }
+                _ => None,
+            },
             Direction::Outbound => match (customer_id, &from, &to, sent_at, &body) {
                 (Some(cust), Some(from), Some(to), Some(sent), Some(body)) => {
                     Some(IdempotencyKey::for_outbound(
@@ -291,25 +302,30 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
             Some(sent_at),
             Some(customer_id),
             Some(idempotency_key),
-        ) => Ok(Event {
-            schema_version: SCHEMA_VERSION,
-            event_id: Uuid::new_v4(),
-            direction: f.direction,
-            channel,
-            customer_id,
-            from: from.as_str().to_owned(),
-            to: to.as_str().to_owned(),
-            subject,
-            body: body.into_string(),
-            attachments: attachments.into_vec(),
-            sent_at,
-            idempotency_key,
-            provider_message_id: provider_id,
-            metadata,
-            accepted_at: ctx.now,
-            attempt: 0,
-            traceparent: None,
-        }),
+        ) => {
+            let mut event = Event {
+                schema_version: SCHEMA_VERSION,
+                event_id: Uuid::new_v4(),
+                direction: f.direction,
+                channel,
+                customer_id,
+                from: from.as_str().to_owned(),
+                to: to.as_str().to_owned(),
+                subject,
+                body: body.into_string(),
+                attachments: attachments.into_vec(),
+                sent_at,
+                idempotency_key,
+                provider_message_id: provider_id,
+                metadata,
+                accepted_at: ctx.now,
+                attempt: 0,
+                request_fingerprint: None,
+                traceparent: None,
+            };
+            event.request_fingerprint = Some(request_fingerprint(&event, client_timestamp));
+            Ok(event)
+        }
         // Every `None` above recorded an error; this arm only guards against a slip.
         _ => Err(c.into_errors()),
     }
@@ -508,7 +524,7 @@ mod tests {
         assert_eq!(e.provider_message_id.as_deref(), Some("message-1"));
         assert_eq!(
             e.idempotency_key,
-            IdempotencyKey::for_inbound("sms", "message-1")
+            IdempotencyKey::for_inbound("sms", CUSTOMER, "message-1")
         );
         assert_eq!(
             e.participants(),
@@ -550,7 +566,7 @@ mod tests {
         assert_eq!(e.provider_message_id.as_deref(), Some("message-2"));
         assert_eq!(
             e.idempotency_key,
-            IdempotencyKey::for_inbound("email", "message-2")
+            IdempotencyKey::for_inbound("email", CUSTOMER, "message-2")
         );
         assert_eq!(e.revalidate(), Ok(()));
     }
@@ -578,5 +594,62 @@ mod tests {
         let b = req.into_event(&ctx(None)).unwrap();
         assert_eq!(a.idempotency_key, b.idempotency_key);
         assert_ne!(a.event_id, b.event_id);
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(v: serde_json::Value, now: &str) -> Event {
+        let ctx = Accept {
+            default_customer: Uuid::from_u128(1),
+            idempotency_header: Some("k"),
+            endpoint: "/api/messages/email",
+            now: now.parse().unwrap(),
+        };
+        serde_json::from_value::<SendEmail>(v)
+            .unwrap()
+            .into_event(&ctx)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_request_as_the_client_meant_it() {
+        let base = json!({"from": "a@b.com", "to": "c@d.com", "body": "x", "subject": "s",
+                          "metadata": {"b": 1, "a": [1, 2]}});
+        let fp = |v: serde_json::Value, now: &str| event(v, now).request_fingerprint.unwrap();
+        let t = "2024-11-01T14:00:00Z";
+        // No timestamp: the server's clock is not part of the request.
+        assert_eq!(
+            fp(base.clone(), t),
+            fp(base.clone(), "2025-01-01T00:00:00Z")
+        );
+        // Normalization: case of addresses, key order in metadata.
+        let mut same = base.clone();
+        same["from"] = json!("A@B.com");
+        same["metadata"] = json!({"a": [1, 2], "b": 1});
+        assert_eq!(fp(base.clone(), t), fp(same, t));
+        // A re-rendered timestamp is the same request; another second is not.
+        let mut at = base.clone();
+        at["timestamp"] = json!("2024-11-01T14:00:00Z");
+        let mut rerendered = base.clone();
+        rerendered["timestamp"] = json!("2024-11-01T16:00:00.250+02:00");
+        assert_eq!(fp(at.clone(), t), fp(rerendered, t));
+        assert_ne!(fp(at, t), fp(base.clone(), t));
+        for (field, value) in [
+            ("body", json!("y")),
+            ("subject", json!("")),
+            ("subject", json!(null)),
+            ("to", json!("e@f.com")),
+            ("metadata", json!({"b": 2, "a": [1, 2]})),
+            ("attachments", json!(["https://example.com/a.pdf"])),
+            ("timestamp", json!("2024-11-01T14:00:01Z")),
+        ] {
+            let mut other = base.clone();
+            other[field] = value;
+            assert_ne!(fp(base.clone(), t), fp(other, t), "{field}");
+        }
     }
 }

@@ -41,8 +41,21 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    #[error("the request body must not be compressed (Content-Encoding: identity only)")]
+    UnsupportedEncoding,
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    /// Answered at the connection level (src/http/connection.rs): the head is not HTTP/1.1.
+    #[error("the request is not valid HTTP/1.1: a header has a character that is not allowed (such as a control character) or the framing is invalid")]
+    MalformedRequest,
+    #[error("the request head (request line and headers) is too large")]
+    HeadersTooLarge,
+    #[error("the request head did not arrive in time")]
+    HeadTimeout,
     #[error("{0}")]
     Conflict(String),
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new message")]
+    IdempotencyKeyReused,
     #[error("the queue is full; retry later")]
     QueueFull,
     #[error("{0}")]
@@ -77,7 +90,18 @@ impl ApiError {
             ApiError::NotAcceptable => ("not-acceptable", "Not acceptable"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedEncoding => {
+                ("unsupported-encoding", "Unsupported content encoding")
+            }
+            ApiError::BodyTimeout(_) => ("request-timeout", "Request body timeout"),
+            ApiError::MalformedRequest => ("malformed-request", "Malformed request"),
+            ApiError::HeadersTooLarge => (
+                "request-header-fields-too-large",
+                "Request header fields too large",
+            ),
+            ApiError::HeadTimeout => ("request-timeout", "Request timeout"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::QueueFull => ("queue-full", "Queue full"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
@@ -95,6 +119,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The RFC 9457 document for this error, answered with `status`.
+    pub fn problem_json(&self, status: StatusCode) -> String {
+        let (slug, title) = self.problem_type();
+        let kind = format!("urn:messaging-server:problem:{slug}");
+        let body = Problem {
+            kind: &kind,
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors),
+                _ => None,
+            },
+        };
+        serde_json::to_string(&body).expect("a problem always serializes")
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -108,8 +151,14 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::BodyTimeout(_) | ApiError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,18 +169,6 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(details) = self {
             tracing::error!(error = %details, "request failed");
         }
-        let (slug, title) = self.problem_type();
-        let kind = format!("urn:messaging-server:problem:{slug}");
-        let body = Problem {
-            kind: &kind,
-            title,
-            status: status.as_u16(),
-            detail: self.to_string(),
-            errors: match self {
-                ApiError::Validation(errors) => Some(errors),
-                _ => None,
-            },
-        };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if let Some(seconds) = self.retry_after() {
@@ -147,9 +184,17 @@ impl ResponseError for ApiError {
                 response.insert_header(("RateLimit-Remaining", "0"));
                 response.insert_header(("RateLimit-Reset", reset));
             }
+            // RFC 9110 §15.5.16: say which coding is acceptable.
+            ApiError::UnsupportedEncoding => {
+                response.insert_header((header::ACCEPT_ENCODING, "identity"));
+            }
+            // The rest of the body may never come: do not wait for it on this connection.
+            ApiError::BodyTimeout(_) => {
+                response.force_close();
+            }
             _ => {}
         }
-        response.body(serde_json::to_string(&body).expect("a problem always serializes"))
+        response.body(self.problem_json(status))
     }
 }
 
@@ -203,12 +248,19 @@ fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
 }
 
-/// Maps actix-web's JSON extractor errors to problems (413, 415, 400).
-pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+/// Maps actix-web's JSON extractor errors to problems (413, 415, 408, 400).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    limit: usize,
+    body_timeout: Option<std::time::Duration>,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     match err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge(limit),
         E::ContentType => ApiError::UnsupportedMediaType,
+        E::Payload(e) if crate::http::limits::is_body_timeout(&e) => {
+            ApiError::BodyTimeout(body_timeout.map_or(0, |t| t.as_secs()))
+        }
         E::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
         other => ApiError::MalformedJson(other.to_string()),
     }

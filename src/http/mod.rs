@@ -1,9 +1,12 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
 pub mod auth;
+pub mod connection;
 pub mod errors;
 mod hygiene;
+pub mod idempotency;
 mod key_cache;
+mod limits;
 mod middleware;
 pub mod rate_limit;
 mod routes;

@@ -5,7 +5,9 @@ use actix::Addr;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use super::idempotency::RecentKeys;
 use super::{ApiError, Auth};
+
 use crate::actors::{DlqActor, QueueActor};
 use crate::config::Settings;
 use crate::domain::FieldError;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Customers known to exist; asked of the database only on a miss.
     pub customers: Arc<RwLock<HashSet<Uuid>>>,
+    /// `Idempotency-Key`s this process accepted recently (repeats and conflicts).
+    pub recent_keys: Arc<RecentKeys>,
 }
 
 impl AppState {

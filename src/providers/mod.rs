@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 
-pub use http::HttpProvider;
+pub use http::{tls_config, HttpProvider};
 pub use mock::MockProvider;
 
 use crate::config::{ProviderKind, ProviderSettings, ProvidersSettings};

@@ -41,7 +41,7 @@ pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<M
     let model = Entity::insert(row).exec_with_returning(&txn).await?;
     writer::transition_status(
         &txn,
-        new.event.idempotency_key.as_str(),
+        new.event,
         writer::STATUS_QUEUED,
         writer::STATUS_FAILED,
     )
@@ -56,7 +56,7 @@ pub async fn list(db: &DatabaseConnection, page: Page) -> Result<(Vec<Model>, u6
     let items = Entity::find()
         .order_by_desc(Column::DeadAt)
         .order_by_desc(Column::Id)
-        .offset((page.page.max(1) - 1) * page.size)
+        .offset(page.offset())
         .limit(page.size)
         .all(db)
         .await?;

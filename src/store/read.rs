@@ -19,8 +19,12 @@ pub struct Page {
 }
 
 impl Page {
-    fn offset(&self) -> u64 {
-        (self.page.max(1) - 1) * self.size
+    /// Clamped to what the databases take (a signed 64-bit offset): the HTTP layer refuses
+    /// larger pages, and here a page past the end is simply empty instead of a panic.
+    pub(crate) fn offset(&self) -> u64 {
+        (self.page.max(1) - 1)
+            .saturating_mul(self.size)
+            .min(i64::MAX as u64)
     }
 }
 
@@ -112,4 +116,21 @@ pub async fn customer_exists(db: &DatabaseConnection, id: uuid::Uuid) -> Result<
         .one(db)
         .await?
         .is_some())
+}
+
+/// The request fingerprint stored with the message of this idempotency key: `None` when no
+/// message has the key, `Some(None)` for a message stored before fingerprints existed.
+pub async fn request_fingerprint(
+    db: &DatabaseConnection,
+    idempotency_key: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    use messages::Column;
+    let found: Option<Option<String>> = messages::Entity::find()
+        .select_only()
+        .column(Column::RequestFingerprint)
+        .filter(Column::IdempotencyKey.eq(idempotency_key))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found)
 }

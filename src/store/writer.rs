@@ -32,6 +32,20 @@ pub struct Persisted {
     pub inserted: bool,
     /// The message's status as stored (`queued`, `sent`, `failed`, `received`).
     pub status: String,
+    /// The fingerprint of the request the stored message came from.
+    pub request_fingerprint: Option<String>,
+}
+
+impl Persisted {
+    /// True when `event` carries the stored message's key but is another request (its
+    /// fingerprint differs): a reused idempotency key, not a repeat. Messages or events
+    /// from before fingerprints existed never conflict.
+    pub fn conflicts_with(&self, event: &Event) -> bool {
+        matches!(
+            (&self.request_fingerprint, &event.request_fingerprint),
+            (Some(stored), Some(new)) if stored != new
+        )
+    }
 }
 
 pub const STATUS_QUEUED: &str = "queued";
@@ -425,6 +439,7 @@ async fn insert_messages(
             Column::IdempotencyKey,
             Column::CreatedAt,
             Column::UpdatedAt,
+            Column::RequestFingerprint,
         ])
         .values_from_panic(rows.iter().map(|row| {
             let e = row.event;
@@ -446,6 +461,7 @@ async fn insert_messages(
                 Expr::from(e.idempotency_key.as_str().to_string()),
                 Expr::from(now),
                 Expr::from(now),
+                Expr::from(e.request_fingerprint.clone()),
             ]
         }))
         .on_conflict(
@@ -458,6 +474,7 @@ async fn insert_messages(
             Column::IdempotencyKey,
             Column::ConversationId,
             Column::Status,
+            Column::RequestFingerprint,
         ]));
     let mut inserted = HashMap::with_capacity(rows.len());
     for row in txn.query_all(&insert).await? {
@@ -468,6 +485,7 @@ async fn insert_messages(
                 conversation_id: get(&row, "conversation_id")?,
                 inserted: true,
                 status: get(&row, "status")?,
+                request_fingerprint: get(&row, "request_fingerprint")?,
             },
         );
     }
@@ -488,6 +506,7 @@ async fn find_messages_by_key(
             Column::IdempotencyKey,
             Column::ConversationId,
             Column::Status,
+            Column::RequestFingerprint,
         ])
         .from(messages::Entity.table_ref())
         .and_where(Column::IdempotencyKey.is_in(keys.iter().map(|k| k.to_string())))
@@ -501,6 +520,7 @@ async fn find_messages_by_key(
                 conversation_id: get(&row, "conversation_id")?,
                 inserted: false,
                 status: get(&row, "status")?,
+                request_fingerprint: get(&row, "request_fingerprint")?,
             },
         );
     }
@@ -582,23 +602,31 @@ async fn bump_counters(
     Ok(())
 }
 
-/// Moves the message with this idempotency key from status `from` to `to` (and leaves it
-/// alone in any other status): `queued → failed` when its event is dead-lettered,
-/// `failed → queued` when the dead letter is replayed.
+/// Moves the message of this event (its idempotency key) from status `from` to `to` (and
+/// leaves it alone in any other status): `queued → failed` when its event is dead-lettered,
+/// `failed → queued` when the dead letter is replayed. An event that reused the key of
+/// another request (another fingerprint) is not that message's event and leaves it alone.
 pub async fn transition_status<C: ConnectionTrait>(
     db: &C,
-    idempotency_key: &str,
+    event: &Event,
     from: &str,
     to: &str,
 ) -> Result<(), StoreError> {
     use messages::Column;
-    let update = Query::update()
+    let mut update = Query::update()
         .table(messages::Entity.table_ref())
         .value(Column::Status, to)
         .value(Column::UpdatedAt, Utc::now())
-        .and_where(Column::IdempotencyKey.eq(idempotency_key))
+        .and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()))
         .and_where(Column::Status.eq(from))
         .to_owned();
+    if let Some(fingerprint) = &event.request_fingerprint {
+        update.cond_where(
+            Column::RequestFingerprint
+                .is_null()
+                .or(Column::RequestFingerprint.eq(fingerprint.as_str())),
+        );
+    }
     db.execute(&update).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod otlp;
 pub mod stub;
+pub mod tls_stub;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,13 +30,26 @@ pub enum Db {
     Postgres,
 }
 
-/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set.
+/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set (which CI must do).
 pub fn databases() -> Vec<Db> {
     let mut dbs = vec![Db::Sqlite];
-    if std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty()) {
+    if postgres_configured() {
         dbs.push(Db::Postgres);
     }
     dbs
+}
+
+/// Whether the PostgreSQL half of the suite runs. Outside CI it is optional; in CI (`CI`
+/// set, as CI services and `.ci/run` do) a missing `TEST_DATABASE_URL` fails the test
+/// instead of silently skipping half of it.
+pub fn postgres_configured() -> bool {
+    let configured = std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty());
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    assert!(
+        configured || !ci,
+        "CI is set but TEST_DATABASE_URL is not: the PostgreSQL half of the suite would be skipped"
+    );
+    configured
 }
 
 /// A fresh, empty database; dropped (PostgreSQL) or deleted (SQLite) with the value.

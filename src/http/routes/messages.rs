@@ -5,8 +5,13 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::actors::queue::Enqueue;
-use crate::domain::{Accept, EmailWebhook, FieldError, IntoEvent, SendEmail, SendSms, SmsWebhook};
+use crate::domain::{
+    Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
+    SmsWebhook,
+};
+use crate::http::idempotency::Seen;
 use crate::http::{request_trace, ApiError, AppState, Caller};
+use crate::store;
 use crate::telemetry;
 use tracing::Instrument;
 
@@ -69,11 +74,13 @@ async fn accept(
             )])
         })?),
     };
+    // Scoped by the matched route, so `/api/messages/%73ms` is `/api/messages/sms`.
+    let route = req.match_pattern();
     let ctx = Accept {
         // The customer comes from the key; a body naming another one is refused below.
         default_customer: caller.customer_id,
         idempotency_header: header,
-        endpoint: req.path(),
+        endpoint: route.as_deref().unwrap_or(req.path()),
         now: Utc::now(),
     };
     let mut event = request
@@ -81,21 +88,36 @@ async fn accept(
         .map_err(|errors| ApiError::Validation(errors.0))?;
     caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;
-    let tracer = &state.metrics.tracer;
-    let enqueue = tracer.enqueue(&request_trace(req), &mut event, state.backend.name());
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();
+    let reserved = match header {
+        Some(_) => match check_header_key(state, &event).await? {
+            // A true repeat: the original answer, nothing enqueued.
+            Seen::Repeat(original) => return Ok(accepted(&idempotency_key, original)),
+            Seen::Conflict => return Err(ApiError::IdempotencyKeyReused),
+            Seen::New => true,
+        },
+        None => false,
+    };
+    let tracer = &state.metrics.tracer;
+    let enqueue = tracer.enqueue(&request_trace(req), &mut event, state.backend.name());
     let span = telemetry::event_span(&event);
-    let enqueued = state
+    let enqueued = match state
         .queue
         .send(Enqueue(event))
         .instrument(span.clone())
-        .await?;
-    if let Err(refused) = &enqueued {
-        enqueue.fail(refused);
+        .await
+    {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(mailbox) => Err(ApiError::from(mailbox)),
+    };
+    if let Err(err) = enqueued {
+        enqueue.fail(&err);
+        if reserved {
+            state.recent_keys.release(&idempotency_key, event_id);
+        }
+        return Err(err);
     }
-    enqueue.end();
-    enqueued?;
     span.in_scope(|| {
         tracing::debug!(
             endpoint = req.path(),
@@ -103,9 +125,39 @@ async fn accept(
             "event accepted"
         )
     });
-    Ok(HttpResponse::Accepted().json(Accepted {
+    Ok(accepted(&idempotency_key, event_id))
+}
+
+fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {
+    HttpResponse::Accepted().json(Accepted {
         status: "accepted",
         idempotency_key: idempotency_key.as_str(),
         event_id,
-    }))
+    })
+}
+
+/// A client's `Idempotency-Key`: this process's recent keys first, then the database (a
+/// read). A key stored for another request is a conflict; one stored for the same request
+/// is enqueued again, which the worker treats as a duplicate (the original event id is not
+/// kept in the database).
+async fn check_header_key(state: &AppState, event: &Event) -> Result<Seen, ApiError> {
+    let fingerprint = event.request_fingerprint.as_deref().unwrap_or_default();
+    let key = &event.idempotency_key;
+    let seen = state
+        .recent_keys
+        .check_and_reserve(key, fingerprint, event.event_id);
+    if seen != Seen::New {
+        return Ok(seen);
+    }
+    match store::read::request_fingerprint(&state.db, key.as_str()).await {
+        Ok(Some(Some(stored))) if stored != fingerprint => {
+            state.recent_keys.release(key, event.event_id);
+            Ok(Seen::Conflict)
+        }
+        Ok(_) => Ok(Seen::New),
+        Err(err) => {
+            state.recent_keys.release(key, event.event_id);
+            Err(err.into())
+        }
+    }
 }

@@ -11,7 +11,8 @@ use actix_web::{web, HttpResponse};
 
 use super::auth;
 use super::errors::json_error;
-use super::{require_json_accept, ApiError};
+use super::limits::limit_body;
+use super::{require_json_accept, ApiError, AppState};
 
 pub use operations::refresh_gauges_every;
 
@@ -19,7 +20,12 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let json = web::JsonConfig::default()
             .limit(body_limit)
-            .error_handler(move |err, _| json_error(err, body_limit));
+            .error_handler(move |err, req| {
+                let body_timeout = req
+                    .app_data::<web::Data<AppState>>()
+                    .map(|state| state.settings.server.body_timeout);
+                json_error(err, body_limit, body_timeout)
+            });
         let query = web::QueryConfig::default().error_handler(|_, _| {
             ApiError::BadQuery("page and pageSize must be whole numbers".into()).into()
         });
@@ -35,6 +41,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::scope("/api")
                     .wrap(actix_web::middleware::from_fn(require_json_accept))
+                    .wrap(actix_web::middleware::from_fn(limit_body))
                     .service(
                         resource("/messages/sms")
                             .wrap(from_fn(auth::send))

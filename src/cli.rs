@@ -241,6 +241,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     let queue = app.state().queue.clone();
     let db = app.state().db.clone();
+    let metrics = app.state().metrics.clone();
     let server = app.server_handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
 
@@ -267,6 +268,8 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             "queued events saved; they are re-enqueued at the next start"
         );
     }
+    // The last OTLP push (metrics and buffered spans); a no-op without export.
+    metrics.shutdown();
     tracing::info!("shutdown complete");
     Ok(())
 }

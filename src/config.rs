@@ -55,6 +55,7 @@ pub struct Settings {
     pub dlq: DlqSettings,
     pub providers: ProvidersSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +291,26 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP receiver (an OpenTelemetry Collector); empty = no export.
+    pub otlp_endpoint: String,
+    /// How often metrics are pushed, and the longest a finished span waits to be sent.
+    #[serde(deserialize_with = "duration")]
+    pub otlp_interval: Duration,
+    /// `service.name` of everything exported.
+    pub service_name: String,
+    /// Share of new traces recorded (a request's sampled `traceparent` is always followed).
+    pub trace_sample_ratio: f64,
+}
+
+impl TelemetrySettings {
+    pub fn otlp_enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+}
+
 /// Where settings come from besides the compiled-in defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -445,6 +466,25 @@ impl Settings {
                 ));
             }
         }
+        let telemetry = &self.telemetry;
+        if telemetry.otlp_enabled() && !valid_http_url(&telemetry.otlp_endpoint) {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "accepts \"\" (no export) or an http:// or https:// URL like \"http://127.0.0.1:4318\"",
+            ));
+        }
+        if telemetry.otlp_interval < Duration::from_millis(100) {
+            return Err(invalid("telemetry.otlp_interval", "must be at least 100ms"));
+        }
+        if telemetry.service_name.trim().is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
+        if !(0.0..=1.0).contains(&telemetry.trace_sample_ratio) {
+            return Err(invalid(
+                "telemetry.trace_sample_ratio",
+                "accepts a number from 0.0 to 1.0",
+            ));
+        }
         if !valid_log_filter(&self.log.level) {
             return Err(invalid(
                 "log.level",
@@ -453,6 +493,17 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `http(s)://host[:port][/path]`: a host, and no spaces or control characters.
+fn valid_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|rest| {
+        !rest.split('/').next().unwrap_or_default().is_empty()
+            && rest.bytes().all(|b| b.is_ascii_graphic())
+    })
 }
 
 /// A level, or comma-separated `target=level` directives with at most one bare level.
@@ -596,6 +647,16 @@ mod tests {
         assert_eq!(s.auth.cache_ttl, Duration::from_secs(5));
         assert!(s.providers.sms.webhook_secret.is_empty());
         assert_eq!(s.providers.sms.webhook_tolerance, Duration::from_secs(300));
+        assert!(!s.telemetry.otlp_enabled(), "no export unless asked for");
+        assert_eq!(s.telemetry.otlp_interval, Duration::from_secs(10));
+        assert_eq!(s.telemetry.service_name, "messaging-server");
+        assert_eq!(s.telemetry.trace_sample_ratio, 1.0);
+        let on = with_env(&[(
+            "MESSAGING__TELEMETRY__OTLP_ENDPOINT",
+            "https://collector.internal:4318",
+        )])
+        .unwrap();
+        assert!(on.telemetry.otlp_enabled());
     }
 
     #[test]
@@ -734,6 +795,36 @@ mod tests {
                 "MESSAGING__SERVER__BODY_TIMEOUT",
                 "0s",
                 "server.body_timeout",
+            ),
+            (
+                "MESSAGING__TELEMETRY__OTLP_ENDPOINT",
+                "127.0.0.1:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "MESSAGING__TELEMETRY__OTLP_ENDPOINT",
+                "http://",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "MESSAGING__TELEMETRY__OTLP_ENDPOINT",
+                "http://collector :4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "MESSAGING__TELEMETRY__OTLP_INTERVAL",
+                "0s",
+                "telemetry.otlp_interval",
+            ),
+            (
+                "MESSAGING__TELEMETRY__SERVICE_NAME",
+                " ",
+                "telemetry.service_name",
+            ),
+            (
+                "MESSAGING__TELEMETRY__TRACE_SAMPLE_RATIO",
+                "2",
+                "telemetry.trace_sample_ratio",
             ),
         ];
         for (name, value, key) in cases {

@@ -16,7 +16,7 @@ use crate::actors::{DlqActor, QueueActor, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
 use crate::http::idempotency::RecentKeys;
-use crate::http::{self, record_metrics, request_context, AppState, Auth};
+use crate::http::{self, observe_request, request_context, AppState, Auth};
 use crate::providers::Providers;
 use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
@@ -35,6 +35,8 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::ExportError),
 }
 
 /// Replaceable parts, for tests that inject faults or count provider calls.
@@ -93,7 +95,7 @@ impl Application {
         };
         restore_spilled(&db, backend.as_ref()).await?;
         let probe = backend.clone();
-        let metrics = Metrics::new(Arc::new(move || probe.depth() as u64));
+        let metrics = Metrics::new(Arc::new(move || probe.depth() as u64), &settings.telemetry)?;
         let providers = hooks
             .providers
             .unwrap_or_else(|| Providers::from_settings(&settings.providers));
@@ -140,6 +142,9 @@ impl Application {
             customers: Arc::new(RwLock::new(HashSet::new())),
             recent_keys: Arc::new(RecentKeys::new(RECENT_KEYS)),
         };
+        if settings.telemetry.otlp_enabled() {
+            http::refresh_gauges_every(state.clone(), settings.telemetry.otlp_interval);
+        }
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
@@ -151,7 +156,7 @@ impl Application {
             move || {
                 App::new()
                     .app_data(data.clone())
-                    .wrap(from_fn(record_metrics))
+                    .wrap(from_fn(observe_request))
                     // Outermost: its span and headers cover everything below, errors included.
                     .wrap(from_fn(request_context))
                     .configure(http::configure(body_limit))

@@ -1,6 +1,10 @@
-//! Metrics (OpenTelemetry, exposed in Prometheus text format) and logs (tracing).
+//! Metrics (OpenTelemetry, exposed in Prometheus text format and optionally pushed over
+//! OTLP), traces of the message path (OTLP only), and logs (tracing).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+mod otlp;
+mod traces;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
@@ -8,17 +12,23 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TelemetrySettings};
+
+pub use otlp::ExportError;
+pub use traces::{provider_call, record_outcome, BatchTrace, TraceSpan, Tracer};
 
 /// Reads the current queue depth at scrape time.
 pub type DepthProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// Every instrument of SPEC §8. One instance per running application (tests start several
-/// in one process, each with its own registry).
+/// Every instrument of SPEC §8 and §12, and the tracer of the message path (everything that
+/// records metrics also opens spans, so they travel together). One instance per running
+/// application (tests start several in one process, each with its own registry and export).
 pub struct Metrics {
     registry: prometheus::Registry,
-    // Dropping the provider shuts the exporter down and empties every scrape.
-    _provider: SdkMeterProvider,
+    // Dropping the provider shuts the exporters down and empties every scrape.
+    provider: SdkMeterProvider,
+    /// Spans of the message path; inert unless `telemetry.otlp_endpoint` is set.
+    pub tracer: Tracer,
     pub enqueued: Counter<u64>,
     pub enqueue_rejected: Counter<u64>,
     pub dequeued: Counter<u64>,
@@ -28,12 +38,15 @@ pub struct Metrics {
     pub dead_lettered: Counter<u64>,
     pub processing_latency: Histogram<f64>,
     pub provider_requests: Counter<u64>,
-    pub http_requests: Counter<u64>,
+    /// `http.server.request.duration` (OpenTelemetry semantic conventions); its `_count`
+    /// is the request count.
     pub http_duration: Histogram<f64>,
     /// Dead letters not yet replayed; refreshed from the database before each scrape.
     pub dlq_size: Arc<AtomicU64>,
     /// PersistenceWorker actors currently running.
     pub workers_active: Arc<AtomicI64>,
+    /// What `/readyz` said last; refreshed before each scrape and each OTLP push.
+    pub ready: Arc<AtomicBool>,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -41,7 +54,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    pub fn new(queue_depth: DepthProbe) -> Arc<Self> {
+    /// The instruments, exposed to Prometheus and, when `settings.otlp_endpoint` is set,
+    /// pushed over OTLP along with the spans.
+    pub fn new(
+        queue_depth: DepthProbe,
+        settings: &TelemetrySettings,
+    ) -> Result<Arc<Self>, ExportError> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -49,10 +67,19 @@ impl Metrics {
             .scope_info_enabled(false)
             .build()
             .expect("a fresh registry accepts the exporter");
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let mut builder = SdkMeterProvider::builder().with_reader(exporter);
+        let mut tracer = Tracer::default();
+        if settings.otlp_enabled() {
+            builder = builder
+                .with_reader(otlp::metric_reader(settings)?)
+                .with_resource(otlp::resource(settings));
+            tracer = Tracer::new(Some(otlp::tracer_provider(settings)?));
+        }
+        let provider = builder.build();
         let meter = provider.meter("messaging-server");
         let dlq_size = Arc::new(AtomicU64::new(0));
         let workers_active = Arc::new(AtomicI64::new(0));
+        let ready = Arc::new(AtomicBool::new(false));
 
         let counter = |name: &'static str, help: &'static str| {
             meter.u64_counter(name).with_description(help).build()
@@ -82,6 +109,12 @@ impl Metrics {
             .with_description("PersistenceWorker actors running")
             .with_callback(move |gauge| gauge.observe(active.load(Ordering::Relaxed), &[]))
             .build();
+        let is_ready = ready.clone();
+        meter
+            .u64_observable_gauge("messaging_ready")
+            .with_description("1 when /readyz answers 200 (database, queue and workers up), else 0")
+            .with_callback(move |gauge| gauge.observe(is_ready.load(Ordering::Relaxed).into(), &[]))
+            .build();
 
         let metrics = Metrics {
             enqueued: counter("messaging_queue_enqueued", "Events accepted into the queue"),
@@ -108,18 +141,26 @@ impl Metrics {
                 "messaging_provider_requests",
                 "Provider calls, by provider and outcome",
             ),
-            http_requests: counter("http_server_requests", "HTTP requests, by route and status"),
             http_duration: seconds(
-                "http_server_request_duration",
-                "HTTP request duration, by route and status",
+                "http.server.request.duration",
+                "Duration of HTTP server requests, by method, route and status",
             ),
             dlq_size,
             workers_active,
+            ready,
             registry,
-            _provider: provider,
+            provider,
+            tracer,
         };
         metrics.expose_zeroes();
-        Arc::new(metrics)
+        Ok(Arc::new(metrics))
+    }
+
+    /// Pushes the last metrics and spans and stops the export threads (at shutdown; the
+    /// Prometheus exposition is empty afterwards).
+    pub fn shutdown(&self) {
+        self.tracer.shutdown();
+        let _ = self.provider.shutdown();
     }
 
     /// A counter appears in the exposition only once touched; starting every series an
@@ -182,14 +223,30 @@ impl Metrics {
         );
     }
 
-    pub fn http_request(&self, route: String, status: u16, seconds: f64) {
-        let labels = [
-            KeyValue::new("route", route),
-            KeyValue::new("status", i64::from(status)),
-        ];
-        self.http_requests.add(1, &labels);
-        self.http_duration.record(seconds, &labels);
+    /// One answered request. `route` is the matched pattern (never the raw path, which
+    /// would make a series per id), `method` one of [`http_method`]'s values.
+    pub fn http_request(&self, method: &'static str, route: String, status: u16, seconds: f64) {
+        self.http_duration.record(
+            seconds,
+            &[
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", route),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+            ],
+        );
     }
+}
+
+/// A request method as `http.request.method` allows: the known methods, and `_OTHER` for
+/// anything else (so a client cannot mint label values).
+pub fn http_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
 }
 
 /// Installs the global log subscriber; a second call (tests) keeps the first.
@@ -232,14 +289,27 @@ pub fn mask_address(address: &str) -> String {
 }
 
 /// The span every log line about one event is written in (HTTP handler and worker alike),
-/// so `event_id` ties the request to the outcome. The lines themselves carry the rest.
+/// so `event_id` ties the request to the outcome, and `trace_id` (when traced) the lines to
+/// the trace. The lines themselves carry the rest.
 pub fn event_span(event: &crate::domain::Event) -> tracing::Span {
-    tracing::info_span!("event", event_id = %event.event_id)
+    // traceparent = "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"
+    let trace_id = event.traceparent.as_deref().and_then(|tp| tp.get(3..35));
+    match trace_id {
+        Some(trace_id) => tracing::info_span!("event", event_id = %event.event_id, trace_id),
+        None => tracing::info_span!("event", event_id = %event.event_id),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mask_address;
+    use super::{http_method, mask_address};
+
+    #[test]
+    fn unknown_methods_share_one_label_value() {
+        assert_eq!(http_method("POST"), "POST");
+        assert_eq!(http_method("PROPFIND"), "_OTHER");
+        assert_eq!(http_method("get"), "_OTHER");
+    }
 
     #[test]
     fn addresses_are_masked() {

@@ -62,6 +62,17 @@ async fn metrics_count_known_traffic() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.drained().await;
     app.get("/api/conversations").await;
+    // Unknown ids and paths must not mint label values: the pattern, or `unmatched`.
+    app.get("/api/conversations/987654").await;
+    app.get("/no/such/path/42").await;
+    app.request(
+        app.client.request(
+            actix_web::http::Method::from_bytes(b"PROPFIND").unwrap(),
+            app.url("/api/conversations"),
+        ),
+        None,
+    )
+    .await;
 
     let text = scrape(&app).await;
     for name in [
@@ -77,7 +88,7 @@ async fn metrics_count_known_traffic() {
         "messaging_dlq_size",
         "messaging_processing_latency_seconds",
         "messaging_provider_requests_total",
-        "http_server_requests_total",
+        "messaging_ready",
         "http_server_request_duration_seconds",
     ] {
         assert!(
@@ -118,29 +129,30 @@ async fn metrics_count_known_traffic() {
     );
     assert_eq!(sample(&text, "messaging_workers_active", ""), 3.0);
     assert_eq!(sample(&text, "messaging_dlq_size", ""), 0.0);
-    assert_eq!(
-        sample(
-            &text,
-            "http_server_requests_total",
-            "route=\"/api/messages/sms\",status=\"202\""
-        ),
-        4.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "http_server_requests_total",
-            "route=\"/api/messages/sms\",status=\"400\""
-        ),
-        1.0
-    );
-    assert_eq!(
+    assert_eq!(sample(&text, "messaging_ready", ""), 1.0);
+    // OpenTelemetry semantic conventions; the histogram's _count is the request count.
+    let requests = |method: &str, route: &str, status: u16| {
         sample(
             &text,
             "http_server_request_duration_seconds_count",
-            "route=\"/api/conversations\",status=\"200\""
-        ),
-        1.0
+            &format!(
+                "http_request_method=\"{method}\",http_response_status_code=\"{status}\",http_route=\"{route}\""
+            ),
+        )
+    };
+    assert_eq!(requests("POST", "/api/messages/sms", 202), 4.0);
+    assert_eq!(requests("POST", "/api/messages/sms", 400), 1.0);
+    assert_eq!(requests("GET", "/api/conversations", 200), 1.0);
+    assert_eq!(requests("GET", "/api/conversations/{id}", 404), 1.0);
+    assert_eq!(requests("GET", "unmatched", 404), 1.0);
+    assert_eq!(requests("_OTHER", "/api/conversations", 405), 1.0);
+    assert!(
+        !text.contains("987654") && !text.contains("/no/such") && !text.contains("PROPFIND"),
+        "raw paths and methods stay out of the labels:\n{text}"
+    );
+    assert!(
+        !text.contains("http_server_requests_total"),
+        "the request count is the histogram's _count"
     );
 }
 

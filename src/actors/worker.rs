@@ -81,7 +81,9 @@ impl Handler<ProcessBatch> for PersistenceWorker {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, ProcessBatch(batch): ProcessBatch, _: &mut Self::Context) -> Self::Result {
-        let work = AssertUnwindSafe(process(self.deps.clone(), batch)).catch_unwind();
+        let (deps, events) = (&self.deps, batch.iter().map(|d| &d.event));
+        let trace = deps.metrics.tracer.batch(deps.backend.name(), events);
+        let work = AssertUnwindSafe(trace.around(process(self.deps.clone(), batch))).catch_unwind();
         Box::pin(work.into_actor(self).map(|result, act, ctx| {
             result.map_err(|panic| {
                 let reason = panic
@@ -180,6 +182,7 @@ fn record_stored(deps: &WorkerDeps, event: &Event, persisted: &Persisted, starte
 /// One line per outcome, inside the event's span. Bodies are never logged (their sha256
 /// is) and addresses are masked.
 fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&ProcessingError>) {
+    telemetry::record_outcome(event, outcome, error.map(|e| (e.kind().as_str(), e as _)));
     let _span = telemetry::event_span(event).entered();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (from, to) = (mask_address(&event.from), mask_address(&event.to));
@@ -231,7 +234,8 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
         let provider = deps.providers.for_channel(delivery.event.channel);
         let message = OutboundMessage::from_event(&delivery.event);
         async move {
-            let result = provider.send(message).await;
+            let call = provider.send(message);
+            let result = telemetry::provider_call(&delivery.event, provider.name(), call).await;
             let outcome = match &result {
                 Ok(_) => "sent",
                 Err(e) => e.outcome(),

@@ -40,6 +40,11 @@ pub struct Event {
     /// duplicate. Optional so that events written before it existed still decode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
+    /// W3C trace context of the span that enqueued the event, so the worker (possibly in
+    /// another process) continues the request's trace. Absent when tracing is off, and in
+    /// events written before it existed; never validated (a bad value only starts a new trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
@@ -151,6 +156,7 @@ mod tests {
             accepted_at: sent_at,
             attempt: 0,
             request_fingerprint: None,
+            traceparent: None,
         }
     }
 
@@ -165,7 +171,18 @@ mod tests {
         assert_eq!(v["sent_at"], "2024-11-01T14:00:00Z");
         assert_eq!(v["subject"], json!(null));
         assert_eq!(v["idempotency_key"], e.idempotency_key.as_str());
+        assert!(
+            v.get("traceparent").is_none(),
+            "untraced events keep the v1 shape"
+        );
         assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+        let traced = Event {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..sample()
+        };
+        let v = serde_json::to_value(&traced).unwrap();
+        assert_eq!(v["traceparent"], traced.traceparent.clone().unwrap());
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), traced);
     }
 
     #[test]

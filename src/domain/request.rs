@@ -321,6 +321,7 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
                 accepted_at: ctx.now,
                 attempt: 0,
                 request_fingerprint: None,
+                traceparent: None,
             };
             event.request_fingerprint = Some(request_fingerprint(&event, client_timestamp));
             Ok(event)

@@ -26,8 +26,13 @@ pub async fn request_context<B: MessageBody + 'static>(
         .map(str::to_owned)
         .unwrap_or_else(new_id);
     let api = req.path().starts_with("/api/");
-    // `caller` is filled in by the authentication guard.
-    let span = tracing::info_span!("request", request_id = %id, caller = tracing::field::Empty);
+    // `caller` is filled in by the authentication guard, `trace_id` when the request is traced.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        caller = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
     // Handlers' and guards' errors arrive here as responses (problems), so they get the
     // headers too. (Keeping a clone of the request to render an `Err` would break
     // routing, which needs the request to itself.)

@@ -16,6 +16,6 @@ mod state;
 pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub(crate) use hygiene::request_context;
-pub(crate) use middleware::{record_metrics, require_json_accept};
-pub use routes::configure;
+pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
+pub use routes::{configure, refresh_gauges_every};
 pub use state::AppState;

@@ -10,7 +10,7 @@ use crate::domain::{
     SmsWebhook,
 };
 use crate::http::idempotency::Seen;
-use crate::http::{ApiError, AppState, Caller};
+use crate::http::{request_trace, ApiError, AppState, Caller};
 use crate::store;
 use crate::telemetry;
 use tracing::Instrument;
@@ -83,7 +83,7 @@ async fn accept(
         endpoint: route.as_deref().unwrap_or(req.path()),
         now: Utc::now(),
     };
-    let event = request
+    let mut event = request
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
     caller.authorize_customer(event.customer_id)?;
@@ -99,6 +99,8 @@ async fn accept(
         },
         None => false,
     };
+    let tracer = &state.metrics.tracer;
+    let enqueue = tracer.enqueue(&request_trace(req), &mut event, state.backend.name());
     let span = telemetry::event_span(&event);
     let enqueued = match state
         .queue
@@ -110,6 +112,7 @@ async fn accept(
         Err(mailbox) => Err(ApiError::from(mailbox)),
     };
     if let Err(err) = enqueued {
+        enqueue.fail(&err);
         if reserved {
             state.recent_keys.release(&idempotency_key, event_id);
         }

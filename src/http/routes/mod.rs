@@ -14,6 +14,8 @@ use super::errors::json_error;
 use super::limits::limit_body;
 use super::{require_json_accept, ApiError, AppState};
 
+pub use operations::refresh_gauges_every;
+
 pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let json = web::JsonConfig::default()

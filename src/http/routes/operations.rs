@@ -1,6 +1,7 @@
 //! Health, readiness and metrics.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -56,15 +57,38 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     })))
 }
 
-/// Prometheus text exposition. The dead-letter gauge is read from the database first so
-/// that it is right at every scrape, whichever process wrote the dead letters.
+/// Prometheus text exposition, its gauges refreshed first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match store::dead_letters::count_pending(&state.db).await {
-        Ok(n) => state.metrics.dlq_size.store(n, Ordering::Relaxed),
-        Err(e) => tracing::warn!(error = %e, "cannot count dead letters for /metrics"),
-    }
+    refresh_gauges(state.clone()).await;
     let (text, content_type) = state.metrics.render();
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         .body(text)
+}
+
+/// Reads what the gauges cannot compute themselves: the dead-letter count from the database
+/// (right whichever process wrote the dead letters) and readiness, as `/readyz` sees it.
+async fn refresh_gauges(state: web::Data<AppState>) {
+    let (dead_letters, ready) = futures_util::future::join(
+        store::dead_letters::count_pending(&state.db),
+        readyz(state.clone()),
+    )
+    .await;
+    match dead_letters {
+        Ok(n) => state.metrics.dlq_size.store(n, Ordering::Relaxed),
+        Err(e) => tracing::warn!(error = %e, "cannot count dead letters for the metrics"),
+    }
+    state.metrics.ready.store(ready.is_ok(), Ordering::Relaxed);
+}
+
+/// Refreshes the gauges every `period` for OTLP pushes, which no scrape precedes.
+pub fn refresh_gauges_every(state: AppState, period: Duration) {
+    let state = web::Data::new(state);
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(period);
+        loop {
+            tick.tick().await;
+            refresh_gauges(state.clone()).await;
+        }
+    });
 }

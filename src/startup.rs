@@ -17,7 +17,7 @@ use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
 use crate::http::{self, record_metrics, AppState};
 use crate::providers::Providers;
-use crate::queue::{MemoryQueue, QueueBackend};
+use crate::queue::{MemoryQueue, NatsQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
@@ -26,11 +26,24 @@ use crate::telemetry::Metrics;
 pub enum StartupError {
     #[error("database: {0}")]
     Database(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::SetupError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
     },
+}
+
+/// What this process runs (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and the workers.
+    All,
+    /// The HTTP API only: events wait in the queue for workers elsewhere.
+    Api,
+    /// Workers, with only `/healthz`, `/readyz` and `/metrics` over HTTP.
+    Worker,
 }
 
 /// Replaceable parts, for tests that inject faults or count provider calls.
@@ -54,6 +67,21 @@ impl Application {
     /// Connects (and migrates) the database, starts the actors, and binds the listener
     /// (port 0 picks a free one). Must run inside an actix System.
     pub async fn build_with(settings: Settings, hooks: Hooks) -> Result<Self, StartupError> {
+        let role = if settings.worker.enabled {
+            Role::All
+        } else {
+            Role::Api
+        };
+        Self::build_role(settings, role, hooks).await
+    }
+
+    /// As [`Self::build_with`], for one role; `worker.enabled` follows the role.
+    pub async fn build_role(
+        mut settings: Settings,
+        role: Role,
+        hooks: Hooks,
+    ) -> Result<Self, StartupError> {
+        settings.worker.enabled = role != Role::Api;
         let settings = Arc::new(settings);
         // Bound first: a taken port fails start-up before anything else has started.
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -70,11 +98,16 @@ impl Application {
         } else {
             store::require_migrated(&db).await?;
         }
-        let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
-            QueueBackendKind::Memory => Arc::new(MemoryQueue::new(
-                settings.queue.capacity,
-                settings.queue.enqueue_timeout,
-            )),
+        let (backend, memory_queue): (Arc<dyn QueueBackend>, _) = match settings.queue.backend {
+            QueueBackendKind::Memory => {
+                let queue =
+                    MemoryQueue::new(settings.queue.capacity, settings.queue.enqueue_timeout);
+                (Arc::new(queue.clone()), Some(queue))
+            }
+            QueueBackendKind::Nats => (
+                Arc::new(NatsQueue::connect(&settings.queue.nats).await?),
+                None,
+            ),
         };
         restore_spilled(&db, backend.as_ref()).await?;
         let probe = backend.clone();
@@ -93,7 +126,6 @@ impl Application {
         .start();
         let retry = RetryScheduler::new(
             RetryPolicy::from(&settings.retry),
-            backend.clone(),
             dlq.clone(),
             metrics.clone(),
         )
@@ -103,20 +135,22 @@ impl Application {
             batch_size: settings.worker.batch_size,
             deps: WorkerDeps {
                 writer: MessageWriter::new(db.clone()),
-                backend: backend.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),
                 providers,
                 before_persist: hooks.before_persist,
             },
+            dlq: dlq.clone(),
         });
-        let queue = QueueActor::new(backend.clone(), metrics.clone(), pool).start();
+        let queue =
+            QueueActor::new(backend.clone(), memory_queue.clone(), metrics.clone(), pool).start();
 
         let state = AppState {
             settings: settings.clone(),
             db,
             queue,
             backend,
+            memory_queue,
             dlq,
             metrics,
             customers: Arc::new(RwLock::new(HashSet::new())),
@@ -124,10 +158,13 @@ impl Application {
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;
         let mut server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(data.clone())
-                .wrap(from_fn(record_metrics))
-                .configure(http::configure(body_limit))
+                .wrap(from_fn(record_metrics));
+            match role {
+                Role::Worker => app.configure(http::configure_operations()),
+                Role::All | Role::Api => app.configure(http::configure(body_limit)),
+            }
         })
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
         // the queue after the server stops accepting.
@@ -137,7 +174,13 @@ impl Application {
             server = server.workers(settings.server.http_workers);
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
-        tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
+        tracing::info!(
+            port,
+            role = ?role,
+            queue = state.backend.name(),
+            database = %redact_url(&settings.database.url),
+            "listening"
+        );
         Ok(Application {
             port,
             server,

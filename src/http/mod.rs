@@ -7,5 +7,5 @@ mod state;
 
 pub use errors::ApiError;
 pub(crate) use middleware::{record_metrics, require_json_accept};
-pub use routes::configure;
+pub use routes::{configure, configure_operations};
 pub use state::AppState;

@@ -274,6 +274,15 @@ impl TestApp {
         }
     }
 
+    /// The events the in-process queue holds (memory backend only).
+    pub fn queued_events(&self) -> Vec<Event> {
+        self.state
+            .memory_queue
+            .as_ref()
+            .expect("the memory backend")
+            .snapshot()
+    }
+
     /// Waits until every accepted event is stored or dead-lettered.
     pub async fn drained(&self) {
         let drained = self

@@ -703,6 +703,19 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_is_valid() {
+        let s = Settings::load(&Sources {
+            file: Some(PathBuf::from("config/production.toml")),
+            env: vec![],
+        })
+        .unwrap();
+        assert_eq!(s.queue.backend, QueueBackendKind::Nats);
+        assert_eq!(s.queue.nats.replicas, 3);
+        assert_eq!(s.queue.nats.servers().len(), 3);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
     fn pool_size_is_chosen_per_database_unless_set() {
         let mut database = Settings::defaults().database;
         assert_eq!(

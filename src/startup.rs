@@ -139,6 +139,7 @@ impl Application {
                 metrics: metrics.clone(),
                 providers,
                 before_persist: hooks.before_persist,
+                max_attempts: settings.retry.max_attempts,
             },
             dlq: dlq.clone(),
         });

@@ -35,6 +35,8 @@ pub struct WorkerDeps {
     pub metrics: Arc<Metrics>,
     pub providers: Providers,
     pub before_persist: Option<BeforePersist>,
+    /// `retry.max_attempts`: an event delivered this often already is not processed again.
+    pub max_attempts: u32,
 }
 
 /// Process these deliveries. `Err` carries a panic message: the worker has stopped and
@@ -105,6 +107,21 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     }
     let mut valid = Vec::with_capacity(batch.len());
     for delivery in batch {
+        // Delivered this often without an outcome, every earlier holder died with it (a
+        // durable queue redelivers after ack_wait): dead-letter it rather than die again.
+        if delivery.event.attempt >= deps.max_attempts {
+            let reason = format!(
+                "delivered {} times without an outcome (the workers holding it stopped)",
+                delivery.event.attempt + 1
+            );
+            fail(
+                &deps,
+                delivery,
+                ProcessingError::WorkerStopped(reason),
+                started,
+            );
+            continue;
+        }
         match delivery.event.revalidate() {
             Ok(()) => valid.push(delivery),
             Err(errors) => fail(

@@ -134,6 +134,8 @@ pub fn main() -> ExitCode {
         match command {
             Command::Serve { role } => {
                 let role = match role {
+                    // WORKER_ENABLED=false makes the default role an API-only one.
+                    Role::All if !settings.worker.enabled => startup::Role::Api,
                     Role::All => startup::Role::All,
                     Role::Api => startup::Role::Api,
                     Role::Worker if settings.queue.backend == QueueBackendKind::Memory => {

@@ -75,13 +75,18 @@ impl Application {
         Self::build_role(settings, role, hooks).await
     }
 
-    /// As [`Self::build_with`], for one role; `worker.enabled` follows the role.
+    /// As [`Self::build_with`], for one role: `api` runs no workers, `worker` runs them
+    /// (and only the operations routes), `all` follows `worker.enabled`.
     pub async fn build_role(
         mut settings: Settings,
         role: Role,
         hooks: Hooks,
     ) -> Result<Self, StartupError> {
-        settings.worker.enabled = role != Role::Api;
+        match role {
+            Role::Api => settings.worker.enabled = false,
+            Role::Worker => settings.worker.enabled = true,
+            Role::All => {}
+        }
         let settings = Arc::new(settings);
         // Bound first: a taken port fails start-up before anything else has started.
         let address = format!("{}:{}", settings.server.host, settings.server.port);

@@ -183,6 +183,47 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
 }
 
 #[actix_web::test]
+async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
+    for db in databases() {
+        let nats = NatsServer::start().await;
+        let url = nats.url();
+        let app = spawn_on(
+            TestDatabase::create(db).await,
+            |s| {
+                use_nats(s, &url);
+                s.queue.nats.ack_wait = Duration::from_secs(1);
+                // Twice ack_wait: without progress acks NATS would hand it to the other worker.
+                s.providers.sms.mock_latency = Duration::from_millis(2500);
+                s.worker.concurrency = 2;
+            },
+            Hooks::default(),
+        )
+        .await;
+        let (_, answer) = app
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", "slow provider"),
+            )
+            .await;
+        let k = answer["idempotency_key"].as_str().unwrap().to_string();
+        eventually(Duration::from_secs(20), "sent", || async {
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await
+                == 1
+        })
+        .await;
+        let (_, text) = app.get("/metrics").await;
+        let text = text.as_str().unwrap();
+        assert_eq!(
+            metric(text, "messaging_queue_dequeued_total"),
+            1.0,
+            "{db:?}: delivered once"
+        );
+        assert_eq!(app.sms.successful_calls(&k), 1, "{db:?}: sent once");
+    }
+}
+
+#[actix_web::test]
 async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
     for db in databases() {
         let nats = NatsServer::start().await;
@@ -686,6 +727,32 @@ async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
     let apis = [api_a.port, api_b.port];
     let chaos = async {
         until_accepted(&accepted, 150).await;
+        // While it holds messages it has not finished (taken, not yet sent).
+        let client = awc::Client::default();
+        let metrics_url = worker_a.url("/metrics");
+        eventually(
+            Duration::from_secs(30),
+            "worker A holds messages",
+            || async {
+                let Ok(mut r) = client.get(&metrics_url).send().await else {
+                    return false;
+                };
+                let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+                let sent = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(
+                            "messaging_provider_requests_total{outcome=\"sent\",provider=\"sms\"} ",
+                        )?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                    })
+                    .unwrap_or(0.0);
+                metric(&text, "messaging_queue_dequeued_total") > sent
+            },
+        )
+        .await;
         api_a.kill();
         worker_a.kill();
         api_a.launch().await;
@@ -705,8 +772,10 @@ async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
     env.push(("MESSAGING__QUEUE__NATS__REPLICAS", "3".to_string()));
     // Stream creation waits for the replicas to agree.
     env.push(("MESSAGING__QUEUE__NATS__CONNECT_TIMEOUT", "20s".to_string()));
-    let _api = Proc::start("api", &env).await;
-    let _worker = Proc::start("worker", &env).await;
+    let api_a = Proc::start("api", &env).await;
+    let api_b = Proc::start("api", &env).await;
+    let _worker_a = Proc::start("worker", &env).await;
+    let _worker_b = Proc::start("worker", &env).await;
 
     let urls: Vec<String> = cluster.nodes.iter().map(NatsServer::url).collect();
     let client = async_nats::connect(urls).await.unwrap();
@@ -721,7 +790,7 @@ async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
         .expect("a stream leader");
 
     let accepted = Rc::new(RefCell::new(Vec::new()));
-    let apis = [_api.port];
+    let apis = [api_a.port, api_b.port];
     let chaos = async {
         until_accepted(&accepted, 150).await;
         // The stream leader: the node whose loss forces an election.

@@ -474,6 +474,17 @@ async fn a_full_stream_refuses_with_503_and_a_mismatched_stream_stops_start_up()
         Err(other) => panic!("unexpected error: {other}"),
         Ok(_) => panic!("a mismatched stream must stop start-up"),
     }
+
+    // No NATS at all: start-up stops with a line naming it (the binary exits 1).
+    let mut settings = test_settings(&app.database.url);
+    use_nats(&mut settings, &format!("nats://127.0.0.1:{}", free_port()));
+    match Application::build(settings).await {
+        Err(StartupError::Queue(err)) => {
+            assert!(err.to_string().contains("cannot connect to NATS"), "{err}")
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("start-up without NATS must fail"),
+    }
 }
 
 // ---- real processes --------------------------------------------------------------------

@@ -549,14 +549,16 @@ impl Proc {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// The process's log, kept in the temp dir to explain a failure.
+    /// The process's log, in the temp dir: kept when the test fails, to explain it.
+    fn log_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("ms-nats-test-{}-{}.log", self.role, self.port))
+    }
+
     fn log_file(&self) -> std::fs::File {
-        let path =
-            std::env::temp_dir().join(format!("ms-nats-test-{}-{}.log", self.role, self.port));
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
+            .open(self.log_path())
             .expect("log file")
     }
 
@@ -593,6 +595,11 @@ impl Drop for Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{} process log: {}", self.role, self.log_path().display());
+        } else {
+            let _ = std::fs::remove_file(self.log_path());
         }
     }
 }

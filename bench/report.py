@@ -4,7 +4,8 @@
 Subcommands (all print to stdout; run.sh stores the output in the run directory):
   freeport                          a free TCP port on 127.0.0.1
   wait-ready URL TIMEOUT PID        poll GET URL until 200 (fails if PID dies first)
-  drain BASE_URL TIMEOUT T_END      poll /metrics until the queue is drained -> JSON
+  drain BASE_URL TIMEOUT T_END [API_URL]   poll /metrics until the queue is drained -> JSON
+                                    (nats: BASE_URL is the worker, API_URL the API process)
   dbcheck sqlite PATH | postgres URL   row counts and the conversation invariant -> JSON
   record RUN_DIR                    combine a run's files into one JSON line (+ table row)
   summary RUNS_JSONL HISTORY_MD     table of runs, medians per database, append history
@@ -68,13 +69,17 @@ def metric_sum(m, name):
     return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))
 
 
-def drain(base, timeout, t_end):
+def drain(base, timeout, t_end, api_base=None):
     """Poll every 50 ms until queue depth is 0 and the stored counter stopped moving.
 
     The drain time is taken at the first poll that showed the final state, measured
     from T_END (wall clock when wrk exited); its resolution is the 50 ms poll interval.
+    With NATS (API_URL given) the depth is the consumer's, read by the worker every
+    second, so the final state must hold for 1.5 s, and the enqueue counters come from
+    the API process.
     """
     stored_key = 'messaging_worker_processed_total{outcome="stored"}'
+    hold = 1.5 if api_base else 0.0
     t_end = float(t_end)
     deadline = time.time() + float(timeout)
     prev, first_final_at, timed_out, m = None, None, False, {}
@@ -86,8 +91,8 @@ def drain(base, timeout, t_end):
         if depth == 0:
             if first_final_at is None or state != prev:
                 first_final_at = now
-            elif state == prev:
-                break  # two consecutive polls agree: drained
+            elif now - first_final_at >= hold:
+                break  # consecutive polls agree (for `hold` seconds): drained
         else:
             first_final_at = None
         prev = state
@@ -96,14 +101,15 @@ def drain(base, timeout, t_end):
             break
         time.sleep(0.05)
     end = first_final_at if (first_final_at and not timed_out) else time.time()
+    api = scrape(api_base) if api_base else m
     print(json.dumps({
         "drain_s": round(max(0.0, end - t_end), 3),
         "drain_timed_out": timed_out,
         "queue_depth": m.get("messaging_queue_depth"),
         "stored": m.get(stored_key, 0),
         "duplicate": m.get('messaging_worker_processed_total{outcome="duplicate"}', 0),
-        "enqueued": m.get("messaging_queue_enqueued_total", 0),
-        "enqueue_rejected": m.get("messaging_queue_enqueue_rejected_total", 0),
+        "enqueued": api.get("messaging_queue_enqueued_total", 0),
+        "enqueue_rejected": api.get("messaging_queue_enqueue_rejected_total", 0),
         "worker_failed": metric_sum(m, "messaging_worker_failed_total"),
         "retries": m.get("messaging_retries_total", 0),
         "dlq": m.get("messaging_dlq_total", 0),

@@ -10,13 +10,20 @@
 # BENCH_SENDERS=10, BENCH_CONTACTS=1000, BENCH_DRAIN_TIMEOUT=300, BENCH_BUILD_WAIT=300,
 # BENCH_RATE=0 (offered requests/s; 0 = as fast as the server answers, i.e. saturation),
 # BENCH_AUTH=1 (0 = server with AUTH_REQUIRED=false and no key sent: what authentication costs).
+# BENCH_BACKEND=memory (or nats: a private nats-server, one API process and one worker
+# process, PostgreSQL; BENCH_DATABASES defaults to postgres then).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 cd "$ROOT"
 
-DATABASES=${BENCH_DATABASES:-sqlite postgres}
+BACKEND=${BENCH_BACKEND:-memory}
+case $BACKEND in
+    memory) DATABASES=${BENCH_DATABASES:-sqlite postgres} ;;
+    nats) DATABASES=${BENCH_DATABASES:-postgres} ;;
+    *) echo "BENCH_BACKEND accepts memory or nats" >&2; exit 2 ;;
+esac
 RUNS=${BENCH_RUNS:-3}
 DURATION=${BENCH_DURATION:-20}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
@@ -46,19 +53,26 @@ mkdir -p "$OUT"
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # --- cleanup: never leave a server or a bench database behind -----------------------
-SERVER_PID=""
+SERVER_PID=""   # the server (memory), or the API process (nats)
+WORKER_PID=""   # nats: the worker process
+NATS_PID=""     # nats: the private nats-server
 PG_DB=""
 TMP_DIR=""
-cleanup() {
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+stop_pid() {
+    if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_pid "$SERVER_PID"
+    stop_pid "$WORKER_PID"
+    stop_pid "$NATS_PID"
     if [[ -n $PG_DB ]]; then
         pg -d "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true
     fi
     if [[ -n $TMP_DIR ]]; then rm -rf "$TMP_DIR"; fi
-    SERVER_PID="" PG_DB="" TMP_DIR=""
+    SERVER_PID="" WORKER_PID="" NATS_PID="" PG_DB="" TMP_DIR=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -67,6 +81,11 @@ trap 'exit 130' INT TERM
 if ! command -v wrk >/dev/null; then
     log "installing wrk"
     apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+fi
+
+if [[ $BACKEND == nats ]] && ! command -v nats-server >/dev/null; then
+    log "installing nats-server"
+    apt-get install -y nats-server || { apt-get update && apt-get install -y nats-server; }
 fi
 
 # --- 2. build -------------------------------------------------------------------------
@@ -98,7 +117,7 @@ wait_for_builds() {
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && GIT_REV="$GIT_REV-dirty"
 
-log "results in $OUT; LOG_LEVEL=$LOG_LEVEL_USED, wrk -t2 -c$CONNECTIONS -d${DURATION}s, queue.capacity=$QUEUE_CAPACITY"
+log "results in $OUT; backend=$BACKEND, LOG_LEVEL=$LOG_LEVEL_USED, wrk -t2 -c$CONNECTIONS -d${DURATION}s, queue.capacity=$QUEUE_CAPACITY"
 "${REPORT[@]}" header
 
 # --- 3. runs ----------------------------------------------------------------------------
@@ -138,42 +157,80 @@ run_one() {
     local port
     port=$("${REPORT[@]}" freeport)
     local base="http://127.0.0.1:$port"
-    # env execs the binary, so $! is the server's own pid (for /proc/PID/status).
-    # shellcheck disable=SC2086  # BENCH_SERVER_ENV is a list of K=V words on purpose
-    env DATABASE_URL="$url" PORT="$port" LOG_LEVEL="$LOG_LEVEL_USED" \
-        MESSAGING__QUEUE__CAPACITY="$QUEUE_CAPACITY" "$auth_env" $SERVER_ENV \
-        "$BIN" >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-    "${REPORT[@]}" wait-ready "$base/readyz" 60 "$SERVER_PID" \
-        || { cat "$dir/server.log" >&2; exit 1; }
+    # What the drain and the checks read: the server, or (nats) the worker process, with
+    # the API process's enqueue counters.
+    local metrics_base=$base enqueue_base=""
+    if [[ $BACKEND == memory ]]; then
+        # env execs the binary, so $! is the server's own pid (for /proc/PID/status).
+        # shellcheck disable=SC2086  # BENCH_SERVER_ENV is a list of K=V words on purpose
+        env DATABASE_URL="$url" PORT="$port" LOG_LEVEL="$LOG_LEVEL_USED" \
+            MESSAGING__QUEUE__CAPACITY="$QUEUE_CAPACITY" "$auth_env" $SERVER_ENV \
+            "$BIN" >"$dir/server.log" 2>&1 &
+        SERVER_PID=$!
+        "${REPORT[@]}" wait-ready "$base/readyz" 60 "$SERVER_PID" \
+            || { cat "$dir/server.log" >&2; exit 1; }
+    else
+        [[ -n $TMP_DIR ]] || TMP_DIR=$(mktemp -d /tmp/msgbench.XXXXXX)
+        local nats_port worker_port
+        nats_port=$("${REPORT[@]}" freeport)
+        worker_port=$("${REPORT[@]}" freeport)
+        nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$TMP_DIR/nats" >"$dir/nats.log" 2>&1 &
+        NATS_PID=$!
+        local role rport
+        for role in api worker; do
+            rport=$port; [[ $role == worker ]] && rport=$worker_port
+            # shellcheck disable=SC2086
+            env DATABASE_URL="$url" PORT="$rport" LOG_LEVEL="$LOG_LEVEL_USED" \
+                QUEUE_BACKEND=nats NATS_URL="nats://127.0.0.1:$nats_port" \
+                MESSAGING__QUEUE__NATS__CONNECT_TIMEOUT=20s "$auth_env" $SERVER_ENV \
+                "$BIN" serve --role "$role" >"$dir/$role.log" 2>&1 &
+            if [[ $role == api ]]; then SERVER_PID=$!; else WORKER_PID=$!; fi
+            "${REPORT[@]}" wait-ready "http://127.0.0.1:$rport/readyz" 60 "$!" \
+                || { cat "$dir/$role.log" >&2; exit 1; }
+        done
+        metrics_base="http://127.0.0.1:$worker_port" enqueue_base=$base
+        cat "$dir/api.log" "$dir/worker.log" >"$dir/server.log"
+    fi
 
     BENCH_NONCE="$STAMP-$db-$run" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
         -s "$BENCH_DIR/sms.lua" "$base/api/messages/sms" >"$dir/wrk.txt"
     local t_end
     t_end=$(date +%s.%N)
-    "${REPORT[@]}" drain "$base" "$DRAIN_TIMEOUT" "$t_end" >"$dir/drain.json"
+    "${REPORT[@]}" drain "$metrics_base" "$DRAIN_TIMEOUT" "$t_end" $enqueue_base >"$dir/drain.json"
     busy_builds && busy="${busy:+$busy and }during the run (seen at the end)"
 
-    # Peak RSS over the server's whole life, read before it starts shutting down.
-    local vmhwm_kb
-    vmhwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
+    # Peak RSS over the server's whole life (nats: API + worker), read before it stops.
+    local vmhwm_kb=0 pid kb
+    for pid in $SERVER_PID $WORKER_PID; do
+        kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+        vmhwm_kb=$(( vmhwm_kb + kb ))
+    done
 
     # Graceful stop; the queue is already empty, so this should be quick.
-    kill -TERM "$SERVER_PID"
-    local server_exit=0 t0=$SECONDS
-    while kill -0 "$SERVER_PID" 2>/dev/null && (( SECONDS - t0 < 60 )); do sleep 0.2; done
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "server did not stop within 60s of SIGTERM; killing it"
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    local server_exit=0
+    for pid in $SERVER_PID $WORKER_PID; do
+        kill -TERM "$pid"
+        local t0=$SECONDS
+        while kill -0 "$pid" 2>/dev/null && (( SECONDS - t0 < 60 )); do sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "process $pid did not stop within 60s of SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" || server_exit=$?
+    done
+    SERVER_PID="" WORKER_PID=""
+    if [[ $BACKEND == nats ]]; then
+        cat "$dir/api.log" "$dir/worker.log" >"$dir/server.log"
+        stop_pid "$NATS_PID"; NATS_PID=""
     fi
-    wait "$SERVER_PID" || server_exit=$?
-    SERVER_PID=""
 
     "${REPORT[@]}" dbcheck "$db" "$check_target" >"$dir/db.json"
+    local label=$db
+    [[ $BACKEND == nats ]] && label="$db+nats"
 
     python3 - "$dir/meta.json" <<EOF
 import json, sys
-json.dump({"db": "$db", "run": $run, "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
+json.dump({"db": "$label", "run": $run, "backend": "$BACKEND", "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
            "git_rev": "$GIT_REV", "host": "$(nproc) cores",
            "connections": $CONNECTIONS, "duration": $DURATION, "queue_capacity": $QUEUE_CAPACITY,
            "log_level": "$LOG_LEVEL_USED", "senders": $BENCH_SENDERS, "contacts": $BENCH_CONTACTS,

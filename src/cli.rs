@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use migration::MigratorTrait;
 
-use crate::actors::queue::{Close, WaitUntilDrained};
-use crate::config::{Settings, Sources};
-use crate::startup::Application;
+use crate::actors::queue::{Close, StopWorkers, WaitUntilDrained};
+use crate::config::{QueueBackendKind, Settings, Sources};
+use crate::startup::{self, Application};
 use crate::store::keys::{self, Scope};
 use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
@@ -33,7 +33,8 @@ pub struct Cli {
 enum Command {
     /// Run the service (the default command).
     Serve {
-        /// all: API and workers; api: accept requests only (no workers).
+        /// all: API and workers; api: accept requests only (no workers); worker: workers
+        /// only, with /healthz, /readyz and /metrics (needs queue.backend = "nats").
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
     },
@@ -165,7 +166,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let mut settings = match Settings::load(&Sources::from_process(cli.config.clone())) {
+    let settings = match Settings::load(&Sources::from_process(cli.config.clone())) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("messaging-server: {err}");
@@ -184,16 +185,19 @@ pub fn main() -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         match command {
             Command::Serve { role } => {
-                match role {
-                    Role::All => {}
-                    Role::Api => settings.worker.enabled = false,
-                    Role::Worker => {
+                let role = match role {
+                    // WORKER_ENABLED=false makes the default role an API-only one.
+                    Role::All if !settings.worker.enabled => startup::Role::Api,
+                    Role::All => startup::Role::All,
+                    Role::Api => startup::Role::Api,
+                    Role::Worker if settings.queue.backend == QueueBackendKind::Memory => {
                         return Err(Failure::Usage(
                             "--role worker needs a shared queue backend; with queue.backend = \"memory\" run --role all".into(),
                         ))
                     }
-                }
-                serve(settings).await
+                    Role::Worker => startup::Role::Worker,
+                };
+                serve(settings, role).await
             }
             Command::Migrate { action } => migrate(&settings, action).await,
             Command::Dlq { action } => dlq(&settings, action).await,
@@ -224,13 +228,20 @@ fn runtime(err: impl std::fmt::Display) -> Failure {
     Failure::Runtime(err.to_string())
 }
 
-/// Serves until SIGTERM or SIGINT, then: stops accepting (finishing requests in flight),
-/// lets the workers drain the queue until `server.shutdown_timeout`, writes whatever is
-/// still queued to the database for the next start, and exits.
-async fn serve(settings: Settings) -> Result<(), Failure> {
+/// Serves until SIGTERM or SIGINT, then stops accepting (finishing requests in flight), and:
+/// - memory backend: lets the workers drain the queue until `server.shutdown_timeout`,
+///   writes whatever is still queued to the database for the next start;
+/// - nats: the workers stop fetching and finish their batch until `server.shutdown_timeout`,
+///   then hand back what they still hold (the stream keeps everything else);
+///
+/// and exits 0.
+async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     let shutdown_timeout = settings.server.shutdown_timeout;
-    let workers_enabled = settings.worker.enabled;
-    let mut app = Application::build(settings).await.map_err(runtime)?;
+    let workers_enabled = role != startup::Role::Api;
+    let memory = settings.queue.backend == QueueBackendKind::Memory;
+    let mut app = Application::build_role(settings, role, startup::Hooks::default())
+        .await
+        .map_err(runtime)?;
     if let Some(key) = app.take_initial_admin_key() {
         // stdout, not the log: keys never reach logs. Shown this once only.
         println!("initial admin API key: {key}");
@@ -250,10 +261,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     tracing::info!("shutdown requested: no longer accepting requests");
     server.stop(true).await;
     let _ = running.await;
-    if workers_enabled {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if workers_enabled && memory {
         let drained = queue.send(WaitUntilDrained(left)).await.unwrap_or(false);
         tracing::info!(drained, "workers stopped taking events");
+    } else if !memory {
+        let finished = queue.send(StopWorkers(left)).await.unwrap_or(false);
+        tracing::info!(
+            finished,
+            "workers stopped; the stream keeps everything not finished"
+        );
     }
     let left = queue.send(Close).await.map_err(runtime)?;
     if !left.is_empty() {

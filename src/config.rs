@@ -17,6 +17,7 @@ pub const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("PORT", "server.port"),
     ("QUEUE_BACKEND", "queue.backend"),
+    ("NATS_URL", "queue.nats.url"),
     ("WORKER_ENABLED", "worker.enabled"),
     ("WORKER_CONCURRENCY", "worker.concurrency"),
     ("RETRY_MAX_ATTEMPTS", "retry.max_attempts"),
@@ -198,6 +199,7 @@ impl std::fmt::Debug for Secret {
 #[serde(rename_all = "lowercase")]
 pub enum QueueBackendKind {
     Memory,
+    Nats,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +209,102 @@ pub struct QueueSettings {
     pub capacity: usize,
     #[serde(deserialize_with = "duration")]
     pub enqueue_timeout: Duration,
+    pub nats: NatsSettings,
+}
+
+/// `queue.backend = "nats"`: NATS JetStream (SPEC §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Comma-separated server URLs.
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub consumer: String,
+    pub replicas: usize,
+    #[serde(deserialize_with = "duration")]
+    pub ack_wait: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub duplicate_window: Duration,
+    #[serde(deserialize_with = "byte_size")]
+    pub max_bytes: usize,
+    pub max_ack_pending: i64,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub publish_timeout: Duration,
+}
+
+impl NatsSettings {
+    /// The servers of `url`, in order.
+    pub fn servers(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let servers = self.servers();
+        if servers.is_empty() {
+            return Err(invalid("queue.nats.url", "needs at least one server URL"));
+        }
+        for server in &servers {
+            if server.parse::<async_nats::ServerAddr>().is_err() {
+                return Err(invalid(
+                    "queue.nats.url",
+                    format!("accepts comma-separated URLs like nats://host:4222, got {server:?}"),
+                ));
+            }
+        }
+        // Names become subject tokens of the JetStream API: no dots, wildcards or spaces.
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&self.stream) {
+            return Err(invalid(
+                "queue.nats.stream",
+                "accepts letters, digits, - and _",
+            ));
+        }
+        if !name_ok(&self.consumer) {
+            return Err(invalid(
+                "queue.nats.consumer",
+                "accepts letters, digits, - and _",
+            ));
+        }
+        if !self.subject_prefix.split('.').all(name_ok) {
+            return Err(invalid(
+                "queue.nats.subject_prefix",
+                "accepts dot-separated tokens of letters, digits, - and _ (no wildcards)",
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(invalid("queue.nats.replicas", "accepts 1 to 5"));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(invalid("queue.nats.ack_wait", "must be at least 1s"));
+        }
+        for (key, value) in [
+            ("queue.nats.duplicate_window", self.duplicate_window),
+            ("queue.nats.connect_timeout", self.connect_timeout),
+            ("queue.nats.publish_timeout", self.publish_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
+        if self.max_bytes == 0 {
+            return Err(invalid("queue.nats.max_bytes", "must be at least 1B"));
+        }
+        if self.max_ack_pending < 1 {
+            return Err(invalid("queue.nats.max_ack_pending", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -383,6 +481,7 @@ impl Settings {
             }
         };
         positive("queue.capacity", self.queue.capacity)?;
+        self.queue.nats.validate()?;
         positive("worker.concurrency", self.worker.concurrency)?;
         positive("server.body_limit", self.server.body_limit)?;
         // Keeps one multi-row INSERT under SQLite's 32766 bound parameters.
@@ -527,7 +626,7 @@ fn valid_log_filter(filter: &str) -> bool {
 /// The values an enumerated key accepts, for error messages.
 fn accepted_values(key: &str) -> Option<&'static str> {
     match key.rsplit('.').next()? {
-        "backend" => Some("memory"),
+        "backend" => Some("memory or nats"),
         "format" => Some("pretty or json"),
         "kind" => Some("mock or http"),
         _ => None,
@@ -826,6 +925,33 @@ mod tests {
                 "2",
                 "telemetry.trace_sample_ratio",
             ),
+            ("NATS_URL", "", "queue.nats.url"),
+            ("NATS_URL", "nats://a:4222,::bad::", "queue.nats.url"),
+            (
+                "MESSAGING__QUEUE__NATS__STREAM",
+                "MY.STREAM",
+                "queue.nats.stream",
+            ),
+            (
+                "MESSAGING__QUEUE__NATS__SUBJECT_PREFIX",
+                "a.*",
+                "queue.nats.subject_prefix",
+            ),
+            (
+                "MESSAGING__QUEUE__NATS__REPLICAS",
+                "7",
+                "queue.nats.replicas",
+            ),
+            (
+                "MESSAGING__QUEUE__NATS__ACK_WAIT",
+                "10ms",
+                "queue.nats.ack_wait",
+            ),
+            (
+                "MESSAGING__QUEUE__NATS__MAX_BYTES",
+                "huge",
+                "queue.nats.max_bytes",
+            ),
         ];
         for (name, value, key) in cases {
             match with_env(&[(name, value)]) {
@@ -833,6 +959,44 @@ mod tests {
                 other => panic!("{name}={value}: expected an error naming {key}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn nats_settings_have_the_spec_defaults_and_short_env_names() {
+        let nats = Settings::defaults().queue.nats;
+        assert_eq!(nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(nats.stream, "MESSAGING");
+        assert_eq!(nats.subject_prefix, "messaging.events");
+        assert_eq!(nats.consumer, "messaging-workers");
+        assert_eq!(nats.replicas, 1);
+        assert_eq!(nats.ack_wait, Duration::from_secs(30));
+        assert_eq!(nats.duplicate_window, Duration::from_secs(120));
+        assert_eq!(nats.publish_timeout, Duration::from_secs(2));
+        let s = with_env(&[
+            ("QUEUE_BACKEND", "nats"),
+            ("NATS_URL", "nats://n1:4222, nats://n2:4222,nats://n3:4222"),
+            ("MESSAGING__QUEUE__NATS__REPLICAS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(s.queue.backend, QueueBackendKind::Nats);
+        assert_eq!(
+            s.queue.nats.servers(),
+            ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+        );
+        assert_eq!(s.queue.nats.replicas, 3);
+    }
+
+    #[test]
+    fn the_production_example_is_valid() {
+        let s = Settings::load(&Sources {
+            file: Some(PathBuf::from("config/production.toml")),
+            env: vec![],
+        })
+        .unwrap();
+        assert_eq!(s.queue.backend, QueueBackendKind::Nats);
+        assert_eq!(s.queue.nats.replicas, 3);
+        assert_eq!(s.queue.nats.servers().len(), 3);
+        assert_eq!(s.log.format, LogFormat::Json);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::domain::Event;
 use crate::http::idempotency::RecentKeys;
 use crate::http::{self, observe_request, request_context, AppState, Auth};
 use crate::providers::Providers;
-use crate::queue::{MemoryQueue, QueueBackend};
+use crate::queue::{MemoryQueue, NatsQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
@@ -30,6 +30,8 @@ const RECENT_KEYS: usize = 20_000;
 pub enum StartupError {
     #[error("database: {0}")]
     Database(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::SetupError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -37,6 +39,17 @@ pub enum StartupError {
     },
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::ExportError),
+}
+
+/// What this process runs (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and the workers.
+    All,
+    /// The HTTP API only: events wait in the queue for workers elsewhere.
+    Api,
+    /// Workers, with only `/healthz`, `/readyz` and `/metrics` over HTTP.
+    Worker,
 }
 
 /// Replaceable parts, for tests that inject faults or count provider calls.
@@ -62,6 +75,26 @@ impl Application {
     /// Connects (and migrates) the database, starts the actors, and binds the listener
     /// (port 0 picks a free one). Must run inside an actix System.
     pub async fn build_with(settings: Settings, hooks: Hooks) -> Result<Self, StartupError> {
+        let role = if settings.worker.enabled {
+            Role::All
+        } else {
+            Role::Api
+        };
+        Self::build_role(settings, role, hooks).await
+    }
+
+    /// As [`Self::build_with`], for one role: `api` runs no workers, `worker` runs them
+    /// (and only the operations routes), `all` follows `worker.enabled`.
+    pub async fn build_role(
+        mut settings: Settings,
+        role: Role,
+        hooks: Hooks,
+    ) -> Result<Self, StartupError> {
+        match role {
+            Role::Api => settings.worker.enabled = false,
+            Role::Worker => settings.worker.enabled = true,
+            Role::All => {}
+        }
         let settings = Arc::new(settings);
         // Bound first: a taken port fails start-up before anything else has started.
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -78,11 +111,16 @@ impl Application {
         } else {
             store::require_migrated(&db).await?;
         }
-        let backend: Arc<dyn QueueBackend> = match settings.queue.backend {
-            QueueBackendKind::Memory => Arc::new(MemoryQueue::new(
-                settings.queue.capacity,
-                settings.queue.enqueue_timeout,
-            )),
+        let (backend, memory_queue): (Arc<dyn QueueBackend>, _) = match settings.queue.backend {
+            QueueBackendKind::Memory => {
+                let queue =
+                    MemoryQueue::new(settings.queue.capacity, settings.queue.enqueue_timeout);
+                (Arc::new(queue.clone()), Some(queue))
+            }
+            QueueBackendKind::Nats => (
+                Arc::new(NatsQueue::connect(&settings.queue.nats).await?),
+                None,
+            ),
         };
         let initial_admin_key = if settings.auth.required {
             store::keys::bootstrap_admin(&db, settings.api.default_customer_id).await?
@@ -110,7 +148,6 @@ impl Application {
         .start();
         let retry = RetryScheduler::new(
             RetryPolicy::from(&settings.retry),
-            backend.clone(),
             dlq.clone(),
             metrics.clone(),
         )
@@ -120,14 +157,17 @@ impl Application {
             batch_size: settings.worker.batch_size,
             deps: WorkerDeps {
                 writer: MessageWriter::new(db.clone()),
-                backend: backend.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),
                 providers,
                 before_persist: hooks.before_persist,
+                max_attempts: settings.retry.max_attempts,
+                queue: backend.name(),
             },
+            dlq: dlq.clone(),
         });
-        let queue = QueueActor::new(backend.clone(), metrics.clone(), pool).start();
+        let queue =
+            QueueActor::new(backend.clone(), memory_queue.clone(), metrics.clone(), pool).start();
         let auth = Auth::new(&settings, db.clone());
         Auth::spawn_upkeep(&auth);
 
@@ -136,6 +176,7 @@ impl Application {
             db,
             queue,
             backend,
+            memory_queue,
             dlq,
             metrics,
             auth,
@@ -154,16 +195,25 @@ impl Application {
             settings.server.http_workers,
             settings.server.shutdown_timeout,
             move || {
-                App::new()
+                let app = App::new()
                     .app_data(data.clone())
                     .wrap(from_fn(observe_request))
                     // Outermost: its span and headers cover everything below, errors included.
-                    .wrap(from_fn(request_context))
-                    .configure(http::configure(body_limit))
+                    .wrap(from_fn(request_context));
+                match role {
+                    Role::Worker => app.configure(http::configure_operations()),
+                    Role::All | Role::Api => app.configure(http::configure(body_limit)),
+                }
             },
         )
         .map_err(bind_error)?;
-        tracing::info!(port, database = %redact_url(&settings.database.url), "listening");
+        tracing::info!(
+            port,
+            role = ?role,
+            queue = state.backend.name(),
+            database = %redact_url(&settings.database.url),
+            "listening"
+        );
         Ok(Application {
             port,
             server,

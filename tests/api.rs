@@ -15,7 +15,7 @@ async fn api_only() -> TestApp {
 }
 
 fn queued(app: &TestApp) -> usize {
-    app.state.backend.snapshot().len()
+    app.queued_events().len()
 }
 
 #[actix_web::test]
@@ -66,7 +66,7 @@ async fn each_valid_request_kind_enqueues_exactly_one_event() {
         let (status, answer) = app.post_json(path, &body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{path}: {answer}");
         assert_eq!(answer["status"], "accepted");
-        let events = app.state.backend.snapshot();
+        let events = app.queued_events();
         assert_eq!(events.len(), i + 1, "{path}: one more event in the queue");
         let event = events
             .iter()
@@ -78,7 +78,7 @@ async fn each_valid_request_kind_enqueues_exactly_one_event() {
         assert_eq!(event.schema_version, 1);
         assert_eq!(event.attempt, 0);
     }
-    let events = app.state.backend.snapshot();
+    let events = app.queued_events();
     assert!(
         events.iter().any(|e| e.from == "+12016661234"),
         "phone numbers are normalized"

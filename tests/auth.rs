@@ -22,7 +22,7 @@ fn default_customer(app: &TestApp) -> Uuid {
 
 /// What the queue holds (workers disabled) — nothing may be added by a refused request.
 fn queued(app: &TestApp) -> usize {
-    app.state.backend.snapshot().len()
+    app.queued_events().len()
 }
 
 /// Sends `body` (if any) to `path` with `key` (or none), exactly as given.
@@ -519,7 +519,7 @@ async fn signed_webhooks_accept_only_fresh_signatures_over_the_exact_body() {
 
         let (status, answer) = post_signed(&app, path, Some(&good), json, &body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{db:?}: {answer}");
-        let events = app.state.backend.snapshot();
+        let events = app.queued_events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].customer_id, default_customer(&app));
         assert_eq!(events[0].provider_message_id.as_deref(), Some("signed-1"));

@@ -550,3 +550,96 @@ fn metric(text: &str, name: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// An SMS provider that panics at its first call and works from then on.
+struct PanicsOnce {
+    panicked: AtomicBool,
+    inner: messaging_server::providers::MockProvider,
+}
+
+impl messaging_server::providers::Provider for PanicsOnce {
+    fn name(&self) -> &'static str {
+        "sms"
+    }
+
+    fn send(
+        &self,
+        message: messaging_server::providers::OutboundMessage,
+    ) -> futures_util::future::LocalBoxFuture<
+        'static,
+        Result<messaging_server::providers::Receipt, messaging_server::providers::ProviderError>,
+    > {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected provider panic");
+        }
+        self.inner.send(message)
+    }
+}
+
+/// One batch holds an unreadable event (failed, and dead-lettered, by the worker) and an
+/// SMS whose provider call then panics. The pump fails what the dead worker held: it must
+/// not fail the first event a second time (that was a second retry and a second dead letter).
+#[actix_web::test]
+async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
+    use messaging_server::providers::{MockProvider, Providers};
+    use messaging_server::store;
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let settings = common::test_settings(&database.url);
+        // Both wait in the queue before the worker starts, so they arrive in one batch.
+        let conn = store::connect(&settings.database).await.unwrap();
+        store::migrate(&conn).await.unwrap();
+        let event = |body: &str| {
+            SendSms {
+                from: Some("+12016661234".into()),
+                to: Some("+18045551234".into()),
+                r#type: Some("sms".into()),
+                body: Some(body.into()),
+                ..Default::default()
+            }
+            .into_event(&Accept {
+                default_customer: settings.api.default_customer_id,
+                idempotency_header: None,
+                endpoint: "/api/messages/sms",
+                now: Utc::now(),
+            })
+            .unwrap()
+        };
+        let mut unreadable = event("from the future");
+        unreadable.schema_version = 2;
+        store::pending::spill(&conn, &[unreadable, event("sent after the panic")])
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+
+        let providers = Providers {
+            sms: Arc::new(PanicsOnce {
+                panicked: AtomicBool::new(false),
+                inner: MockProvider::new("sms", &settings.providers.sms),
+            }),
+            email: Arc::new(MockProvider::new("email", &settings.providers.email)),
+        };
+        let hooks = Hooks {
+            providers: Some(providers),
+            ..Hooks::default()
+        };
+        let app = spawn_on(database, |s| s.worker.concurrency = 1, hooks).await;
+        app.drained().await;
+
+        let letters = dead_letters(&app).await;
+        assert_eq!(letters.len(), 1, "{db:?}: one dead letter, not two");
+        assert_eq!(letters[0]["attempts"], 1, "{db:?}: never retried");
+        let (_, text) = app.get("/metrics").await;
+        assert_eq!(
+            metric(text.as_str().unwrap(), "messaging_retries_total"),
+            1.0,
+            "{db:?}: one retry: the SMS whose provider call panicked"
+        );
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await,
+            1,
+            "{db:?}"
+        );
+    }
+}

@@ -363,7 +363,7 @@ async fn generated_hostile_requests_get_202_or_a_problem_and_4xx_enqueue_nothing
     );
     assert!(tally.refused > 500, "and hostile ones: {}", tally.refused);
     // Exactly one event per 202 that named one; none for a 4xx.
-    assert_eq!(app.state.backend.snapshot().len(), tally.enqueued);
+    assert_eq!(app.queued_events().len(), tally.enqueued);
     assert_eq!(enqueued(&app).await, tally.enqueued);
     assert_eq!(panics().load(Ordering::SeqCst), 0, "no panic");
 }

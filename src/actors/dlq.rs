@@ -10,7 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use super::ErrorKind;
 use crate::domain::Event;
-use crate::queue::{Delivery, QueueBackend, QueueError};
+use crate::queue::{Claimed, QueueBackend, QueueError, Settlement, Undecodable};
 use crate::store::dead_letters::{self, NewDeadLetter};
 use crate::store::{writer, StoreError};
 use crate::telemetry::Metrics;
@@ -18,11 +18,12 @@ use crate::telemetry::Metrics;
 /// How long to wait before writing a dead letter again when the database refused it.
 const REWRITE_DELAY: Duration = Duration::from_secs(1);
 
-/// Park this delivery: it failed `attempts` times, last with `last_error`.
+/// Park this delivery: it failed `attempts` times, last with `last_error`. It is
+/// terminated on the queue once the dead letter is stored.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeadLetter {
-    pub delivery: Delivery,
+    pub claim: Claimed,
     pub attempts: u32,
     pub last_error: String,
     pub kind: ErrorKind,
@@ -41,6 +42,12 @@ pub enum DlqError {
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
+
+/// Park a message that is not an event, as it is, so an operator can see it; then
+/// terminate it on the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeadLetterUndecodable(pub Undecodable);
 
 /// Re-enqueue one dead letter with a fresh attempt count.
 #[derive(Message)]
@@ -120,7 +127,7 @@ impl Handler<DeadLetter> for DlqActor {
             let result = dead_letters::insert(
                 &db,
                 NewDeadLetter {
-                    event: &letter.delivery.event,
+                    event: letter.claim.event(),
                     attempts: letter.attempts,
                     last_error: &letter.last_error,
                     error_kind: letter.kind.as_str(),
@@ -132,14 +139,58 @@ impl Handler<DeadLetter> for DlqActor {
         ctx.spawn(write.into_actor(self).map(|(letter, result), act, ctx| match result {
             Ok(row) => {
                 act.metrics.dead_lettered.add(1, &[]);
-                act.backend.ack(letter.delivery.id);
-                tracing::warn!(dead_letter_id = row.id, event_id = %letter.delivery.event.event_id, "dead letter stored");
+                let event_id = letter.claim.event().event_id;
+                tracing::warn!(dead_letter_id = row.id, event_id = %event_id, "dead letter stored");
+                actix::spawn(async move {
+                    if let Err(err) = letter.claim.term().await {
+                        tracing::warn!(event_id = %event_id, error = %err, "could not terminate the dead-lettered event");
+                    }
+                });
             }
             // The event stays in flight on the queue (so a shutdown still spills it) and
             // the write is tried again: a dead letter is never dropped.
             Err(err) => {
-                tracing::error!(error = %err, event_id = %letter.delivery.event.event_id, "cannot store dead letter; will retry");
+                tracing::error!(error = %err, event_id = %letter.claim.event().event_id, "cannot store dead letter; will retry");
                 ctx.notify_later(letter, REWRITE_DELAY);
+            }
+        }));
+    }
+}
+
+impl Handler<DeadLetterUndecodable> for DlqActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        DeadLetterUndecodable(letter): DeadLetterUndecodable,
+        ctx: &mut Self::Context,
+    ) {
+        let db = self.db.clone();
+        let write = async move {
+            let result = dead_letters::insert_undecodable(
+                &db,
+                &letter.key,
+                &letter.payload,
+                letter.attempts,
+                letter.published_at,
+                &letter.error,
+            )
+            .await;
+            (letter, result)
+        };
+        ctx.spawn(write.into_actor(self).map(|(letter, result), act, ctx| match result {
+            Ok(row) => {
+                act.metrics.dead_lettered.add(1, &[]);
+                tracing::warn!(dead_letter_id = row.id, key = %letter.key, error = %letter.error, "undecodable message stored as a dead letter");
+                actix::spawn(async move {
+                    if let Err(err) = letter.settle.settle(Settlement::Term).await {
+                        tracing::warn!(error = %err, "could not terminate the undecodable message");
+                    }
+                });
+            }
+            Err(err) => {
+                tracing::error!(error = %err, key = %letter.key, "cannot store an undecodable message; will retry");
+                ctx.notify_later(DeadLetterUndecodable(letter), REWRITE_DELAY);
             }
         }));
     }

@@ -2,23 +2,29 @@
 //!
 //! Handlers send `Enqueue`; the actor publishes to the configured backend. For each worker
 //! it runs a pump: take up to `batch_size` ready events, hand them to the worker, wait for
-//! it to finish, repeat. A worker whose mailbox is closed (it died) is replaced, and the
-//! events it held go to the RetryScheduler as failures, so none is lost.
+//! it to finish (sending in-progress acks meanwhile when the backend redelivers held
+//! events), repeat. A worker whose mailbox is closed (it died) is replaced, and the
+//! deliveries it held that nobody settled or claimed go to the RetryScheduler as
+//! failures, so none is lost and none is failed twice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::{mpsc, watch};
 
+use super::dlq::{DeadLetterUndecodable, DlqActor};
 use super::retry::{Failed, RetryScheduler};
 use super::worker::{PersistenceWorker, ProcessBatch, WorkerDeps};
 use super::ProcessingError;
 use crate::domain::Event;
-use crate::queue::{DeliveryId, QueueBackend, QueueError};
+use crate::queue::{Delivery, MemoryQueue, QueueBackend, QueueError, Settlement};
 use crate::telemetry::Metrics;
 
 /// How long one `receive` waits for work before the pump checks whether it should stop.
 const RECEIVE_WAIT: Duration = Duration::from_millis(250);
+/// After the stop deadline, how long pumps get to hand back what they hold.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
 /// Accept a newly received event.
 #[derive(Message)]
@@ -31,34 +37,62 @@ pub struct Enqueue(pub Event);
 #[rtype(result = "bool")]
 pub struct WaitUntilDrained(pub Duration);
 
-/// Stop handing out events and return the ones not yet finished (for a graceful shutdown).
+/// Memory backend: stop handing out events and return the ones not yet finished (for a
+/// graceful shutdown). Other backends keep their events; this returns none.
 #[derive(Message)]
 #[rtype(result = "Vec<Event>")]
 pub struct Close;
+
+/// Graceful stop of the workers (a durable backend): stop fetching, let each worker finish
+/// its batch until `.0` passes, then hand back (nak, no delay) whatever is still held, and
+/// flush the settlements. Resolves `true` when every batch finished in time.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct StopWorkers(pub Duration);
 
 pub struct WorkerPool {
     pub concurrency: usize,
     pub batch_size: usize,
     pub deps: WorkerDeps,
+    /// Where messages that are not events go.
+    pub dlq: Addr<DlqActor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Take nothing new; finish the batch in hand.
+    Stopping,
+    /// Give back what is held, now.
+    Abandon,
 }
 
 pub struct QueueActor {
     backend: Arc<dyn QueueBackend>,
+    /// The same queue when it is the in-process one (spilled at shutdown).
+    memory: Option<MemoryQueue>,
     metrics: Arc<Metrics>,
     pool: Option<WorkerPool>,
+    phase: watch::Sender<Phase>,
+    /// Closes when every pump has returned.
+    pumps_done: Option<mpsc::Receiver<()>>,
 }
 
 impl QueueActor {
     /// `pool` is `None` for an API-only process (events wait for workers elsewhere).
     pub fn new(
         backend: Arc<dyn QueueBackend>,
+        memory: Option<MemoryQueue>,
         metrics: Arc<Metrics>,
         pool: Option<WorkerPool>,
     ) -> Self {
         QueueActor {
             backend,
+            memory,
             metrics,
             pool,
+            phase: watch::channel(Phase::Running).0,
+            pumps_done: None,
         }
     }
 }
@@ -71,6 +105,8 @@ impl Actor for QueueActor {
         // backend's capacity is the limit that turns into 503s.
         ctx.set_mailbox_capacity(1024);
         let Some(pool) = &self.pool else { return };
+        let (done_tx, done_rx) = mpsc::channel(1);
+        self.pumps_done = Some(done_rx);
         for index in 0..pool.concurrency {
             let pump = Pump {
                 index,
@@ -79,6 +115,9 @@ impl Actor for QueueActor {
                 batch_size: pool.batch_size,
                 deps: pool.deps.clone(),
                 retry: pool.deps.retry.clone(),
+                dlq: pool.dlq.clone(),
+                phase: self.phase.subscribe(),
+                _done: done_tx.clone(),
             };
             ctx.spawn(pump.run().into_actor(self));
         }
@@ -128,7 +167,39 @@ impl Handler<Close> for QueueActor {
     type Result = MessageResult<Close>;
 
     fn handle(&mut self, _: Close, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.backend.close_and_take())
+        MessageResult(
+            self.memory
+                .as_ref()
+                .map(MemoryQueue::close_and_take)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Handler<StopWorkers> for QueueActor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, StopWorkers(within): StopWorkers, _: &mut Self::Context) -> Self::Result {
+        let phase = self.phase.clone();
+        let done = self.pumps_done.take();
+        let backend = self.backend.clone();
+        Box::pin(async move {
+            let _ = phase.send(Phase::Stopping);
+            let mut finished = true;
+            if let Some(mut done) = done {
+                // `recv` returns None once every pump (each holding a sender) has returned.
+                if tokio::time::timeout(within, done.recv()).await.is_err() {
+                    finished = false;
+                    tracing::warn!(
+                        "workers still busy at the shutdown deadline; handing back what they hold"
+                    );
+                    let _ = phase.send(Phase::Abandon);
+                    let _ = tokio::time::timeout(ABANDON_GRACE, done.recv()).await;
+                }
+            }
+            backend.flush().await;
+            finished
+        })
     }
 }
 
@@ -140,21 +211,53 @@ struct Pump {
     batch_size: usize,
     deps: WorkerDeps,
     retry: Addr<RetryScheduler>,
+    dlq: Addr<DlqActor>,
+    phase: watch::Receiver<Phase>,
+    /// Dropped when the pump returns (see `QueueActor::pumps_done`).
+    _done: mpsc::Sender<()>,
 }
 
 impl Pump {
-    async fn run(self) {
+    async fn run(mut self) {
         let mut worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+        // Logged once per outage, not at every attempt.
+        let mut failing = false;
         loop {
-            let batch = match self.backend.receive(self.batch_size, RECEIVE_WAIT).await {
-                Ok(batch) => batch,
+            if *self.phase.borrow() != Phase::Running {
+                return;
+            }
+            let received = match self.backend.receive(self.batch_size, RECEIVE_WAIT).await {
+                Ok(received) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(worker = self.index, "queue receive works again");
+                    }
+                    received
+                }
                 Err(QueueError::Closed) => return,
                 Err(err) => {
-                    tracing::warn!(worker = self.index, error = %err, "queue receive failed");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(worker = self.index, error = %err, "queue receive failed; retrying");
+                    }
                     tokio::time::sleep(RECEIVE_WAIT).await;
                     continue;
                 }
             };
+            if received.is_empty() {
+                continue;
+            }
+            if *self.phase.borrow() != Phase::Running {
+                // Taken just as the stop came: hand it straight back.
+                let deliveries = received.deliveries;
+                hand_back(&deliveries).await;
+                for letter in received.undecodable {
+                    let _ = letter.settle.settle(Settlement::Nak(Duration::ZERO)).await;
+                }
+                return;
+            }
+            for letter in received.undecodable {
+                self.dlq.do_send(DeadLetterUndecodable(letter));
+            }
+            let batch = received.deliveries;
             if batch.is_empty() {
                 continue;
             }
@@ -162,26 +265,92 @@ impl Pump {
             if !worker.connected() {
                 worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
             }
-            let held: Vec<DeliveryId> = batch.iter().map(|d| d.id).collect();
-            let lost = match worker.send(ProcessBatch(batch)).await {
-                Ok(Ok(())) => continue,
+            let held = batch.clone();
+            let outcome = self.process(&worker, batch, &held).await;
+            let lost = match outcome {
+                Outcome::Done => continue,
+                Outcome::Abandoned => {
+                    hand_back(&held).await;
+                    return;
+                }
                 // The worker caught a panic and stopped; its Supervisor restarts it.
-                Ok(Err(panic)) => format!("panicked: {panic}"),
+                Outcome::Panicked(panic) => format!("panicked: {panic}"),
                 // The worker is gone for good: replace it.
-                Err(err) => {
+                Outcome::Lost(err) => {
                     tracing::error!(worker = self.index, error = %err, "worker lost; replacing it");
                     worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
-                    err.to_string()
+                    err
                 }
             };
-            // What the worker had not finished goes through the RetryScheduler (the queue
-            // still holds it: nothing the worker held is lost).
-            for delivery in self.backend.unfinished(&held) {
-                self.retry.do_send(Failed {
-                    delivery,
-                    error: ProcessingError::WorkerStopped(lost.clone()),
-                });
+            // What the worker left unsettled (and unclaimed: a failure it reported is the
+            // RetryScheduler's already) is failed here, once.
+            for delivery in &held {
+                if let Some(claim) = delivery.claim() {
+                    self.retry.do_send(Failed {
+                        claim,
+                        error: ProcessingError::WorkerStopped(lost.clone()),
+                    });
+                }
             }
+        }
+    }
+
+    /// Hands the batch to the worker and waits, reporting progress on what it holds so a
+    /// slow batch is not redelivered to another worker meanwhile.
+    async fn process(
+        &mut self,
+        worker: &Addr<PersistenceWorker>,
+        batch: Vec<Delivery>,
+        held: &[Delivery],
+    ) -> Outcome {
+        let work = worker.send(ProcessBatch(batch));
+        tokio::pin!(work);
+        let every = self
+            .backend
+            .progress_interval()
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut work => return match result {
+                    Ok(Ok(())) => Outcome::Done,
+                    Ok(Err(panic)) => Outcome::Panicked(panic),
+                    Err(err) => Outcome::Lost(err.to_string()),
+                },
+                _ = ticks.tick() => {
+                    let open = held.iter().filter(|d| d.is_open());
+                    let sent = futures_util::future::join_all(open.map(Delivery::progress)).await;
+                    if let Some(Err(err)) = sent.into_iter().find(Result::is_err) {
+                        tracing::warn!(worker = self.index, error = %err, "in-progress ack failed");
+                    }
+                }
+                _ = abandoned(&mut self.phase) => return Outcome::Abandoned,
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Done,
+    Abandoned,
+    Panicked(String),
+    Lost(String),
+}
+
+/// Resolves when the pumps are told to give back what they hold.
+async fn abandoned(phase: &mut watch::Receiver<Phase>) {
+    if phase.wait_for(|p| *p == Phase::Abandon).await.is_err() {
+        // The actor is gone, and this pump with it.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Gives unsettled deliveries back to the queue for another worker, at once.
+async fn hand_back(deliveries: &[Delivery]) {
+    let naks = deliveries.iter().map(|d| d.nak(Duration::ZERO));
+    for result in futures_util::future::join_all(naks).await {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "could not hand an event back; it is redelivered after ack_wait");
         }
     }
 }

@@ -1,9 +1,12 @@
 //! RetryScheduler: decides what happens to a failed event.
 //!
 //! Transient failures are delivered again after a capped exponential backoff with jitter
-//! (never sooner than a provider's Retry-After); the delay lives in the queue backend, so
-//! a waiting retry holds no worker. Permanent failures, and events out of attempts or age,
-//! go to the DlqActor.
+//! (never sooner than a provider's Retry-After): the delivery is nak'd with that delay and
+//! the backend holds it (memory: a delay heap; NATS: JetStream redelivers), so a waiting
+//! retry holds no worker. Permanent failures, and events out of attempts or age, go to the
+//! DlqActor, which terminates the delivery once the dead letter is stored.
+//!
+//! Every `Failed` carries a claimed delivery: it was failed once, by one party.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +17,14 @@ use chrono::Utc;
 use super::dlq::{DeadLetter, DlqActor};
 use super::{ErrorKind, ProcessingError};
 use crate::config::RetrySettings;
-use crate::queue::{Delivery, QueueBackend};
+use crate::queue::Claimed;
 use crate::telemetry::Metrics;
 
-/// Processing `delivery` failed with `error`.
+/// Processing the claimed delivery failed with `error`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Failed {
-    pub delivery: Delivery,
+    pub claim: Claimed,
     pub error: ProcessingError,
 }
 
@@ -63,22 +66,15 @@ impl RetryPolicy {
 
 pub struct RetryScheduler {
     policy: RetryPolicy,
-    backend: Arc<dyn QueueBackend>,
     dlq: Addr<DlqActor>,
     metrics: Arc<Metrics>,
     rng: fastrand::Rng,
 }
 
 impl RetryScheduler {
-    pub fn new(
-        policy: RetryPolicy,
-        backend: Arc<dyn QueueBackend>,
-        dlq: Addr<DlqActor>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(policy: RetryPolicy, dlq: Addr<DlqActor>, metrics: Arc<Metrics>) -> Self {
         RetryScheduler {
             policy,
-            backend,
             dlq,
             metrics,
             rng: fastrand::Rng::new(),
@@ -93,8 +89,8 @@ impl Actor for RetryScheduler {
 impl Handler<Failed> for RetryScheduler {
     type Result = ();
 
-    fn handle(&mut self, Failed { delivery, error }: Failed, _: &mut Self::Context) {
-        let event = &delivery.event;
+    fn handle(&mut self, Failed { claim, error }: Failed, _: &mut Self::Context) {
+        let event = claim.event().clone();
         let attempts = event.attempt + 1;
         let age = (Utc::now() - event.accepted_at)
             .to_std()
@@ -112,7 +108,7 @@ impl Handler<Failed> for RetryScheduler {
                 "event dead-lettered"
             );
             self.dlq.do_send(DeadLetter {
-                delivery,
+                claim,
                 attempts,
                 last_error: error.to_string(),
                 kind,
@@ -131,9 +127,12 @@ impl Handler<Failed> for RetryScheduler {
             "retry scheduled"
         );
         self.metrics.retries.add(1, &[]);
-        let mut event = delivery.event;
-        event.attempt = attempts;
-        self.backend.retry_later(delivery.id, event, delay);
+        actix::spawn(async move {
+            if let Err(err) = claim.nak(delay).await {
+                // Not lost: an unsettled delivery comes back by itself (after ack_wait).
+                tracing::warn!(event_id = %event.event_id, error = %err, "could not schedule the retry");
+            }
+        });
     }
 }
 

@@ -1,7 +1,9 @@
 //! PersistenceWorker: stores a batch of events in one transaction, then hands the new
 //! outbound messages to their provider.
 //!
-//! Successes are acked on the queue; each failure goes to the RetryScheduler. A panic
+//! Successes are acked on the queue (after the commit and, for outbound messages, after
+//! the provider call and `mark_sent`); each failure is claimed and goes to the
+//! RetryScheduler, which settles it. A panic
 //! while processing is caught (actix would otherwise kill the actor for good): the worker
 //! reports the batch as failed and stops itself, and its Supervisor restarts it.
 
@@ -18,7 +20,7 @@ use super::retry::{Failed, RetryScheduler};
 use super::ProcessingError;
 use crate::domain::{Direction, Event};
 use crate::providers::{OutboundMessage, Providers};
-use crate::queue::{Delivery, QueueBackend};
+use crate::queue::Delivery;
 use crate::store::writer::{MessageWriter, Persisted, STATUS_QUEUED};
 use crate::store::StoreError;
 use crate::telemetry::{self, mask_address, Metrics};
@@ -29,11 +31,14 @@ pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub writer: MessageWriter,
-    pub backend: Arc<dyn QueueBackend>,
     pub retry: Addr<RetryScheduler>,
     pub metrics: Arc<Metrics>,
     pub providers: Providers,
     pub before_persist: Option<BeforePersist>,
+    /// `retry.max_attempts`: an event delivered this often already is not processed again.
+    pub max_attempts: u32,
+    /// The queue backend's name (`memory`, `nats`), for trace attributes.
+    pub queue: &'static str,
 }
 
 /// Process these deliveries. `Err` carries a panic message: the worker has stopped and
@@ -81,8 +86,8 @@ impl Handler<ProcessBatch> for PersistenceWorker {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, ProcessBatch(batch): ProcessBatch, _: &mut Self::Context) -> Self::Result {
-        let (deps, events) = (&self.deps, batch.iter().map(|d| &d.event));
-        let trace = deps.metrics.tracer.batch(deps.backend.name(), events);
+        let (deps, events) = (&self.deps, batch.iter().map(|d| d.event.as_ref()));
+        let trace = deps.metrics.tracer.batch(deps.queue, events);
         let work = AssertUnwindSafe(trace.around(process(self.deps.clone(), batch))).catch_unwind();
         Box::pin(work.into_actor(self).map(|result, act, ctx| {
             result.map_err(|panic| {
@@ -106,6 +111,21 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     }
     let mut valid = Vec::with_capacity(batch.len());
     for delivery in batch {
+        // Delivered this often without an outcome, every earlier holder died with it (a
+        // durable queue redelivers after ack_wait): dead-letter it rather than die again.
+        if delivery.event.attempt >= deps.max_attempts {
+            let reason = format!(
+                "delivered {} times without an outcome (the workers holding it stopped)",
+                delivery.event.attempt + 1
+            );
+            fail(
+                &deps,
+                delivery,
+                ProcessingError::WorkerStopped(reason),
+                started,
+            );
+            continue;
+        }
         match delivery.event.revalidate() {
             Ok(()) => valid.push(delivery),
             Err(errors) => fail(
@@ -118,6 +138,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     }
     let stored = store(&deps.writer, &valid).await;
     let mut to_send = Vec::new();
+    let mut done = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
             Ok(persisted) if persisted.conflicts_with(&delivery.event) => {
@@ -129,19 +150,30 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
                 if outbound && persisted.status == STATUS_QUEUED {
                     to_send.push((delivery, persisted.message_id));
                 } else {
-                    deps.backend.ack(delivery.id);
+                    done.push(delivery);
                 }
             }
             Err(err) => fail(&deps, delivery, err.into(), started),
         }
     }
+    ack_all(&done).await;
     deliver(&deps, to_send, started).await;
+}
+
+/// Acks what is finished. A lost ack only means a redelivery, which stores nothing twice.
+async fn ack_all(deliveries: &[Delivery]) {
+    let acks = deliveries.iter().map(Delivery::ack);
+    for result in futures_util::future::join_all(acks).await {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "ack failed; the event will be delivered again");
+        }
+    }
 }
 
 /// Stores the batch in one transaction. When the database rejects the batch outright (a
 /// permanent error), each event is retried alone so one bad event cannot sink the others.
 async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
-    let events: Vec<&Event> = batch.iter().map(|d| &d.event).collect();
+    let events: Vec<&Event> = batch.iter().map(|d| d.event.as_ref()).collect();
     match writer.persist(&events).await {
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),
         Err(err) if err.is_transient() || events.len() == 1 => {
@@ -219,9 +251,14 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
 }
 
 fn fail(deps: &WorkerDeps, delivery: Delivery, error: ProcessingError, started: Instant) {
+    // Claimed here, so the pump cannot fail it again should this worker die next.
+    let Some(claim) = delivery.claim() else {
+        tracing::debug!(event_id = %delivery.event.event_id, "failure of an already settled delivery ignored");
+        return;
+    };
     deps.metrics.failed(error.kind().as_str());
     log_outcome(&delivery.event, "failed", started, Some(&error));
-    deps.retry.do_send(Failed { delivery, error });
+    deps.retry.do_send(Failed { claim, error });
 }
 
 /// Sends stored outbound messages to their providers concurrently, then records the
@@ -257,11 +294,7 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
         }
     }
     match deps.writer.mark_sent(&sent).await {
-        Ok(()) => {
-            for delivery in sent_deliveries {
-                deps.backend.ack(delivery.id);
-            }
-        }
+        Ok(()) => ack_all(&sent_deliveries).await,
         // The provider has the message but we could not record it: the retry will call the
         // provider again with the same idempotency key, which it de-duplicates.
         Err(err) => {

@@ -214,6 +214,10 @@ impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match err {
             QueueError::Full { .. } => ApiError::QueueFull,
+            QueueError::Refused(e) => {
+                tracing::warn!(error = %e, "queue refused an event");
+                ApiError::QueueFull
+            }
             QueueError::Closed => ApiError::Unavailable("the service is shutting down".into()),
             QueueError::Unavailable(e) => {
                 tracing::warn!(error = %e, "queue backend unavailable");

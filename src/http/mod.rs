@@ -17,5 +17,5 @@ pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
-pub use routes::{configure, refresh_gauges_every};
+pub use routes::{configure, configure_operations, refresh_gauges_every};
 pub use state::AppState;

@@ -11,7 +11,7 @@ use super::{ApiError, Auth};
 use crate::actors::{DlqActor, QueueActor};
 use crate::config::Settings;
 use crate::domain::FieldError;
-use crate::queue::QueueBackend;
+use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store;
 use crate::telemetry::Metrics;
 
@@ -22,6 +22,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub queue: Addr<QueueActor>,
     pub backend: Arc<dyn QueueBackend>,
+    /// The same queue when it is the in-process one (`queue.backend = "memory"`).
+    pub memory_queue: Option<MemoryQueue>,
     pub dlq: Addr<DlqActor>,
     pub metrics: Arc<Metrics>,
     /// API keys, webhook signatures and rate limits.

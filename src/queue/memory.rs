@@ -9,8 +9,12 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-use super::{Delivery, DeliveryId, QueueBackend, QueueError};
-use crate::domain::Event;
+use super::{Delivery, QueueBackend, QueueError, Received, Settle, Settlement, Settler};
+use crate::domain::{Event, IdempotencyKey};
+
+/// Identifies one delivery in `in_flight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DeliveryId(u64);
 
 #[derive(Clone)]
 pub struct MemoryQueue {
@@ -80,7 +84,7 @@ impl State {
         None
     }
 
-    fn take(&mut self, max: usize) -> Vec<Delivery> {
+    fn take(&mut self, max: usize) -> Vec<(DeliveryId, Event)> {
         let mut out = Vec::with_capacity(max.min(self.ready.len()));
         let mut waiting = Vec::new();
         while out.len() < max {
@@ -97,7 +101,7 @@ impl State {
             self.next_id += 1;
             let id = DeliveryId(self.next_id);
             self.in_flight.insert(id, event.clone());
-            out.push(Delivery { id, event });
+            out.push((id, event));
         }
         // Same-key events keep their place at the front, in order.
         for event in waiting.into_iter().rev() {
@@ -107,10 +111,38 @@ impl State {
     }
 
     /// The delivery is finished here (done, or moved to the delayed heap).
-    fn release(&mut self, id: DeliveryId) {
-        if let Some(event) = self.in_flight.remove(&id) {
-            self.busy_keys.remove(event.idempotency_key.as_str());
+    fn release(&mut self, id: DeliveryId) -> Option<Event> {
+        let event = self.in_flight.remove(&id)?;
+        self.busy_keys.remove(event.idempotency_key.as_str());
+        Some(event)
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        let same = |e: &Event| e.idempotency_key.as_str() == key;
+        self.busy_keys.contains(key)
+            || self.ready.iter().any(same)
+            || self.delayed.iter().any(|Reverse(d)| same(&d.event))
+    }
+}
+
+/// Settles one delivery of a [`MemoryQueue`].
+struct MemorySettler {
+    queue: MemoryQueue,
+    id: DeliveryId,
+}
+
+impl Settler for MemorySettler {
+    fn settle(&self, how: Settlement) -> BoxFuture<'static, Result<(), QueueError>> {
+        match how {
+            Settlement::Ack | Settlement::Term => self.queue.finish(self.id),
+            Settlement::Nak(delay) => self.queue.retry_later(self.id, delay),
         }
+        future::ready(Ok(())).boxed()
+    }
+
+    fn progress(&self) -> BoxFuture<'static, Result<(), QueueError>> {
+        // Nothing here is ever redelivered behind a worker's back.
+        future::ready(Ok(())).boxed()
     }
 }
 
@@ -157,7 +189,76 @@ impl MemoryQueue {
             return Err(QueueError::Closed);
         }
         let next_due = state.promote_due(Instant::now());
-        Ok((state.take(max), next_due))
+        let taken = state.take(max);
+        drop(state);
+        let deliveries = taken
+            .into_iter()
+            .map(|(id, event)| {
+                let settler = MemorySettler {
+                    queue: self.clone(),
+                    id,
+                };
+                Delivery::new(event, Settle::new(settler))
+            })
+            .collect();
+        Ok((deliveries, next_due))
+    }
+
+    /// The delivery is done (stored, or dead-lettered).
+    fn finish(&self, id: DeliveryId) {
+        let mut state = self.state();
+        state.release(id);
+        let waiting = !state.ready.is_empty();
+        drop(state);
+        self.shared.space_signal.notify_one();
+        if waiting {
+            // An event may have been waiting for this one's key.
+            self.shared.ready_signal.notify_one();
+        }
+    }
+
+    /// Delivers the event again, as its next attempt, after `delay`.
+    fn retry_later(&self, id: DeliveryId, delay: Duration) {
+        let mut state = self.state();
+        // Not in flight any more: the queue was closed and its events spilled.
+        let Some(mut event) = state.release(id) else {
+            return;
+        };
+        event.attempt += 1;
+        state.next_id += 1;
+        let seq = state.next_id;
+        state.delayed.push(Reverse(Delayed {
+            due: Instant::now() + delay,
+            seq,
+            event,
+        }));
+        drop(state);
+        // A receiver sleeping until a later retry must recompute its wake-up time.
+        self.shared.ready_signal.notify_waiters();
+    }
+
+    /// Stops handing out events and returns every event not yet done, so a graceful
+    /// shutdown can store them for the next start.
+    pub fn close_and_take(&self) -> Vec<Event> {
+        let mut state = self.state();
+        state.closed = true;
+        state.busy_keys.clear();
+        let mut events: Vec<Event> = state.in_flight.drain().map(|(_, e)| e).collect();
+        events.extend(state.ready.drain(..));
+        events.extend(state.delayed.drain().map(|Reverse(d)| d.event));
+        drop(state);
+        self.shared.ready_signal.notify_waiters();
+        self.shared.space_signal.notify_waiters();
+        events
+    }
+
+    /// A copy of the events not yet done (tests and diagnostics).
+    pub fn snapshot(&self) -> Vec<Event> {
+        let state = self.state();
+        let mut events: Vec<Event> = state.ready.iter().cloned().collect();
+        events.extend(state.in_flight.values().cloned());
+        events.extend(state.delayed.iter().map(|Reverse(d)| d.event.clone()));
+        events
     }
 }
 
@@ -210,20 +311,20 @@ impl QueueBackend for MemoryQueue {
         &self,
         max: usize,
         wait: Duration,
-    ) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>> {
+    ) -> BoxFuture<'static, Result<Received, QueueError>> {
         let this = self.clone();
         async move {
             let deadline = Instant::now() + wait;
             loop {
                 // Register interest before looking, so a publish in between is not missed.
                 let signal = this.shared.ready_signal.notified();
-                let (batch, next_due) = this.try_take(max)?;
-                if !batch.is_empty() {
-                    return Ok(batch);
-                }
+                let (deliveries, next_due) = this.try_take(max)?;
                 let now = Instant::now();
-                if now >= deadline {
-                    return Ok(batch);
+                if !deliveries.is_empty() || now >= deadline {
+                    return Ok(Received {
+                        deliveries,
+                        undecodable: Vec::new(),
+                    });
                 }
                 let until = next_due.map_or(deadline, |due| due.min(deadline));
                 let _ = tokio::time::timeout(until - now, signal).await;
@@ -232,43 +333,8 @@ impl QueueBackend for MemoryQueue {
         .boxed()
     }
 
-    fn ack(&self, id: DeliveryId) {
-        let mut state = self.state();
-        state.release(id);
-        let waiting = !state.ready.is_empty();
-        drop(state);
-        self.shared.space_signal.notify_one();
-        if waiting {
-            // An event may have been waiting for this one's key.
-            self.shared.ready_signal.notify_one();
-        }
-    }
-
-    fn retry_later(&self, id: DeliveryId, event: Event, delay: Duration) {
-        let mut state = self.state();
-        state.release(id);
-        state.next_id += 1;
-        let seq = state.next_id;
-        state.delayed.push(Reverse(Delayed {
-            due: Instant::now() + delay,
-            seq,
-            event,
-        }));
-        drop(state);
-        // A receiver sleeping until a later retry must recompute its wake-up time.
-        self.shared.ready_signal.notify_waiters();
-    }
-
-    fn unfinished(&self, ids: &[DeliveryId]) -> Vec<Delivery> {
-        let state = self.state();
-        ids.iter()
-            .filter_map(|id| {
-                state.in_flight.get(id).map(|event| Delivery {
-                    id: *id,
-                    event: event.clone(),
-                })
-            })
-            .collect()
+    fn progress_interval(&self) -> Option<Duration> {
+        None
     }
 
     fn depth(&self) -> usize {
@@ -285,25 +351,12 @@ impl QueueBackend for MemoryQueue {
         .boxed()
     }
 
-    fn close_and_take(&self) -> Vec<Event> {
-        let mut state = self.state();
-        state.closed = true;
-        state.busy_keys.clear();
-        let mut events: Vec<Event> = state.in_flight.drain().map(|(_, e)| e).collect();
-        events.extend(state.ready.drain(..));
-        events.extend(state.delayed.drain().map(|Reverse(d)| d.event));
-        drop(state);
-        self.shared.ready_signal.notify_waiters();
-        self.shared.space_signal.notify_waiters();
-        events
+    fn is_queued(&self, key: &IdempotencyKey) -> BoxFuture<'static, Result<bool, QueueError>> {
+        future::ready(Ok(self.state().holds(key.as_str()))).boxed()
     }
 
-    fn snapshot(&self) -> Vec<Event> {
-        let state = self.state();
-        let mut events: Vec<Event> = state.ready.iter().cloned().collect();
-        events.extend(state.in_flight.values().cloned());
-        events.extend(state.delayed.iter().map(|Reverse(d)| d.event.clone()));
-        events
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        future::ready(()).boxed()
     }
 }
 
@@ -331,7 +384,7 @@ mod tests {
     }
 
     async fn take(queue: &MemoryQueue, max: usize) -> Vec<Delivery> {
-        queue.receive(max, Duration::ZERO).await.unwrap()
+        queue.receive(max, Duration::ZERO).await.unwrap().deliveries
     }
 
     #[actix_web::test]
@@ -340,10 +393,9 @@ mod tests {
         queue.publish(event("first")).await.unwrap();
         let waiting = queue.publish(event("second"));
         let taken = take(&queue, 1).await;
-        let consumer = queue.clone();
         actix_web::rt::spawn(async move {
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-            consumer.ack(taken[0].id);
+            taken[0].ack().await.unwrap();
         });
         let started = Instant::now();
         waiting.await.expect("room was made");
@@ -363,7 +415,7 @@ mod tests {
         let taken = take(&queue, 10).await;
         assert_eq!(taken.len(), 2);
         assert_eq!(queue.depth(), 2, "in flight still counts");
-        queue.ack(taken[0].id);
+        taken[0].ack().await.unwrap();
         assert_eq!(queue.depth(), 1);
         queue.publish(event("c")).await.unwrap();
     }
@@ -378,7 +430,7 @@ mod tests {
         let bodies: Vec<&str> = first.iter().map(|d| d.event.body.as_str()).collect();
         assert_eq!(bodies, ["same", "other"], "the second 'same' waits");
         assert!(take(&queue, 10).await.is_empty());
-        queue.ack(first[0].id);
+        first[0].ack().await.unwrap();
         let second = take(&queue, 10).await;
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].event.body, "same");
@@ -389,15 +441,56 @@ mod tests {
         let queue = MemoryQueue::new(10, Duration::ZERO);
         queue.publish(event("later")).await.unwrap();
         let taken = take(&queue, 1).await;
-        let mut again = taken[0].event.clone();
-        again.attempt = 1;
-        queue.retry_later(taken[0].id, again, Duration::from_millis(50));
+        taken[0].nak(Duration::from_millis(50)).await.unwrap();
         assert!(take(&queue, 1).await.is_empty(), "not before its time");
         assert_eq!(queue.depth(), 1, "a waiting retry is part of the backlog");
         let started = Instant::now();
         let back = queue.receive(1, Duration::from_secs(2)).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(30));
-        assert_eq!(back[0].event.attempt, 1);
+        assert_eq!(back.deliveries[0].event.attempt, 1, "the next attempt");
+    }
+
+    #[actix_web::test]
+    async fn a_delivery_is_settled_once_whoever_comes_second() {
+        use crate::queue::Settled;
+        let queue = MemoryQueue::new(10, Duration::ZERO);
+        queue.publish(event("once")).await.unwrap();
+        let taken = take(&queue, 1).await;
+        let copy = taken[0].clone();
+        assert_eq!(taken[0].nak(Duration::ZERO).await, Ok(Settled::Now));
+        assert_eq!(copy.nak(Duration::ZERO).await, Ok(Settled::AlreadySettled));
+        assert_eq!(copy.term().await, Ok(Settled::AlreadySettled));
+        assert_eq!(queue.snapshot().len(), 1, "one retry queued, not two");
+
+        // A claim excludes every other settlement until it is used or dropped.
+        let again = take(&queue, 1).await;
+        let claim = again[0].claim().expect("open");
+        assert!(again[0].claim().is_none());
+        assert_eq!(again[0].ack().await, Ok(Settled::AlreadySettled));
+        drop(claim);
+        assert!(
+            again[0].is_open(),
+            "a dropped claim leaves it to the next holder"
+        );
+        let claim = again[0].claim().expect("open again");
+        assert_eq!(claim.ack().await, Ok(Settled::Now));
+        assert_eq!(queue.depth(), 0);
+    }
+
+    #[actix_web::test]
+    async fn is_queued_covers_waiting_delayed_and_in_flight_events() {
+        let queue = MemoryQueue::new(10, Duration::ZERO);
+        let e = event("where");
+        let key = e.idempotency_key.clone();
+        assert!(!queue.is_queued(&key).await.unwrap());
+        queue.publish(e).await.unwrap();
+        assert!(queue.is_queued(&key).await.unwrap(), "waiting");
+        let taken = take(&queue, 1).await;
+        assert!(queue.is_queued(&key).await.unwrap(), "in flight");
+        taken[0].nak(Duration::from_secs(60)).await.unwrap();
+        assert!(queue.is_queued(&key).await.unwrap(), "delayed");
+        let _ = queue.close_and_take();
+        assert!(!queue.is_queued(&key).await.unwrap());
     }
 
     #[actix_web::test]
@@ -407,7 +500,7 @@ mod tests {
             queue.publish(event(body)).await.unwrap();
         }
         let taken = take(&queue, 2).await;
-        queue.retry_later(taken[1].id, taken[1].event.clone(), Duration::from_secs(60));
+        taken[1].nak(Duration::from_secs(60)).await.unwrap();
         let mut left: Vec<String> = queue.close_and_take().into_iter().map(|e| e.body).collect();
         left.sort();
         assert_eq!(left, ["delayed", "in flight", "ready"]);

@@ -50,6 +50,40 @@ pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<M
     Ok(model)
 }
 
+/// Stores a queue message that is not an event, as it came (JSON if it is JSON, else its
+/// text), so an operator can look at it. There is no message row to mark `failed`.
+pub async fn insert_undecodable(
+    db: &DatabaseConnection,
+    key: &str,
+    payload: &[u8],
+    attempts: u32,
+    published_at: DateTime<Utc>,
+    error: &str,
+) -> Result<Model, StoreError> {
+    let now = Utc::now();
+    let kept = serde_json::from_slice::<serde_json::Value>(payload).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
+    });
+    let mut event = serde_json::json!({ "undecodable_payload": kept });
+    // PostgreSQL's jsonb refuses NUL characters: keep such a payload as hex instead.
+    if event.to_string().contains("\\u0000") {
+        event = serde_json::json!({ "undecodable_payload_hex": hex::encode(payload) });
+    }
+    let row = ActiveModel {
+        id: NotSet,
+        event: Set(event),
+        idempotency_key: Set(key.to_string()),
+        attempts: Set(i32::try_from(attempts).unwrap_or(i32::MAX)),
+        first_attempt_at: Set(published_at),
+        last_attempt_at: Set(now),
+        last_error: Set(error.to_string()),
+        error_kind: Set("permanent".to_string()),
+        dead_at: Set(now),
+        replayed_at: Set(None),
+    };
+    Ok(Entity::insert(row).exec_with_returning(db).await?)
+}
+
 /// Newest first.
 pub async fn list(db: &DatabaseConnection, page: Page) -> Result<(Vec<Model>, u64), StoreError> {
     let total = Entity::find().count(db).await?;

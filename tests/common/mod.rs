@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod nats;
 pub mod otlp;
 pub mod stub;
 pub mod tls_stub;
@@ -319,6 +320,15 @@ impl TestApp {
                 .expect("queue actor")
                 .expect("queue accepts");
         }
+    }
+
+    /// The events the in-process queue holds (memory backend only).
+    pub fn queued_events(&self) -> Vec<Event> {
+        self.state
+            .memory_queue
+            .as_ref()
+            .expect("the memory backend")
+            .snapshot()
     }
 
     /// Waits until every accepted event is stored or dead-lettered.

@@ -103,6 +103,16 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// The worker role's routes: health, readiness and metrics only.
+pub fn configure_operations() -> impl FnOnce(&mut web::ServiceConfig) {
+    |cfg| {
+        cfg.service(resource("/healthz").route(web::get().to(operations::healthz)))
+            .service(resource("/readyz").route(web::get().to(operations::readyz)))
+            .service(resource("/metrics").route(web::get().to(operations::metrics)))
+            .default_service(web::to(not_found));
+    }
+}
+
 /// A resource whose unsupported methods answer 405 as a problem.
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))

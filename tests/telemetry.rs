@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
+use common::nats::NatsServer;
 use common::otlp::{OtlpReceiver, ReceivedSpan};
 use common::{eventually, sms, spawn_app_with, Db, TestApp, TestDatabase};
 use messaging_server::config::Settings;
@@ -333,12 +334,18 @@ struct Process {
 
 impl Process {
     fn start(database: &TestDatabase, env: &[(&str, String)]) -> Process {
+        Self::start_with(database, &[], env)
+    }
+
+    /// `messaging-server ARGS` (e.g. `serve --role worker`).
+    fn start_with(database: &TestDatabase, args: &[&str], env: &[(&str, String)]) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_messaging-server"))
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &database.url)
@@ -477,4 +484,85 @@ async fn a_collector_in_trouble_costs_one_warning_and_never_holds_up_messages() 
             "{line}"
         );
     }
+}
+
+/// With the NATS backend, the API and the workers are separate processes: the trace context
+/// travels in the event, so the worker's spans continue the trace the API process started
+/// (here from the caller's own `traceparent`).
+#[actix_web::test]
+async fn api_and_worker_processes_on_nats_join_one_trace() {
+    let receiver = OtlpReceiver::start();
+    let nats = NatsServer::start().await;
+    let database = TestDatabase::create(Db::Sqlite).await;
+    let env = |service: &str| {
+        vec![
+            ("MESSAGING__TELEMETRY__OTLP_ENDPOINT", receiver.url.clone()),
+            ("MESSAGING__TELEMETRY__OTLP_INTERVAL", "100ms".to_string()),
+            ("MESSAGING__TELEMETRY__SERVICE_NAME", service.to_string()),
+            ("QUEUE_BACKEND", "nats".to_string()),
+            ("NATS_URL", nats.url()),
+        ]
+    };
+    let client = awc::Client::default();
+    let ready = |process: &Process| {
+        let url = process.url("/readyz");
+        let client = client.clone();
+        async move {
+            eventually(WAIT, "the process is ready", || async {
+                matches!(client.get(&url).send().await, Ok(r) if r.status() == StatusCode::OK)
+            })
+            .await
+        }
+    };
+    // One after the other: the first start migrates the database.
+    let api = Process::start_with(
+        &database,
+        &["serve", "--role", "api"],
+        &env("messaging-api"),
+    );
+    ready(&api).await;
+    let worker = Process::start_with(
+        &database,
+        &["serve", "--role", "worker"],
+        &env("messaging-worker"),
+    );
+    ready(&worker).await;
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut response = client
+        .post(api.url("/api/messages/sms"))
+        .insert_header(("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01")))
+        .send_json(&sms("+12016661234", "+18045551234", "across processes"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let answer: Value = response.json().await.unwrap();
+    let event_id = answer["event_id"].as_str().unwrap().to_string();
+
+    let trace = trace_of(&receiver, &event_id, 4).await;
+    assert!(trace.iter().all(|s| s.trace_id == trace_id), "{trace:#?}");
+    let request = one(&trace, "POST /api/messages/sms");
+    let enqueue = one(&trace, "enqueue");
+    let process = one(&trace, "process");
+    let provider = one(&trace, "provider send");
+    assert_eq!(
+        [&request.service, &enqueue.service],
+        ["messaging-api", "messaging-api"]
+    );
+    assert_eq!(
+        [&process.service, &provider.service],
+        ["messaging-worker", "messaging-worker"]
+    );
+    assert_eq!(
+        process.parent_span_id, enqueue.span_id,
+        "joined across processes"
+    );
+    assert_eq!(provider.parent_span_id, process.span_id);
+    assert_eq!(
+        process.attribute("messaging.system").as_deref(),
+        Some("nats")
+    );
+
+    worker.terminate();
+    api.terminate();
 }

@@ -20,7 +20,7 @@ pub struct PageQuery {
     /// Items per page: 0 or absent means 50, more than 200 means 200. `page_size` is
     /// accepted too (not both).
     #[serde(rename = "pageSize", alias = "page_size")]
-    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
+    #[param(minimum = 0, maximum = 18446744073709551615_u64, format = "uint64")]
     page_size: Option<u64>,
 }
 

@@ -1,9 +1,15 @@
 //! Validation errors: one entry per bad field, so a client can fix a request in one go.
 
 /// One invalid field; `field` is the JSON field name (or `Idempotency-Key` for the header).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The JSON field (`attachments[2]`, `metadata.tags[0]` for nested ones) or the header.
+    #[schema(example = "to")]
     pub field: String,
+    /// What is wrong with it.
+    #[schema(
+        example = "must be an E.164 phone number: + followed by 8 to 15 digits, the first not 0"
+    )]
     pub message: String,
 }
 

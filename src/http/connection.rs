@@ -246,11 +246,13 @@ fn rewrite(head: &[u8]) -> Vec<u8> {
         _ => ApiError::MalformedRequest,
     };
     let body = problem.problem_json(status);
+    // The request's id, like every answer (no request could be read, so a new one).
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\nx-content-type-options: nosniff\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error"),
-        body.len()
+        body.len(),
+        super::hygiene::new_id(),
     )
     .into_bytes();
     for h in response
@@ -300,6 +302,7 @@ mod tests {
         assert!(head.contains("content-type: application/problem+json"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         assert!(head.contains("date: Fri, 27 Nov 2026"));
+        assert!(head.contains("x-request-id: "), "{head}");
         let problem: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(problem["status"], 400);
         let large = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";

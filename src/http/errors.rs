@@ -65,19 +65,37 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error (RFC 9457 problem details), answered as `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct Problem<'a> {
+    /// `urn:messaging-server:problem:<slug>`; one slug per kind of error (see each
+    /// response's description).
     #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^urn:messaging-server:problem:[a-z-]+$",
+             example = "urn:messaging-server:problem:validation-failed")]
     kind: &'a str,
+    /// A short, fixed summary of the kind of error.
+    #[schema(value_type = String, example = "Invalid request")]
     title: &'a str,
+    /// The HTTP status code of the answer.
+    #[schema(minimum = 400, maximum = 599, example = 400)]
     status: u16,
+    /// What went wrong with this request, for a person to read.
+    #[schema(example = "the request has invalid fields")]
     detail: String,
+    /// Validation failures only (`validation-failed`): every invalid field at once.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>, nullable = false, min_items = 1)]
     errors: Option<&'a [FieldError]>,
 }
 
+/// The problem document's schema, for `#[utoipa::path]` responses (`body = Problem`).
+pub(crate) type ProblemDoc = Problem<'static>;
+
 impl ApiError {
-    fn problem_type(&self) -> (&'static str, &'static str) {
+    /// The problem's `type` slug and `title`.
+    pub(crate) fn problem_type(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Validation(_) => ("validation-failed", "Invalid request"),
             ApiError::MalformedJson(_) => ("malformed-json", "Malformed request body"),

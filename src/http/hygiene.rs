@@ -58,7 +58,7 @@ fn is_sane(id: &str) -> bool {
 }
 
 /// Request ids need to be unique, not secret: a fast generator will do.
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 

@@ -8,6 +8,7 @@ pub mod idempotency;
 mod key_cache;
 mod limits;
 mod middleware;
+pub mod openapi;
 pub mod rate_limit;
 mod routes;
 pub mod signature;
@@ -17,5 +18,8 @@ pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
-pub use routes::{configure, configure_operations, refresh_gauges_every};
+pub use routes::{
+    configure, configure_operations, refresh_gauges_every, table as route_table, Endpoint, Guard,
+    API_SCOPE,
+};
 pub use state::AppState;

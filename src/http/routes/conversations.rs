@@ -3,17 +3,27 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::paging::{PageQuery, Paged};
+use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState, Caller};
 use crate::store::read::{self, MessageWithBody};
 
-#[derive(Serialize)]
-struct ConversationView {
+/// The messages between two addresses on one channel family, for one customer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Conversation)]
+pub(crate) struct ConversationView {
     id: i64,
+    /// `sms` (SMS and MMS) or `email`.
+    #[schema(pattern = "^(sms|email)$")]
     channel: String,
+    /// The two normalized addresses, sorted.
+    #[schema(min_items = 2, max_items = 2)]
     participants: [String; 2],
+    #[schema(minimum = 0)]
     message_count: i64,
+    /// When the latest message was sent; null before the first is stored.
     last_message_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
 }
@@ -31,21 +41,36 @@ impl From<entity::conversations::Model> for ConversationView {
     }
 }
 
-#[derive(Serialize)]
-struct MessageView {
+/// A stored message.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
+pub(crate) struct MessageView {
     id: i64,
     conversation_id: i64,
+    /// `outbound` (sent through the API) or `inbound` (received by a webhook).
+    #[schema(pattern = "^(inbound|outbound)$")]
     direction: String,
+    #[schema(pattern = "^(sms|mms|email)$")]
     channel: String,
     from: String,
     to: String,
+    /// Email only; null otherwise.
     subject: Option<String>,
     body: String,
+    /// Attachment URLs.
+    #[schema(value_type = Vec<String>)]
     attachments: serde_json::Value,
+    /// The `metadata` object sent with the message, or null.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     sent_at: DateTime<Utc>,
+    /// `queued` (stored, not handed to the provider yet), `sent`, `failed`
+    /// (dead-lettered) or `received` (inbound).
+    #[schema(pattern = "^(queued|sent|failed|received)$")]
     status: String,
+    /// The provider's id: from the provider once sent, or the webhook's id for inbound.
     provider_message_id: Option<String>,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     idempotency_key: String,
     created_at: DateTime<Utc>,
 }
@@ -72,8 +97,23 @@ impl From<MessageWithBody> for MessageView {
     }
 }
 
-/// Reads are scoped to the caller's customer (admins see all): another customer's
-/// conversations are not listed, and asking for one by id is a 404 like an unknown id.
+/// List conversations
+///
+/// Most recent activity first. A key sees its own customer's conversations; an admin key
+/// sees every customer's.
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    operation_id = "listConversations",
+    tag = "conversations",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of conversations", body = Paged<ConversationView>),
+        (status = 400, description = "`invalid-query`: page or pageSize is not a whole number, or page is 0 or too large", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+// Reads are scoped to the caller's customer (admins see all): another customer's
+// conversations are not listed, and asking for one by id is a 404 like an unknown id.
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -85,6 +125,19 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
 }
 
+/// One conversation
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}",
+    operation_id = "getConversation",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationView),
+        (status = 400, description = "`invalid-query`: the id is not a whole number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such conversation for this key's customer", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -97,6 +150,21 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(ConversationView::from(conversation)))
 }
 
+/// A conversation's messages
+///
+/// Oldest first (by `sent_at`, then `id`).
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}/messages",
+    operation_id = "listConversationMessages",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id"), PageQuery),
+    responses(
+        (status = 200, description = "One page of the conversation's messages", body = Paged<MessageView>),
+        (status = 400, description = "`invalid-query`: the id, page or pageSize is not a whole number, or page is 0 or too large", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such conversation for this key's customer", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn messages(
     state: web::Data<AppState>,
     caller: Caller,

@@ -3,25 +3,74 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::actors::queue::Enqueue;
 use crate::domain::{
     Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
     SmsWebhook,
 };
+use crate::http::errors::ProblemDoc as Problem;
 use crate::http::idempotency::Seen;
 use crate::http::{request_trace, ApiError, AppState, Caller};
 use crate::store;
 use crate::telemetry;
 use tracing::Instrument;
 
-#[derive(Serialize)]
-struct Accepted<'a> {
-    status: &'static str,
+/// The message is queued: it will be stored (and, outbound, sent) by a worker.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Accepted)]
+pub(crate) struct Accepted<'a> {
+    status: AcceptedStatus,
+    /// The message's idempotency key (hex SHA-256): the client's `Idempotency-Key` scoped
+    /// to its customer and route, or derived from the message (SPEC §3.4).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     idempotency_key: &'a str,
+    /// This request's event; a repeat of an accepted request answers the original one's.
     event_id: uuid::Uuid,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum AcceptedStatus {
+    Accepted,
+}
+
+/// `Idempotency-Key`: a repeat with the same key and request is accepted again without a
+/// second message; the same key with another request is a 422.
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the request by `accept`; this type only documents it
+pub(crate) struct IdempotencyKeyHeader {
+    /// 1 to 255 printable ASCII characters (spaces inside only), scoped to the customer and
+    /// the route. Without it the key is derived from the message.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]([ -~]*[!-~])?$",
+        example = "order-1234-sms"
+    )]
+    key: Option<String>,
+}
+
+/// Send an SMS or MMS
+///
+/// Validates the message and queues it (202); a worker stores it in its conversation and
+/// hands it to the SMS provider. `type: "mms"` needs 1 to 10 attachments, `sms` none.
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms",
+    operation_id = "sendSms",
+    tag = "messages",
+    params(IdempotencyKeyHeader),
+    request_body(content = ref("#/components/schemas/SendSms"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
+    responses(
+        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted),
+        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn send_sms(
     state: web::Data<AppState>,
     caller: Caller,
@@ -31,6 +80,23 @@ pub async fn send_sms(
     accept(&state, &caller, &req, body.into_inner()).await
 }
 
+/// Send an email
+///
+/// Validates the message and queues it (202); a worker stores it in its conversation and
+/// hands it to the email provider.
+#[utoipa::path(
+    post,
+    path = "/api/messages/email",
+    operation_id = "sendEmail",
+    tag = "messages",
+    params(IdempotencyKeyHeader),
+    request_body(content = ref("#/components/schemas/SendEmail"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
+    responses(
+        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted),
+        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn send_email(
     state: web::Data<AppState>,
     caller: Caller,
@@ -40,6 +106,23 @@ pub async fn send_email(
     accept(&state, &caller, &req, body.into_inner()).await
 }
 
+/// Receive an SMS or MMS (provider webhook)
+///
+/// An inbound message from the SMS provider. `messaging_provider_id` makes it idempotent:
+/// the same webhook delivered twice stores one message.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/sms",
+    operation_id = "receiveSms",
+    tag = "webhooks",
+    params(IdempotencyKeyHeader),
+    request_body(content = ref("#/components/schemas/SmsWebhook"), content_type = "application/json", description = "The inbound message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
+    responses(
+        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted),
+        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn sms_webhook(
     state: web::Data<AppState>,
     caller: Caller,
@@ -49,6 +132,23 @@ pub async fn sms_webhook(
     accept(&state, &caller, &req, body.into_inner()).await
 }
 
+/// Receive an email (provider webhook)
+///
+/// An inbound email from the email provider. `xillio_id` makes it idempotent: the same
+/// webhook delivered twice stores one message.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/email",
+    operation_id = "receiveEmail",
+    tag = "webhooks",
+    params(IdempotencyKeyHeader),
+    request_body(content = ref("#/components/schemas/EmailWebhook"), content_type = "application/json", description = "The inbound email. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
+    responses(
+        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted),
+        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn email_webhook(
     state: web::Data<AppState>,
     caller: Caller,
@@ -130,7 +230,7 @@ async fn accept(
 
 fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {
     HttpResponse::Accepted().json(Accepted {
-        status: "accepted",
+        status: AcceptedStatus::Accepted,
         idempotency_key: idempotency_key.as_str(),
         event_id,
     })

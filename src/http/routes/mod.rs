@@ -1,20 +1,175 @@
 //! The route table (SPEC §3).
+//!
+//! [`table`] lists every route: its path, who may call it, and its handler per method.
+//! [`configure`] builds actix's resources from it, and the OpenAPI document
+//! (`src/http/openapi/`) must describe exactly these routes (tests/openapi.rs fails
+//! otherwise). To add a route: an entry here, a `#[utoipa::path]` beside its handler, and
+//! the handler's name in the `paths(...)` list of `openapi::ApiDoc`.
 
-mod conversations;
-mod dead_letters;
-mod messages;
-mod operations;
-mod paging;
+pub(crate) mod conversations;
+pub(crate) mod dead_letters;
+pub(crate) mod messages;
+pub(crate) mod operations;
+pub(crate) mod paging;
 
+use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, ResponseError, Route};
 
 use super::auth;
 use super::errors::json_error;
 use super::limits::limit_body;
+use super::openapi;
 use super::{require_json_accept, ApiError, AppState};
 
 pub use operations::refresh_gauges_every;
+
+/// Who may call a route: the authentication guard its resource is wrapped in (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// No key needed: health, readiness, metrics, the API document.
+    Open,
+    /// Sending messages: a `send` or `admin` key.
+    Send,
+    /// Reading conversations: a `send` or `admin` key, scoped to its customer.
+    Read,
+    /// Operator routes (dead letters): an `admin` key.
+    Admin,
+    /// A provider's webhook: its signature when it has a secret, else a `webhook` or
+    /// `admin` key.
+    SmsWebhook,
+    EmailWebhook,
+}
+
+impl Guard {
+    /// The scopes a key may have to pass (any one of them); empty for open routes.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Guard::Open => &[],
+            Guard::Send | Guard::Read => &["send", "admin"],
+            Guard::Admin => &["admin"],
+            Guard::SmsWebhook | Guard::EmailWebhook => &["webhook", "admin"],
+        }
+    }
+
+    /// Whether the route can be called with a provider's signature instead of a key.
+    pub fn signed_webhook(self) -> bool {
+        matches!(self, Guard::SmsWebhook | Guard::EmailWebhook)
+    }
+}
+
+/// One path of the table with its handlers.
+pub struct Endpoint {
+    /// The full path, in actix's (and OpenAPI's) `{param}` syntax.
+    pub path: &'static str,
+    pub guard: Guard,
+    routes: Vec<(Method, Route)>,
+}
+
+impl Endpoint {
+    fn new(path: &'static str, guard: Guard) -> Self {
+        Endpoint {
+            path,
+            guard,
+            routes: Vec::new(),
+        }
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let route = web::route().method(method.clone()).to(handler);
+        self.routes.push((method, route));
+        self
+    }
+
+    fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::GET, handler)
+    }
+
+    fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    /// The methods this path answers; every other one is a 405.
+    pub fn methods(&self) -> Vec<Method> {
+        self.routes.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// Registers the resource at `path` (relative to the enclosing scope).
+    fn register(self, cfg: &mut web::ServiceConfig, path: &str) {
+        let allow = self
+            .methods()
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resource = web::resource(path).default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(&allow) }
+        }));
+        for (_, route) in self.routes {
+            resource = resource.route(route);
+        }
+        match self.guard {
+            Guard::Open => cfg.service(resource),
+            Guard::Send => cfg.service(resource.wrap(from_fn(auth::send))),
+            Guard::Read => cfg.service(resource.wrap(from_fn(auth::read))),
+            Guard::Admin => cfg.service(resource.wrap(from_fn(auth::admin))),
+            Guard::SmsWebhook => cfg.service(resource.wrap(from_fn(auth::sms_webhook))),
+            Guard::EmailWebhook => cfg.service(resource.wrap(from_fn(auth::email_webhook))),
+        };
+    }
+}
+
+/// The JSON API's scope: content negotiation (406) and body limits (415, 408) apply here.
+pub const API_SCOPE: &str = "/api";
+
+/// Every route, in matching order (a literal path before a `{param}` that would match it).
+pub fn table() -> Vec<Endpoint> {
+    use Guard::*;
+    vec![
+        Endpoint::new("/healthz", Open).get(operations::healthz),
+        Endpoint::new("/readyz", Open).get(operations::readyz),
+        Endpoint::new("/metrics", Open).get(operations::metrics),
+        Endpoint::new("/openapi.json", Open).get(openapi::document),
+        Endpoint::new("/api/messages/sms", Send).post(messages::send_sms),
+        Endpoint::new("/api/messages/email", Send).post(messages::send_email),
+        Endpoint::new("/api/webhooks/sms", SmsWebhook).post(messages::sms_webhook),
+        Endpoint::new("/api/webhooks/email", EmailWebhook).post(messages::email_webhook),
+        Endpoint::new("/api/conversations", Read).get(conversations::list),
+        Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
+        Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
+        Endpoint::new("/api/dlq", Admin).get(dead_letters::list),
+        Endpoint::new("/api/dlq/replay", Admin).post(dead_letters::replay_all),
+        Endpoint::new("/api/dlq/{id}", Admin)
+            .get(dead_letters::get)
+            .delete(dead_letters::delete),
+        Endpoint::new("/api/dlq/{id}/replay", Admin).post(dead_letters::replay),
+    ]
+}
 
 pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -32,96 +187,51 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         let path = web::PathConfig::default().error_handler(|_, _| {
             ApiError::BadQuery("the id must be a whole number".into()).into()
         });
-        cfg.app_data(json)
-            .app_data(query)
-            .app_data(path)
-            .service(resource("/healthz").route(web::get().to(operations::healthz)))
-            .service(resource("/readyz").route(web::get().to(operations::readyz)))
-            .service(resource("/metrics").route(web::get().to(operations::metrics)))
-            .service(
-                web::scope("/api")
-                    .wrap(actix_web::middleware::from_fn(require_json_accept))
-                    .wrap(actix_web::middleware::from_fn(limit_body))
-                    .service(
-                        resource("/messages/sms")
-                            .wrap(from_fn(auth::send))
-                            .route(web::post().to(messages::send_sms)),
-                    )
-                    .service(
-                        resource("/messages/email")
-                            .wrap(from_fn(auth::send))
-                            .route(web::post().to(messages::send_email)),
-                    )
-                    .service(
-                        resource("/webhooks/sms")
-                            .wrap(from_fn(auth::sms_webhook))
-                            .route(web::post().to(messages::sms_webhook)),
-                    )
-                    .service(
-                        resource("/webhooks/email")
-                            .wrap(from_fn(auth::email_webhook))
-                            .route(web::post().to(messages::email_webhook)),
-                    )
-                    .service(
-                        resource("/conversations")
-                            .wrap(from_fn(auth::read))
-                            .route(web::get().to(conversations::list)),
-                    )
-                    .service(
-                        resource("/conversations/{id}")
-                            .wrap(from_fn(auth::read))
-                            .route(web::get().to(conversations::get)),
-                    )
-                    .service(
-                        resource("/conversations/{id}/messages")
-                            .wrap(from_fn(auth::read))
-                            .route(web::get().to(conversations::messages)),
-                    )
-                    .service(
-                        resource("/dlq")
-                            .wrap(from_fn(auth::admin))
-                            .route(web::get().to(dead_letters::list)),
-                    )
-                    .service(
-                        resource("/dlq/replay")
-                            .wrap(from_fn(auth::admin))
-                            .route(web::post().to(dead_letters::replay_all)),
-                    )
-                    .service(
-                        resource("/dlq/{id}")
-                            .wrap(from_fn(auth::admin))
-                            .route(web::get().to(dead_letters::get))
-                            .route(web::delete().to(dead_letters::delete)),
-                    )
-                    .service(
-                        resource("/dlq/{id}/replay")
-                            .wrap(from_fn(auth::admin))
-                            .route(web::post().to(dead_letters::replay)),
-                    ),
-            )
-            .default_service(web::to(not_found));
+        cfg.app_data(json).app_data(query).app_data(path);
+        let (api, open): (Vec<_>, Vec<_>) = table()
+            .into_iter()
+            .partition(|e| e.path.starts_with(API_SCOPE));
+        for endpoint in open {
+            let path = endpoint.path;
+            endpoint.register(cfg, path);
+        }
+        cfg.service(
+            web::scope(API_SCOPE)
+                .wrap(from_fn(require_json_accept))
+                .wrap(from_fn(limit_body))
+                .configure(move |cfg| {
+                    for endpoint in api {
+                        let path = &endpoint.path[API_SCOPE.len()..];
+                        endpoint.register(cfg, path);
+                    }
+                }),
+        )
+        .default_service(web::to(not_found));
     }
 }
 
-/// The worker role's routes: health, readiness and metrics only.
+/// The worker role's routes: health, readiness and metrics only (it has no API).
 pub fn configure_operations() -> impl FnOnce(&mut web::ServiceConfig) {
     |cfg| {
-        cfg.service(resource("/healthz").route(web::get().to(operations::healthz)))
-            .service(resource("/readyz").route(web::get().to(operations::readyz)))
-            .service(resource("/metrics").route(web::get().to(operations::metrics)))
-            .default_service(web::to(not_found));
+        for endpoint in table() {
+            if matches!(endpoint.path, "/healthz" | "/readyz" | "/metrics") {
+                let path = endpoint.path;
+                endpoint.register(cfg, path);
+            }
+        }
+        cfg.default_service(web::to(not_found));
     }
-}
-
-/// A resource whose unsupported methods answer 405 as a problem.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("resource".into()))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    if let Ok(value) = header::HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }

@@ -5,17 +5,80 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState};
 use crate::store;
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum HealthStatus {
+    Ok,
 }
 
-/// 200 when the database and queue answer and the workers run; otherwise 503 naming what
-/// is not ready.
+/// The process is up.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: HealthStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ReadyStatus {
+    Ready,
+}
+
+/// What was checked.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadyChecks {
+    #[schema(pattern = "^ok$")]
+    database: &'static str,
+    /// The queue backend's name (`memory`, `nats`).
+    queue: &'static str,
+    /// `<n> running`, or `disabled` when this process runs no workers.
+    #[schema(pattern = "^([0-9]+ running|disabled)$")]
+    workers: String,
+}
+
+/// Every check passed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
+    status: ReadyStatus,
+    checks: ReadyChecks,
+}
+
+/// Liveness
+///
+/// 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)),
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// Readiness
+///
+/// 200 when the database and the queue answer and the workers run; otherwise 503 naming
+/// what is not ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readiness",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "`unavailable`: not ready; `detail` names what is down", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let database = store::ping(&state.db).await;
     let queue = state.backend.check().await;
@@ -47,17 +110,27 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     } else {
         "disabled".to_string()
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "checks": {
-            "database": "ok",
-            "queue": state.backend.name(),
-            "workers": worker_status,
-        }
-    })))
+    Ok(HttpResponse::Ok().json(Ready {
+        status: ReadyStatus::Ready,
+        checks: ReadyChecks {
+            database: "ok",
+            queue: state.backend.name(),
+            workers: worker_status,
+        },
+    }))
 }
 
-/// Prometheus text exposition, its gauges refreshed first.
+/// Prometheus metrics
+///
+/// The text exposition format. Keep this endpoint private (it is open, like /healthz).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+)]
+// Its gauges are refreshed first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     refresh_gauges(state.clone()).await;
     let (text, content_type) = state.metrics.render();

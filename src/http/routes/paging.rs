@@ -1,16 +1,26 @@
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::ApiError;
 use crate::store::read::Page;
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 200;
+/// The last page whose offset fits in an i64 at the largest page size: one bound for
+/// every page size, so that the published contract can state it.
+pub const MAX_PAGE: u64 = i64::MAX as u64 / MAX_PAGE_SIZE + 1;
 
 /// `?page=1&pageSize=50` (`page_size` accepted too).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The page, counting from 1 (default 1).
+    #[param(minimum = 1, maximum = 46116860184273880_u64)]
     page: Option<u64>,
-    #[serde(alias = "pageSize")]
+    /// Items per page: 0 or absent means 50, more than 200 means 200. `page_size` is
+    /// accepted too (not both).
+    #[serde(rename = "pageSize", alias = "page_size")]
+    #[param(minimum = 0, maximum = 18446744073709551615_u64, format = "uint64")]
     page_size: Option<u64>,
 }
 
@@ -26,32 +36,30 @@ impl PageQuery {
         };
         // The databases take the offset as a signed 64-bit integer; past it the SQL layer
         // panicked and the client got an empty reply.
-        let fits = (page - 1)
-            .checked_mul(size)
-            .is_some_and(|offset| offset <= i64::MAX as u64);
-        if !fits {
+        if page > MAX_PAGE {
             return Err(ApiError::BadQuery(format!(
-                "page is too large: at most {} with pageSize {size}",
-                max_page(size)
+                "page is too large: at most {MAX_PAGE}"
             )));
         }
         Ok(Page { page, size })
     }
 }
 
-/// The largest page whose offset, `(page - 1) * size`, fits in an i64.
-fn max_page(size: u64) -> u64 {
-    i64::MAX as u64 / size + 1
-}
-
-#[derive(Debug, Serialize)]
+/// Where a page is in the whole list.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Meta {
+    /// The page answered, counting from 1.
+    #[schema(minimum = 1)]
     pub page: u64,
+    /// Items per page (after the default and the cap are applied).
+    #[schema(minimum = 1, maximum = 200)]
     pub page_size: u64,
+    /// Items in the whole list.
     pub total: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Paged<T> {
     pub items: Vec<T>,
     pub meta: Meta,
@@ -85,14 +93,17 @@ mod tests {
     #[test]
     fn the_offset_always_fits_in_an_i64() {
         assert!(page(u64::MAX, None).is_err());
-        assert!(page(i64::MAX as u64, None).is_err());
-        assert!(page(i64::MAX as u64, Some(1)).is_ok());
-        assert!(page(i64::MAX as u64 + 2, Some(1)).is_err());
-        for size in [1, 50, 200] {
-            let last = page(max_page(size), Some(size)).unwrap();
-            assert_eq!((last.page - 1) * size, i64::MAX as u64 / size * size);
-            assert!(page(max_page(size) + 1, Some(size)).is_err());
+        assert!(page(i64::MAX as u64, Some(1)).is_err());
+        for size in [None, Some(1), Some(50), Some(200), Some(u64::MAX)] {
+            let last = page(MAX_PAGE, size).unwrap();
+            assert!((last.page - 1).checked_mul(last.size).unwrap() <= i64::MAX as u64);
+            assert!(page(MAX_PAGE + 1, size).is_err());
         }
         assert!(page(0, None).is_err());
+    }
+
+    #[test]
+    fn the_documented_bound_is_the_real_one() {
+        assert_eq!(MAX_PAGE, 46116860184273880);
     }
 }

@@ -1,0 +1,304 @@
+//! The four request bodies as JSON Schema: the rules `domain::request` applies, written
+//! so that a body is valid here exactly when the server accepts it (as far as JSON Schema
+//! can say; what it cannot say is in the descriptions). Every field is optional for serde,
+//! so that all missing and invalid fields are reported at once; `required` lists the
+//! fields whose absence (or null) is a 400.
+//!
+//! The patterns are ECMA-262 and mean the same in Python's and Rust's regex engines: no
+//! `\s`, `\d` or `\w` (their Unicode readings differ), whitespace spelled as Rust's
+//! `char::is_whitespace`, which the server trims with.
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::event::MAX_PROVIDER_ID_CHARS;
+use crate::domain::message::{
+    MAX_ATTACHMENTS, MAX_EMAIL_BODY_BYTES, MAX_SMS_BODY_CHARS, MAX_SUBJECT_CHARS, MAX_URL_CHARS,
+};
+use crate::domain::text::{MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEYS};
+
+/// `char::is_whitespace`, as a character-class body.
+const WS: &str = r"\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+/// Whitespace or a control character (`char::is_control`), as a character-class body.
+const WS_OR_CONTROL: &str = r"\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+/// Control characters other than tab, line feed and carriage return (`text::check_text`).
+const CONTROL: &str = r"\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F";
+
+/// Adds the request body schemas to `components.schemas`.
+pub fn add(doc: &mut Value) {
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .expect("the document has component schemas");
+    for (name, schema) in schemas_by_name() {
+        schemas.insert(name, schema);
+    }
+}
+
+fn schemas_by_name() -> Vec<(String, Value)> {
+    let mut all = vec![
+        ("SendSms".to_string(), send_sms()),
+        ("SendEmail".to_string(), send_email()),
+        ("SmsWebhook".to_string(), sms_webhook()),
+        ("EmailWebhook".to_string(), email_webhook()),
+    ];
+    all.extend(metadata_levels());
+    all
+}
+
+fn phone() -> Value {
+    // Trimmed, then spaces, dashes, dots and parentheses removed: E.164 must remain.
+    let f = "[ .()-]*";
+    json!({
+        "type": "string",
+        "description": "A phone number: E.164 (`+` then 8 to 15 digits, the first not 0) once spaces, dashes, dots and parentheses are removed.",
+        "pattern": format!("^[{WS}]*{f}\\+{f}[1-9](?:{f}[0-9]){{7,14}}{f}[{WS}]*$"),
+        "examples": ["+12016661234", "+1 (201) 666-1234"],
+    })
+}
+
+fn email() -> Value {
+    let atext = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+    let label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    // The lengths are separate patterns (all must match): a regex without lookahead
+    // cannot bound the local part's length and check its dots at once.
+    json!({
+        "type": "string",
+        "description": "An email address (`local@domain`, matched in lower case): at most 254 characters, the local part at most 64; the domain has a dot and labels of letters, digits and inner hyphens.",
+        "allOf": [
+            {"pattern": format!("^[{WS}]*{atext}(?:\\.{atext})*@{label}(?:\\.{label})+[{WS}]*$")},
+            {"pattern": format!("^[{WS}]*[^@{WS_OR_CONTROL}]{{1,64}}@")},
+            {"pattern": format!("^[{WS}]*[^{WS_OR_CONTROL}]{{1,254}}[{WS}]*$")},
+        ],
+        "examples": ["user@usehatchapp.com"],
+    })
+}
+
+/// Not blank, no control characters except tab, line feed and carriage return.
+fn text(max_chars: usize, description: &str) -> Value {
+    json!({
+        "type": "string",
+        "description": description,
+        "pattern": format!("^[^{CONTROL}]*[^{WS_OR_CONTROL}][^{CONTROL}]*$"),
+        "maxLength": max_chars,
+    })
+}
+
+fn url() -> Value {
+    let not_ws = format!("[^{WS_OR_CONTROL}]");
+    let userinfo = format!("[^/?#{WS_OR_CONTROL}]*@");
+    let port =
+        "0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+    let name = format!("[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?(?::{port})?");
+    let after_v6 = format!("[^:/?#@{WS_OR_CONTROL}][^/?#@{WS_OR_CONTROL}]*");
+    let v6 = format!("\\[[0-9A-Fa-f:.]+\\](?::{port}|{after_v6})?");
+    json!({
+        "type": "string",
+        "description": "An absolute http or https URL.",
+        "pattern": format!("^[hH][tT][tT][pP][sS]?://(?:{userinfo})?(?:{v6}|{name})(?:[/?#]{not_ws}*)?$"),
+        "maxLength": MAX_URL_CHARS,
+        "examples": ["https://example.com/a.png"],
+    })
+}
+
+fn timestamp() -> Value {
+    json!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "When the message was sent (RFC 3339, stored in UTC); the server's time when absent or null.",
+        "examples": ["2024-11-01T14:00:00Z"],
+    })
+}
+
+fn customer_id() -> Value {
+    // The forms `Uuid::parse_str` reads: hyphenated, simple, braced, URN.
+    let h = "[0-9a-fA-F]";
+    let hyphenated = format!("{h}{{8}}-{h}{{4}}-{h}{{4}}-{h}{{4}}-{h}{{12}}");
+    json!({
+        "type": ["string", "null"],
+        "pattern": format!("^(?:{hyphenated}|{h}{{32}}|\\{{{hyphenated}\\}}|urn:uuid:{hyphenated})$"),
+        "examples": ["00000000-0000-0000-0000-000000000001"],
+        "description": "A UUID (hyphenated, simple, braced or URN): the customer the message belongs to: an existing customer (400 otherwise) that the key may act for (403 otherwise). Default: the key's customer.",
+    })
+}
+
+fn metadata() -> Value {
+    json!({
+        "type": ["object", "null"],
+        "description": format!("Kept with the message. At most {MAX_METADATA_KEYS} keys in all (nested objects included), {MAX_METADATA_DEPTH} levels deep (the object is level 1) and {MAX_METADATA_BYTES} bytes as compact JSON; no control characters (other than tab, line feed and carriage return) in keys or strings."),
+        "maxProperties": MAX_METADATA_KEYS,
+        "propertyNames": no_control(),
+        "additionalProperties": {"$ref": "#/components/schemas/MetadataValue2"},
+    })
+}
+
+fn no_control() -> Value {
+    json!({"type": "string", "pattern": format!("^[^{CONTROL}]*$")})
+}
+
+/// `MetadataValue<n>`: a value at nesting level n; containers stop at the deepest level.
+fn metadata_levels() -> Vec<(String, Value)> {
+    let mut levels = Vec::new();
+    for level in 2..=MAX_METADATA_DEPTH + 1 {
+        let name = format!("MetadataValue{level}");
+        let mut kinds = vec![
+            no_control(),
+            // Beyond f64 the JSON parser refuses the number.
+            json!({"type": "number", "minimum": -f64::MAX, "maximum": f64::MAX}),
+            json!({"type": "boolean"}),
+            json!({"type": "null"}),
+        ];
+        if level <= MAX_METADATA_DEPTH {
+            let next = json!({"$ref": format!("#/components/schemas/MetadataValue{}", level + 1)});
+            kinds.push(json!({"type": "array", "items": next.clone()}));
+            kinds.push(json!({
+                "type": "object",
+                "maxProperties": MAX_METADATA_KEYS,
+                "propertyNames": no_control(),
+                "additionalProperties": next,
+            }));
+        }
+        levels.push((name, json!({ "anyOf": kinds })));
+    }
+    levels
+}
+
+fn object(description: &str, properties: Vec<(&str, Value)>, required: &[&str]) -> Value {
+    let properties: Map<String, Value> = properties
+        .into_iter()
+        .map(|(name, schema)| (name.to_string(), schema))
+        .collect();
+    json!({
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": required,
+    })
+}
+
+fn sms_body() -> Value {
+    text(
+        MAX_SMS_BODY_CHARS,
+        "The text: not blank, at most 1600 characters, no control characters other than tab, line feed and carriage return.",
+    )
+}
+
+fn email_body() -> Value {
+    // maxLength counts characters; the limit is on UTF-8 bytes.
+    text(
+        MAX_EMAIL_BODY_BYTES,
+        "The body (HTML allowed): not blank, at most 256 KiB as UTF-8, no control characters other than tab, line feed and carriage return.",
+    )
+}
+
+fn subject() -> Value {
+    json!({
+        "type": ["string", "null"],
+        "description": "At most 998 characters; no line breaks or other control characters (tab allowed).",
+        "pattern": r"^[^\x00-\x08\x0A-\x1F\x7F-\x9F]*$",
+        "maxLength": MAX_SUBJECT_CHARS,
+    })
+}
+
+fn provider_id(description: &str) -> Value {
+    text(MAX_PROVIDER_ID_CHARS, description)
+}
+
+/// `type: "sms"` (no attachments) or `type: "mms"` (1 to 10), with the other fields.
+fn sms_kinds(
+    description: &str,
+    mut properties: Vec<(&'static str, Value)>,
+    required: &[&str],
+) -> Value {
+    properties.push((
+        "type",
+        json!({"type": "string", "enum": ["sms", "mms"], "description": "`sms` takes no attachments, `mms` 1 to 10."}),
+    ));
+    properties.push((
+        "attachments",
+        json!({"type": ["array", "null"], "maxItems": MAX_ATTACHMENTS, "items": url(), "description": "Attachment URLs: none for sms (null or []), 1 to 10 for mms."}),
+    ));
+    let mut required = required.to_vec();
+    required.push("type");
+    let mut schema = object(description, properties, &required);
+    schema["oneOf"] = json!([
+        {"properties": {"type": {"const": "sms"}, "attachments": {"maxItems": 0}}},
+        {"properties": {"type": {"const": "mms"}, "attachments": {"type": "array", "minItems": 1}}, "required": ["attachments"]},
+    ]);
+    schema
+}
+
+fn send_sms() -> Value {
+    sms_kinds(
+        "An SMS or MMS to send.",
+        vec![
+            ("from", phone()),
+            ("to", phone()),
+            ("body", sms_body()),
+            ("timestamp", timestamp()),
+            ("customer_id", customer_id()),
+            ("metadata", metadata()),
+        ],
+        &["from", "to", "body"],
+    )
+}
+
+fn sms_webhook() -> Value {
+    sms_kinds(
+        "An SMS or MMS received by the provider.",
+        vec![
+            ("from", phone()),
+            ("to", phone()),
+            (
+                "messaging_provider_id",
+                provider_id("The provider's id for the message: the same id twice is one message. Not blank, at most 255 characters."),
+            ),
+            ("body", sms_body()),
+            ("timestamp", timestamp()),
+            ("customer_id", customer_id()),
+            ("metadata", metadata()),
+        ],
+        &["from", "to", "messaging_provider_id", "body"],
+    )
+}
+
+fn email_attachments() -> Value {
+    json!({"type": ["array", "null"], "maxItems": MAX_ATTACHMENTS, "items": url()})
+}
+
+fn send_email() -> Value {
+    object(
+        "An email to send.",
+        vec![
+            ("from", email()),
+            ("to", email()),
+            ("subject", subject()),
+            ("body", email_body()),
+            ("attachments", email_attachments()),
+            ("timestamp", timestamp()),
+            ("customer_id", customer_id()),
+            ("metadata", metadata()),
+        ],
+        &["from", "to", "body"],
+    )
+}
+
+fn email_webhook() -> Value {
+    object(
+        "An email received by the provider.",
+        vec![
+            ("from", email()),
+            ("to", email()),
+            ("subject", subject()),
+            (
+                "xillio_id",
+                provider_id("The provider's id for the email: the same id twice is one message. Not blank, at most 255 characters."),
+            ),
+            ("body", email_body()),
+            ("attachments", email_attachments()),
+            ("timestamp", timestamp()),
+            ("customer_id", customer_id()),
+            ("metadata", metadata()),
+        ],
+        &["from", "to", "xillio_id", "body"],
+    )
+}

@@ -1,9 +1,11 @@
 //! Send (outbound) and webhook (inbound) endpoints: validate, enqueue, answer 202.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 
+use super::status::status_path;
 use crate::actors::queue::Enqueue;
 use crate::domain::{
     Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
@@ -15,11 +17,14 @@ use crate::store;
 use crate::telemetry;
 use tracing::Instrument;
 
+/// `202 Accepted` of the send and webhook endpoints (SPEC §3.3).
 #[derive(Serialize)]
-struct Accepted<'a> {
-    status: &'static str,
-    idempotency_key: &'a str,
-    event_id: uuid::Uuid,
+pub struct Accepted<'a> {
+    pub status: &'static str,
+    pub idempotency_key: &'a str,
+    pub event_id: uuid::Uuid,
+    /// The message's status resource; also in the `Location` header.
+    pub status_url: String,
 }
 
 pub async fn send_sms(
@@ -129,11 +134,15 @@ async fn accept(
 }
 
 fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {
-    HttpResponse::Accepted().json(Accepted {
-        status: "accepted",
-        idempotency_key: idempotency_key.as_str(),
-        event_id,
-    })
+    let status_url = status_path(idempotency_key);
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, status_url.clone()))
+        .json(Accepted {
+            status: "accepted",
+            idempotency_key: idempotency_key.as_str(),
+            event_id,
+            status_url,
+        })
 }
 
 /// A client's `Idempotency-Key`: this process's recent keys first, then the database (a

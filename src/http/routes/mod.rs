@@ -5,6 +5,8 @@ mod dead_letters;
 mod messages;
 mod operations;
 mod paging;
+mod stats;
+mod status;
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
@@ -51,6 +53,16 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                         resource("/messages/email")
                             .wrap(from_fn(auth::send))
                             .route(web::post().to(messages::send_email)),
+                    )
+                    .service(
+                        resource("/messages/{idempotency_key}")
+                            .wrap(from_fn(auth::status))
+                            .route(web::get().to(status::get)),
+                    )
+                    .service(
+                        resource("/stats")
+                            .wrap(from_fn(auth::admin))
+                            .route(web::get().to(stats::get)),
                     )
                     .service(
                         resource("/webhooks/sms")

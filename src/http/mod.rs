@@ -12,6 +12,7 @@ pub mod rate_limit;
 mod routes;
 pub mod signature;
 mod state;
+mod ui;
 
 pub use auth::{Auth, Caller};
 pub use errors::ApiError;

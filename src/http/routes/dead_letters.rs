@@ -50,3 +50,9 @@ pub async fn delete(
         Err(ApiError::NotFound(format!("dead letter {id}")))
     }
 }
+
+/// `DELETE /api/dlq` → 200 `{"deleted": n}`: every dead letter, replayed or not.
+pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let deleted = dead_letters::delete_all(&state.db).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": deleted })))
+}

@@ -14,6 +14,7 @@ use actix_web::{web, HttpResponse};
 use super::auth;
 use super::errors::json_error;
 use super::limits::limit_body;
+use super::ui;
 use super::{require_json_accept, ApiError, AppState};
 
 pub use operations::refresh_gauges_every;
@@ -40,6 +41,9 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(resource("/healthz").route(web::get().to(operations::healthz)))
             .service(resource("/readyz").route(web::get().to(operations::readyz)))
             .service(resource("/metrics").route(web::get().to(operations::metrics)))
+            .service(resource("/ui").route(web::get().to(ui::redirect)))
+            .service(resource("/ui/").route(web::get().to(ui::index)))
+            .service(resource("/ui/{file}").route(web::get().to(ui::asset)))
             .service(
                 web::scope("/api")
                     .wrap(actix_web::middleware::from_fn(require_json_accept))
@@ -92,7 +96,8 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                     .service(
                         resource("/dlq")
                             .wrap(from_fn(auth::admin))
-                            .route(web::get().to(dead_letters::list)),
+                            .route(web::get().to(dead_letters::list))
+                            .route(web::delete().to(dead_letters::delete_all)),
                     )
                     .service(
                         resource("/dlq/replay")

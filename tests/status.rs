@@ -1,6 +1,8 @@
 //! The status resource (SPEC §12): every 202 points at `/api/messages/<key>` (`Location`
 //! and `status_url`), and following it shows the message's way to its final status, on
-//! both databases and both queue backends, scoped to the caller's customer.
+//! both databases and both queue backends, scoped to the caller's customer. Also the other
+//! operator tools over HTTP: `/api/stats` and the console's files (the console itself is
+//! tested in a browser by tests/ui.rs).
 
 mod common;
 
@@ -438,4 +440,128 @@ async fn nats_statuses_from_pending_to_sent_received_and_dead_lettered() {
         assert_eq!(dead["attempts"], 1, "{db:?}: {dead}");
         assert!(dead["last_error"].as_str().unwrap().contains("400"));
     }
+}
+
+#[actix_web::test]
+async fn stats_count_what_happened_and_need_an_admin_key() {
+    for db in databases() {
+        let stub = StubProvider::start(Vec::new(), Answer::Status(400, None));
+        let app = spawn_with(db, |s| with_stub(s, &stub)).await;
+        let (code, before) = app.get("/api/stats").await;
+        assert_eq!(code, StatusCode::OK, "{before}");
+        assert_eq!(before["totals"]["accepted"], 0, "{before}");
+
+        for i in 0..2 {
+            let body = email(
+                "user@usehatchapp.com",
+                "contact@gmail.com",
+                &format!("<p>{i}</p>"),
+            );
+            post(&app, "/api/messages/email", &body, None).await;
+        }
+        let refused = post(
+            &app,
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "no"),
+            None,
+        )
+        .await;
+        until(&app, &refused.location, "dead_lettered").await;
+        app.drained().await;
+
+        let (_, stats) = app.get("/api/stats").await;
+        let totals = &stats["totals"];
+        assert_eq!(totals["accepted"], 3, "{db:?}: {stats}");
+        assert_eq!(totals["stored"], 3, "{stats}");
+        assert_eq!(totals["sent"], 2, "{stats}");
+        assert_eq!(totals["failed"], 1, "{stats}");
+        assert_eq!(totals["dead_lettered"], 1, "{stats}");
+        assert_eq!(stats["dlq_size"], 1, "{stats}");
+        assert_eq!(stats["queue_depth"], 0, "{stats}");
+        assert_eq!(stats["queue_backend"], "memory");
+        assert_eq!(stats["ready"], true, "{stats}");
+        assert_eq!(
+            stats["workers_active"],
+            app.state.settings.worker.concurrency as i64
+        );
+        assert!(stats["sampled_at"].as_str().is_some());
+
+        let customer = app.state.settings.api.default_customer_id;
+        let send_only = create_key(app.db(), customer, &[Scope::Send]).await;
+        let request = app
+            .client
+            .get(app.url("/api/stats"))
+            .bearer_auth(&send_only);
+        let (code, _) = app.send(request, None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "operators only");
+
+        // Delete all: the console's button.
+        let (code, answer) = app
+            .request(app.client.delete(app.url("/api/dlq")), None)
+            .await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+        assert_eq!(answer["deleted"], 1);
+        let (_, stats) = app.get("/api/stats").await;
+        assert_eq!(stats["dlq_size"], 0, "{stats}");
+        let (code, _) = app
+            .send(
+                app.client
+                    .delete(app.url("/api/dlq"))
+                    .bearer_auth(&send_only),
+                None,
+            )
+            .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+    }
+}
+
+#[actix_web::test]
+async fn the_console_is_served_without_a_key_under_a_strict_policy() {
+    let app = common::spawn_app(Db::Sqlite).await;
+    let client = awc::Client::builder().disable_redirects().finish();
+    let response = client.get(app.url("/ui")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(response.headers().get(header::LOCATION).unwrap(), "/ui/");
+
+    for (path, content_type, marker) in [
+        (
+            "/ui/",
+            "text/html",
+            "<script type=\"module\" src=\"app.js\"></script>",
+        ),
+        ("/ui/app.js", "text/javascript", "/api/stats"),
+        ("/ui/style.css", "text/css", ":root"),
+        ("/ui/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let mut response = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        let header = |name| headers.get(name).unwrap().to_str().unwrap().to_string();
+        assert!(
+            header(header::CONTENT_TYPE).starts_with(content_type),
+            "{path}"
+        );
+        let csp = header(header::CONTENT_SECURITY_POLICY);
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        let body = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+        assert!(body.contains(marker), "{path}");
+        if path == "/ui/" {
+            // The policy forbids inline code, so the page must have none.
+            assert!(
+                !body.contains("<script>") && !body.contains("<style"),
+                "inline code"
+            );
+            assert!(
+                !body.contains(" onclick=") && !body.contains(" style="),
+                "inline handlers or styles"
+            );
+        }
+    }
+    let (code, answer) = app.send(client.get(app.url("/ui/secrets.txt")), None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["status"], 404);
+    let (code, _) = app.send(client.post(app.url("/ui/")), None).await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 }

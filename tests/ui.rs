@@ -9,31 +9,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::nats::free_port;
+use common::server::ServerProcess;
 use common::stub::{Answer, StubProvider};
 use common::{eventually, sms};
 use serde_json::Value;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// The server process; killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn require_tools(root: &Path) {
     let node = Command::new("node").arg("--version").output();
@@ -49,53 +34,6 @@ fn require_tools(root: &Path) {
         Path::new(CHROMIUM).exists(),
         "the browser test needs Debian's chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does)"
     );
-}
-
-/// Starts `messaging-server serve` on a fresh SQLite file; returns it and the admin key it
-/// printed at its first start.
-fn start_server(port: u16, dir: &Path, provider_url: &str) -> (Server, String) {
-    let log = dir.join("server.log");
-    let mut child = Command::new(BINARY)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PORT", port.to_string())
-        .env("MESSAGING__SERVER__HOST", "127.0.0.1")
-        .env("MESSAGING__SERVER__HTTP_WORKERS", "2")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("console.db").display()),
-        )
-        .env("MESSAGING__PROVIDERS__SMS__KIND", "http")
-        .env("MESSAGING__PROVIDERS__SMS__URL", provider_url)
-        // One message at a time, so the load stays visible in the queue for a few seconds.
-        .env("WORKER_CONCURRENCY", "1")
-        .env("MESSAGING__WORKER__BATCH_SIZE", "1")
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("the server binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.strip_prefix("initial admin API key: ") {
-                let _ = tx.send(key.trim().to_string());
-            }
-        }
-    });
-    let server = Server { child, log };
-    let key = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "the server printed no admin key; its log:\n{}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
-            )
-        });
-    (server, key)
 }
 
 async fn get_json(client: &awc::Client, url: &str, key: &str) -> (u16, Value) {
@@ -116,9 +54,17 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
     let dir = std::env::temp_dir().join(format!("ms-console-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let stub = StubProvider::start(Vec::new(), Answer::Status(400, None));
-    let port = free_port();
-    let (server, key) = start_server(port, &dir, &stub.url);
-    let base = format!("http://127.0.0.1:{port}");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            ("MESSAGING__PROVIDERS__SMS__KIND", "http".into()),
+            ("MESSAGING__PROVIDERS__SMS__URL", stub.url.clone()),
+            // One message at a time, so the load stays visible in the queue for seconds.
+            ("WORKER_CONCURRENCY", "1".into()),
+            ("MESSAGING__WORKER__BATCH_SIZE", "1".into()),
+        ],
+    );
+    let (base, key) = (server.url.clone(), server.key.clone());
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
@@ -176,7 +122,7 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
     assert!(
         output.status.success(),
         "the browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        std::fs::read_to_string(&server.log).unwrap_or_default()
+        server.log_text()
     );
 
     // What the page showed is what the API says.

@@ -18,5 +18,6 @@ pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
+pub use routes::stats::{Stats, Totals};
 pub use routes::{configure, configure_operations, refresh_gauges_every};
 pub use state::AppState;

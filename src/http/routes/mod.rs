@@ -5,7 +5,7 @@ mod dead_letters;
 mod messages;
 mod operations;
 mod paging;
-mod stats;
+pub mod stats;
 mod status;
 
 use actix_web::middleware::from_fn;

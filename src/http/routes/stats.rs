@@ -21,8 +21,9 @@ pub struct Stats {
     /// Events accepted and not finished (waiting, retrying, in flight); shared by every
     /// process with `nats`.
     pub queue_depth: u64,
-    /// Dead letters not replayed (from the database: the same in every process).
-    pub dlq_size: u64,
+    /// Dead letters not replayed (from the database: the same in every process); null
+    /// while the database does not answer.
+    pub dlq_size: Option<u64>,
     /// Persistence workers running in this process.
     pub workers_active: i64,
     /// What `/readyz` says of this process.
@@ -56,8 +57,17 @@ pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         operations::readyz(state.clone()),
     )
     .await;
-    let dlq_size = dlq_size?;
-    state.metrics.dlq_size.store(dlq_size, Ordering::Relaxed);
+    // During an outage the rest still says what is going on.
+    let dlq_size = match dlq_size {
+        Ok(n) => {
+            state.metrics.dlq_size.store(n, Ordering::Relaxed);
+            Some(n)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count dead letters for /api/stats");
+            None
+        }
+    };
     let families = state.metrics.gather();
     let total = |name: &str, label: Option<(&str, &str)>| sum(&families, name, label);
     let stats = Stats {

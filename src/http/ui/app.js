@@ -132,7 +132,8 @@ function renderStats(stats) {
   const seconds = before ? (Date.parse(stats.sampled_at) - Date.parse(before.sampled_at)) / 1000 : 0;
   setOutput('stat-ready', stats.ready ? 'ready' : 'not ready', stats.ready ? 'ok' : 'bad');
   setOutput('stat-depth', String(stats.queue_depth));
-  setOutput('stat-dlq', String(stats.dlq_size), stats.dlq_size > 0 ? 'bad' : null);
+  // null while the database does not answer.
+  setOutput('stat-dlq', stats.dlq_size ?? '–', stats.dlq_size > 0 ? 'bad' : null);
   setOutput('stat-workers', String(stats.workers_active));
   const rates = {};
   for (const field of ['accepted', 'stored', 'sent', 'failed']) {

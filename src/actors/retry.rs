@@ -73,8 +73,15 @@ pub struct RetryScheduler {
     metrics: Arc<Metrics>,
     /// Where each failure is recorded for the status resource.
     db: DatabaseConnection,
+    /// Bounds the recording writes in flight: in a database outage every event fails, and
+    /// recording must not pile up waiting connections that compete with the retries.
+    recording: Arc<tokio::sync::Semaphore>,
     rng: fastrand::Rng,
 }
+
+/// Failure records written at once, at most; past it a record is skipped (the status then
+/// lags by one failure, the retry itself is unaffected).
+const RECORDING_AT_ONCE: usize = 4;
 
 impl RetryScheduler {
     pub fn new(
@@ -88,6 +95,7 @@ impl RetryScheduler {
             dlq,
             metrics,
             db,
+            recording: Arc::new(tokio::sync::Semaphore::new(RECORDING_AT_ONCE)),
             rng: fastrand::Rng::new(),
         }
     }
@@ -96,6 +104,10 @@ impl RetryScheduler {
     /// beside the retry or dead letter and never in its way: the retry does not wait for
     /// it, and a failed write (the database is often why the attempt failed) is only logged.
     fn record(&self, event: Arc<Event>, attempts: u32, error: &ProcessingError, dead: bool) {
+        let Ok(permit) = self.recording.clone().try_acquire_owned() else {
+            tracing::debug!(event_id = %event.event_id, "failure not recorded: too many writes in flight");
+            return;
+        };
         let db = self.db.clone();
         let (error, kind) = (error.to_string(), error.kind().as_str());
         actix::spawn(async move {
@@ -109,6 +121,7 @@ impl RetryScheduler {
             if let Err(err) = failures::record(&db, failure).await {
                 tracing::debug!(event_id = %event.event_id, error = %err, "could not record the failed attempt");
             }
+            drop(permit);
         });
     }
 }

@@ -51,8 +51,14 @@ pub async fn delete(
     }
 }
 
-/// `DELETE /api/dlq` → 200 `{"deleted": n}`: every dead letter, replayed or not.
+/// `DELETE /api/dlq` → 200.
+#[derive(serde::Serialize)]
+pub struct Deleted {
+    /// Dead letters deleted, replayed or not.
+    pub deleted: u64,
+}
+
 pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let deleted = dead_letters::delete_all(&state.db).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": deleted })))
+    Ok(HttpResponse::Ok().json(Deleted { deleted }))
 }

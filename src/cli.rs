@@ -1,13 +1,18 @@
 //! The command line (SPEC §9). Exit codes: 0 ok, 1 runtime failure, 2 bad configuration
 //! or usage.
 
+mod progress;
+mod server;
+mod status;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use migration::MigratorTrait;
 
+use self::progress::Progress;
+use self::server::{CallError, Server};
 use crate::actors::queue::{Close, StopWorkers, WaitUntilDrained};
 use crate::config::{QueueBackendKind, Settings, Sources};
 use crate::startup::{self, Application};
@@ -47,6 +52,22 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// What a running deployment is doing: readiness, queue depth, dead letters, rates
+    /// (exit 1 when it is not ready).
+    Status {
+        /// The running server's base URL (default: http://127.0.0.1:<server.port>).
+        #[arg(long)]
+        server: Option<String>,
+        /// An admin API key for the server (better in the environment than on the command
+        /// line, where other users can see it).
+        #[arg(
+            long = "api-key",
+            visible_alias = "key",
+            env = "MESSAGING_API_KEY",
+            hide_env_values = true
+        )]
+        api_key: Option<String>,
     },
     /// Configuration.
     Config {
@@ -113,8 +134,11 @@ enum Role {
 enum MigrateAction {
     /// Apply pending migrations.
     Up,
-    /// Roll back the last migration.
-    Down,
+    /// Roll back the last migration (or the last N).
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
     /// List migrations and whether they are applied.
     Status,
 }
@@ -203,6 +227,15 @@ pub fn main() -> ExitCode {
             Command::Dlq { action } => dlq(&settings, action).await,
             Command::Customers { action } => customers(&settings, action).await,
             Command::Keys { action } => keys(&settings, action).await,
+            Command::Status { server, api_key } => {
+                let base =
+                    server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
+                match status::run(&Server::new(base, api_key)).await {
+                    Ok(status::Outcome::Ready) => Ok(()),
+                    Ok(status::Outcome::NotReady) => Err(Failure::Runtime("not ready".into())),
+                    Err(message) => Err(Failure::Runtime(message)),
+                }
+            }
             Command::Config { .. } => Ok(()),
         }
     });
@@ -304,11 +337,42 @@ async fn wait_for_signal() {
 async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failure> {
     let db = store::connect(&settings.database).await.map_err(runtime)?;
     match action {
-        MigrateAction::Up => migration::Migrator::up(&db, None).await,
-        MigrateAction::Down => migration::Migrator::down(&db, Some(1)).await,
-        MigrateAction::Status => Ok(()),
+        MigrateAction::Up => {
+            // One at a time, so the progress shows which one runs (each is its own
+            // transaction on PostgreSQL either way).
+            let pending = migration::Migrator::get_pending_migrations(&db)
+                .await
+                .map_err(runtime)?;
+            let mut progress = Progress::new(pending.len() as u64);
+            for m in &pending {
+                migration::Migrator::up(&db, Some(1))
+                    .await
+                    .map_err(runtime)?;
+                progress.step(&format!("applied {}", m.name()));
+            }
+            progress.finish(&format!("{} migration(s) applied", pending.len()));
+        }
+        MigrateAction::Down { steps } => {
+            let applied = migration::Migrator::get_applied_migrations(&db)
+                .await
+                .map_err(runtime)?;
+            let rolled: Vec<String> = applied
+                .iter()
+                .rev()
+                .take(steps as usize)
+                .map(|m| m.name().to_string())
+                .collect();
+            let mut progress = Progress::new(rolled.len() as u64);
+            for name in &rolled {
+                migration::Migrator::down(&db, Some(1))
+                    .await
+                    .map_err(runtime)?;
+                progress.step(&format!("rolled back {name}"));
+            }
+            progress.finish(&format!("{} migration(s) rolled back", rolled.len()));
+        }
+        MigrateAction::Status => {}
     }
-    .map_err(runtime)?;
     for m in migration::Migrator::get_migration_with_status(&db)
         .await
         .map_err(runtime)?
@@ -357,32 +421,18 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
         } => {
             let base =
                 server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
-            let path = match (id, all) {
-                (Some(id), false) => format!("/api/dlq/{id}/replay"),
-                (None, true) => "/api/dlq/replay".to_string(),
-                _ => return Err(Failure::Usage("dlq replay takes an ID or --all".into())),
-            };
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .finish();
-            let mut request = client.post(format!("{}{path}", base.trim_end_matches('/')));
-            if let Some(key) = api_key {
-                request = request.bearer_auth(key);
-            }
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| runtime(format!("cannot reach the server at {base}: {e}")))?;
-            let body = response.body().await.map_err(runtime)?;
-            let text = String::from_utf8_lossy(&body);
-            if response.status().is_success() {
-                println!("{text}");
-                Ok(())
-            } else {
-                Err(runtime(format!(
-                    "server answered {}: {text}",
-                    response.status()
-                )))
+            let server = Server::new(base, api_key);
+            match (id, all) {
+                (Some(id), false) => {
+                    let answer: serde_json::Value = server
+                        .post(&format!("/api/dlq/{id}/replay"))
+                        .await
+                        .map_err(runtime)?;
+                    println!("{answer}");
+                    Ok(())
+                }
+                (None, true) => replay_all(&server).await,
+                _ => Err(Failure::Usage("dlq replay takes an ID or --all".into())),
             }
         }
         DlqAction::Purge => {
@@ -397,6 +447,62 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Replays every dead letter not replayed yet, oldest first, one request each, so a
+/// progress bar can follow (and an interrupted run can simply be started again).
+async fn replay_all(server: &Server) -> Result<(), Failure> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        items: Vec<Letter>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Letter {
+        id: i64,
+        replayed_at: Option<serde_json::Value>,
+    }
+    let mut waiting = Vec::new();
+    for page in 1.. {
+        let listed: Page = server
+            .get(&format!("/api/dlq?page={page}&pageSize=200"))
+            .await
+            .map_err(runtime)?;
+        if listed.items.is_empty() {
+            break;
+        }
+        waiting.extend(
+            listed
+                .items
+                .into_iter()
+                .filter(|l| l.replayed_at.is_none())
+                .map(|l| l.id),
+        );
+    }
+    waiting.sort_unstable();
+    waiting.dedup();
+    let mut progress = Progress::new(waiting.len() as u64);
+    let mut replayed = 0;
+    for id in waiting {
+        match server
+            .post::<serde_json::Value>(&format!("/api/dlq/{id}/replay"))
+            .await
+        {
+            Ok(_) => {
+                replayed += 1;
+                progress.step(&format!("replayed dead letter {id}"));
+            }
+            // Replayed or deleted by someone else meanwhile: nothing left to do for it.
+            Err(CallError::Refused(r)) if r.status == 404 || r.status == 409 => {
+                progress.step(&format!("skipped dead letter {id}: {}", r.detail));
+            }
+            Err(err) => {
+                progress.note(&format!("stopped at dead letter {id}"));
+                return Err(runtime(err));
+            }
+        }
+    }
+    progress.finish(&format!("replayed {replayed} dead letter(s)"));
+    Ok(())
 }
 
 async fn customers(settings: &Settings, action: CustomersAction) -> Result<(), Failure> {

@@ -150,6 +150,7 @@ impl Application {
             RetryPolicy::from(&settings.retry),
             dlq.clone(),
             metrics.clone(),
+            db.clone(),
         )
         .start();
         let pool = settings.worker.enabled.then(|| WorkerPool {

@@ -205,6 +205,12 @@ impl Metrics {
         )
     }
 
+    /// The current values of every instrument, as `/metrics` would expose them (for the
+    /// operators' JSON summary, `GET /api/stats`).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     pub fn processed(&self, outcome: &'static str, n: u64) {
         self.processed.add(n, &[KeyValue::new("outcome", outcome)]);
     }

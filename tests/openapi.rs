@@ -304,6 +304,22 @@ async fn real_answers_match_the_document() {
             202,
         )
         .await;
+        // The status resource every 202 points at.
+        let followed = json!({"from": "+12016661234", "to": "+18045551234", "type": "sms",
+                              "body": "followed"});
+        let answer = s
+            .call(post.clone(), route, route, a, Some(followed), &[], 202)
+            .await;
+        let status_route = "/api/messages/{idempotency_key}";
+        let status_url = answer["status_url"]
+            .as_str()
+            .expect("a status_url")
+            .to_string();
+        s.call(get.clone(), status_route, &status_url, a, None, &[], 200)
+            .await;
+        let unknown = format!("/api/messages/{}", "0".repeat(64));
+        s.call(get.clone(), status_route, &unknown, a, None, &[], 404)
+            .await;
         let mut other = sms.clone();
         other["body"] = json!("another");
         s.call(post.clone(), route, route, a, Some(other), &keyed, 422)
@@ -480,6 +496,18 @@ async fn real_answers_match_the_document() {
         let id = letters["items"][0]["id"].as_i64().expect("a dead letter");
         s.call(get.clone(), route, route, send_only, None, &[], 403)
             .await;
+        s.call(get.clone(), "/api/stats", "/api/stats", a, None, &[], 200)
+            .await;
+        s.call(
+            get.clone(),
+            "/api/stats",
+            "/api/stats",
+            send_only,
+            None,
+            &[],
+            403,
+        )
+        .await;
         let route = "/api/dlq/{id}";
         let one = format!("/api/dlq/{id}");
         s.call(get.clone(), route, &one, a, None, &[], 200).await;
@@ -507,6 +535,8 @@ async fn real_answers_match_the_document() {
         let route = "/api/dlq/{id}";
         s.call(delete.clone(), route, &one, a, None, &[], 204).await;
         s.call(delete.clone(), route, &one, a, None, &[], 404).await;
+        s.call(delete.clone(), "/api/dlq", "/api/dlq", a, None, &[], 200)
+            .await;
 
         // Every route answered its success status at least once.
         for endpoint in route_table() {

@@ -112,6 +112,8 @@ async fn purge(db: &DatabaseConnection, retention: Duration) -> Result<u64, DlqE
     let cutoff =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let purged = dead_letters::purge(db, cutoff).await?;
+    // Records of failed attempts are kept as long as dead letters, then go with them.
+    crate::store::failures::purge(db, cutoff).await?;
     if purged > 0 {
         tracing::info!(purged, "dead letters past retention purged");
     }

@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use sea_orm::DatabaseConnection;
 
 use super::dlq::{DeadLetter, DlqActor};
 use super::{ErrorKind, ProcessingError};
 use crate::config::RetrySettings;
+use crate::domain::Event;
 use crate::queue::Claimed;
+use crate::store::failures::{self, Failure};
 use crate::telemetry::Metrics;
 
 /// Processing the claimed delivery failed with `error`.
@@ -68,17 +71,58 @@ pub struct RetryScheduler {
     policy: RetryPolicy,
     dlq: Addr<DlqActor>,
     metrics: Arc<Metrics>,
+    /// Where each failure is recorded for the status resource.
+    db: DatabaseConnection,
+    /// Bounds the recording writes in flight: in a database outage every event fails, and
+    /// recording must not pile up waiting connections that compete with the retries.
+    recording: Arc<tokio::sync::Semaphore>,
     rng: fastrand::Rng,
 }
 
+/// Failure records written at once, at most; past it a record is skipped (the status then
+/// lags by one failure, the retry itself is unaffected).
+const RECORDING_AT_ONCE: usize = 4;
+
 impl RetryScheduler {
-    pub fn new(policy: RetryPolicy, dlq: Addr<DlqActor>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        policy: RetryPolicy,
+        dlq: Addr<DlqActor>,
+        metrics: Arc<Metrics>,
+        db: DatabaseConnection,
+    ) -> Self {
         RetryScheduler {
             policy,
             dlq,
             metrics,
+            db,
+            recording: Arc::new(tokio::sync::Semaphore::new(RECORDING_AT_ONCE)),
             rng: fastrand::Rng::new(),
         }
+    }
+
+    /// Records the failure for the status resource (`failed`, `attempts`, `last_error`),
+    /// beside the retry or dead letter and never in its way: the retry does not wait for
+    /// it, and a failed write (the database is often why the attempt failed) is only logged.
+    fn record(&self, event: Arc<Event>, attempts: u32, error: &ProcessingError, dead: bool) {
+        let Ok(permit) = self.recording.clone().try_acquire_owned() else {
+            tracing::debug!(event_id = %event.event_id, "failure not recorded: too many writes in flight");
+            return;
+        };
+        let db = self.db.clone();
+        let (error, kind) = (error.to_string(), error.kind().as_str());
+        actix::spawn(async move {
+            let failure = Failure {
+                event: &event,
+                attempts,
+                error: &error,
+                error_kind: kind,
+                dead_lettered: dead,
+            };
+            if let Err(err) = failures::record(&db, failure).await {
+                tracing::debug!(event_id = %event.event_id, error = %err, "could not record the failed attempt");
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -107,6 +151,7 @@ impl Handler<Failed> for RetryScheduler {
                 error = %error,
                 "event dead-lettered"
             );
+            self.record(event, attempts, &error, true);
             self.dlq.do_send(DeadLetter {
                 claim,
                 attempts,
@@ -127,6 +172,7 @@ impl Handler<Failed> for RetryScheduler {
             "retry scheduled"
         );
         self.metrics.retries.add(1, &[]);
+        self.record(event.clone(), attempts, &error, false);
         actix::spawn(async move {
             if let Err(err) = claim.nak(delay).await {
                 // Not lost: an unsettled delivery comes back by itself (after ack_wait).

@@ -140,6 +140,9 @@ enum Access {
     Send,
     /// Read conversations: `send` or `admin`, scoped to the key's customer.
     Read,
+    /// A message's status: whoever may send or deliver it (`send`, `webhook`, `admin`),
+    /// scoped to the key's customer.
+    Status,
     /// Dead letters and everything else: `admin`.
     Admin,
     /// A provider's webhook: its signature when it has a secret, else `webhook` or `admin`.
@@ -153,6 +156,12 @@ impl Access {
             Access::Send | Access::Read => (
                 scopes.contains(Scope::Send) || scopes.contains(Scope::Admin),
                 "send",
+            ),
+            Access::Status => (
+                scopes.contains(Scope::Send)
+                    || scopes.contains(Scope::Webhook)
+                    || scopes.contains(Scope::Admin),
+                "send or webhook",
             ),
             Access::Admin => (scopes.contains(Scope::Admin), "admin"),
             Access::Webhook(_) => (
@@ -474,6 +483,14 @@ pub async fn read<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     guard(req, next, Access::Read).await
+}
+
+/// Guard for the status resource of accepted messages.
+pub async fn status<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    guard(req, next, Access::Status).await
 }
 
 /// Guard for operator endpoints (dead letters).

@@ -13,11 +13,13 @@ pub mod rate_limit;
 mod routes;
 pub mod signature;
 mod state;
+mod ui;
 
 pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
+pub use routes::stats::{Stats, Totals};
 pub use routes::{
     configure, configure_operations, refresh_gauges_every, table as route_table, Endpoint, Guard,
     API_SCOPE,

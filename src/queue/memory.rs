@@ -9,7 +9,9 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-use super::{Delivery, QueueBackend, QueueError, Received, Settle, Settlement, Settler};
+use super::{
+    Delivery, QueueBackend, QueueError, QueuedEvent, Received, Settle, Settlement, Settler,
+};
 use crate::domain::{Event, IdempotencyKey};
 
 /// Identifies one delivery in `in_flight`.
@@ -115,6 +117,15 @@ impl State {
         let event = self.in_flight.remove(&id)?;
         self.busy_keys.remove(event.idempotency_key.as_str());
         Some(event)
+    }
+
+    fn find(&self, key: &str) -> Option<&Event> {
+        let same = |e: &&Event| e.idempotency_key.as_str() == key;
+        self.ready
+            .iter()
+            .find(same)
+            .or_else(|| self.in_flight.values().find(same))
+            .or_else(|| self.delayed.iter().map(|Reverse(d)| &d.event).find(same))
     }
 
     fn holds(&self, key: &str) -> bool {
@@ -353,6 +364,17 @@ impl QueueBackend for MemoryQueue {
 
     fn is_queued(&self, key: &IdempotencyKey) -> BoxFuture<'static, Result<bool, QueueError>> {
         future::ready(Ok(self.state().holds(key.as_str()))).boxed()
+    }
+
+    fn find_queued(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<QueuedEvent>, QueueError>> {
+        let found = self.state().find(key.as_str()).map(|e| QueuedEvent {
+            customer_id: Some(e.customer_id),
+            accepted_at: e.accepted_at,
+        });
+        future::ready(Ok(found)).boxed()
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {

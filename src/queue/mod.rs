@@ -235,6 +235,14 @@ pub struct Undecodable {
     pub settle: Settle,
 }
 
+/// What the status resource needs of a queued event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedEvent {
+    /// `None` when the queued payload is not a readable event (only operators see it).
+    pub customer_id: Option<uuid::Uuid>,
+    pub accepted_at: DateTime<Utc>,
+}
+
 /// What one `receive` took.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -281,6 +289,13 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Whether an event with this idempotency key is still queued (waiting, retrying or
     /// in flight).
     fn is_queued(&self, key: &IdempotencyKey) -> BoxFuture<'static, Result<bool, QueueError>>;
+
+    /// The event with this idempotency key while it is still queued (as [`Self::is_queued`]):
+    /// whose it is and when it was accepted, for the status resource.
+    fn find_queued(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<QueuedEvent>, QueueError>>;
 
     /// Sends whatever settlements are still buffered (before the process exits).
     fn flush(&self) -> BoxFuture<'static, ()>;

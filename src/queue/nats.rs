@@ -32,7 +32,8 @@ use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 
 use super::{
-    Delivery, QueueBackend, QueueError, Received, Settle, Settlement, Settler, Undecodable,
+    Delivery, QueueBackend, QueueError, QueuedEvent, Received, Settle, Settlement, Settler,
+    Undecodable,
 };
 use crate::config::NatsSettings;
 use crate::domain::{Event, IdempotencyKey};
@@ -365,13 +366,37 @@ impl Shared {
     }
 
     async fn is_queued(&self, key: &str) -> Result<bool, QueueError> {
+        Ok(self.find_queued(key).await?.is_some())
+    }
+
+    /// The last message of the key's subject, which a work-queue stream keeps until it is
+    /// acked or terminated.
+    async fn find_queued(&self, key: &str) -> Result<Option<QueuedEvent>, QueueError> {
         if !self.connected() {
             return Err(Self::not_connected());
         }
+        /// Only what the status resource needs of the payload.
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            customer_id: uuid::Uuid,
+            accepted_at: DateTime<Utc>,
+        }
         let lookup = self.stream.direct_get_last_for_subject(self.subject(key));
         match tokio::time::timeout(self.publish_timeout, lookup).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(false),
+            Ok(Ok(message)) => Ok(Some(
+                match serde_json::from_slice::<Owner>(&message.payload) {
+                    Ok(owner) => QueuedEvent {
+                        customer_id: Some(owner.customer_id),
+                        accepted_at: owner.accepted_at,
+                    },
+                    Err(_) => QueuedEvent {
+                        customer_id: None,
+                        accepted_at: DateTime::from_timestamp(message.time.unix_timestamp(), 0)
+                            .unwrap_or_else(Utc::now),
+                    },
+                },
+            )),
+            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!(
                 "cannot look the key up: {e}"
             ))),
@@ -502,6 +527,15 @@ impl QueueBackend for NatsQueue {
         let shared = self.shared.clone();
         let key = key.as_str().to_string();
         async move { shared.is_queued(&key).await }.boxed()
+    }
+
+    fn find_queued(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<QueuedEvent>, QueueError>> {
+        let shared = self.shared.clone();
+        let key = key.as_str().to_string();
+        async move { shared.find_queued(&key).await }.boxed()
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {

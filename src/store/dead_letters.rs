@@ -131,6 +131,11 @@ pub async fn delete(db: &DatabaseConnection, id: i64) -> Result<bool, StoreError
     Ok(Entity::delete_by_id(id).exec(db).await?.rows_affected > 0)
 }
 
+/// Deletes every dead letter; returns how many.
+pub async fn delete_all(db: &DatabaseConnection) -> Result<u64, StoreError> {
+    Ok(Entity::delete_many().exec(db).await?.rows_affected)
+}
+
 /// Deletes dead letters that died before `cutoff`; returns how many.
 pub async fn purge<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
     Ok(Entity::delete_many()

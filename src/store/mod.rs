@@ -2,10 +2,12 @@
 
 pub mod dead_letters;
 mod error;
+pub mod failures;
 pub mod keys;
 mod nodelay;
 pub mod pending;
 pub mod read;
+pub mod status;
 pub mod writer;
 
 use migration::MigratorTrait;

@@ -53,6 +53,7 @@ impl StubProvider {
             App::new()
                 .app_data(web::Data::new(shared.clone()))
                 .route("/messages", web::post().to(answer))
+                .route("/control", web::post().to(control))
         })
         .workers(1)
         .disable_signals()
@@ -61,6 +62,13 @@ impl StubProvider {
         .run();
         actix_web::rt::spawn(server);
         StubProvider { url, script }
+    }
+
+    /// Where another process (the browser test) changes the fallback answer: POST
+    /// `{"status": 200, "delay_ms": 50}` (200 accepts, after the delay when given; any
+    /// other status refuses with it).
+    pub fn control_url(&self) -> String {
+        self.url.replace("/messages", "/control")
     }
 
     pub fn set_fallback(&self, answer: Answer) {
@@ -80,6 +88,25 @@ impl StubProvider {
             })
             .count()
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Control {
+    status: u16,
+    delay_ms: Option<u64>,
+}
+
+async fn control(script: web::Data<Arc<Mutex<Script>>>, body: web::Json<Control>) -> HttpResponse {
+    let answer = match (body.status, body.delay_ms) {
+        (200, Some(ms)) => Answer::Slow(Duration::from_millis(ms)),
+        (200, None) => Answer::Accept,
+        (status, _) if actix_web::http::StatusCode::from_u16(status).is_ok() => {
+            Answer::Status(status, None)
+        }
+        _ => return HttpResponse::BadRequest().body("status must be an HTTP status"),
+    };
+    script.lock().unwrap().fallback = Some(answer);
+    HttpResponse::NoContent().finish()
 }
 
 async fn answer(

@@ -12,12 +12,34 @@ import re
 import schemathesis
 
 CUSTOMER = os.environ["MESSAGING_TEST_CUSTOMER_ID"]
+# A message the test stored before the run: a well-formed generated key in a status URL is
+# replaced by it, so the positive cases reach a real message instead of 404 every time.
+MESSAGE_KEY = os.environ["MESSAGING_TEST_MESSAGE_KEY"]
+KEY = re.compile("^[0-9a-f]{64}\\Z")
+# Dead letters the test made before the run: a generated id on a dead-letter route picks one
+# of them (negative ids and non-numbers stay as generated).
+DEAD_LETTERS = [int(i) for i in os.environ["MESSAGING_TEST_DEAD_LETTER_IDS"].split(",")]
 HEX = "[0-9a-fA-F]"
 HYPHENATED = HEX + "{8}-" + HEX + "{4}-" + HEX + "{4}-" + HEX + "{4}-" + HEX + "{12}"
 # The forms the server reads (hyphenated, simple, braced, URN); anything else stays invalid.
 UUID = re.compile(
     "^(?:" + HYPHENATED + "|" + HEX + "{32}|\\{" + HYPHENATED + "\\}|urn:uuid:" + HYPHENATED + ")\\Z"
 )
+
+
+@schemathesis.hook
+def map_path_parameters(context, path_parameters):
+    """Well-formed generated identifiers point at the data the test made (see above)."""
+    if not path_parameters:
+        return path_parameters
+    path = context.operation.path
+    key = path_parameters.get("idempotency_key")
+    if isinstance(key, str) and KEY.search(key):
+        path_parameters["idempotency_key"] = MESSAGE_KEY
+    value = path_parameters.get("id")
+    if path.startswith("/api/dlq/") and isinstance(value, int) and value >= 0:
+        path_parameters["id"] = DEAD_LETTERS[value % len(DEAD_LETTERS)]
+    return path_parameters
 
 
 @schemathesis.hook

@@ -10,6 +10,7 @@
 
 mod bodies;
 mod edge;
+mod links;
 
 use std::sync::OnceLock;
 
@@ -18,7 +19,7 @@ use actix_web::HttpResponse;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::routes::{self, conversations, dead_letters, messages, operations};
+use super::routes::{self, conversations, dead_letters, messages, operations, stats, status};
 use crate::domain::FieldError;
 use crate::http::errors::ProblemDoc;
 
@@ -39,12 +40,15 @@ use crate::http::errors::ProblemDoc;
         document,
         messages::send_sms,
         messages::send_email,
+        status::get,
+        stats::get,
         messages::sms_webhook,
         messages::email_webhook,
         conversations::list,
         conversations::get,
         conversations::messages,
         dead_letters::list,
+        dead_letters::delete_all,
         dead_letters::replay_all,
         dead_letters::get,
         dead_letters::delete,
@@ -71,6 +75,7 @@ fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     bodies::add(&mut doc);
     edge::add(&mut doc, &routes::table());
+    links::add(&mut doc);
     doc
 }
 

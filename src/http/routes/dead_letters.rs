@@ -191,3 +191,25 @@ pub async fn delete(
         Err(ApiError::NotFound(format!("dead letter {id}")))
     }
 }
+
+/// How many dead letters were deleted.
+#[derive(serde::Serialize, ToSchema)]
+pub struct Deleted {
+    /// Dead letters deleted, replayed or not.
+    pub deleted: u64,
+}
+
+/// Delete every dead letter
+///
+/// Replayed or not; their events cannot be replayed afterwards.
+#[utoipa::path(
+    delete,
+    path = "/api/dlq",
+    operation_id = "deleteDeadLetters",
+    tag = "dead letters",
+    responses((status = 200, description = "Deleted", body = Deleted)),
+)]
+pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let deleted = dead_letters::delete_all(&state.db).await?;
+    Ok(HttpResponse::Ok().json(Deleted { deleted }))
+}

@@ -1,10 +1,12 @@
 //! Send (outbound) and webhook (inbound) endpoints: validate, enqueue, answer 202.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::status::status_path;
 use crate::actors::queue::Enqueue;
 use crate::domain::{
     Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
@@ -28,6 +30,10 @@ pub(crate) struct Accepted<'a> {
     idempotency_key: &'a str,
     /// This request's event; a repeat of an accepted request answers the original one's.
     event_id: uuid::Uuid,
+    /// The message's status resource (`GET` it to follow the message); also in the
+    /// `Location` header.
+    #[schema(example = "/api/messages/6f1c…")]
+    status_url: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -66,7 +72,7 @@ pub(crate) struct IdempotencyKeyHeader {
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/SendSms"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted),
+        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
@@ -92,7 +98,7 @@ pub async fn send_sms(
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/SendEmail"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted),
+        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
@@ -118,7 +124,7 @@ pub async fn send_email(
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/SmsWebhook"), content_type = "application/json", description = "The inbound message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted),
+        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
@@ -144,7 +150,7 @@ pub async fn sms_webhook(
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/EmailWebhook"), content_type = "application/json", description = "The inbound email. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted),
+        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
@@ -229,11 +235,15 @@ async fn accept(
 }
 
 fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {
-    HttpResponse::Accepted().json(Accepted {
-        status: AcceptedStatus::Accepted,
-        idempotency_key: idempotency_key.as_str(),
-        event_id,
-    })
+    let status_url = status_path(idempotency_key);
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, status_url.clone()))
+        .json(Accepted {
+            status: AcceptedStatus::Accepted,
+            idempotency_key: idempotency_key.as_str(),
+            event_id,
+            status_url,
+        })
 }
 
 /// A client's `Idempotency-Key`: this process's recent keys first, then the database (a

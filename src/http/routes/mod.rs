@@ -11,6 +11,8 @@ pub(crate) mod dead_letters;
 pub(crate) mod messages;
 pub(crate) mod operations;
 pub(crate) mod paging;
+pub mod stats;
+pub(crate) mod status;
 
 use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
@@ -20,6 +22,7 @@ use super::auth;
 use super::errors::json_error;
 use super::limits::limit_body;
 use super::openapi;
+use super::ui;
 use super::{require_json_accept, ApiError, AppState};
 
 pub use operations::refresh_gauges_every;
@@ -33,8 +36,10 @@ pub enum Guard {
     Send,
     /// Reading conversations: a `send` or `admin` key, scoped to its customer.
     Read,
-    /// Operator routes (dead letters): an `admin` key.
+    /// Operator routes (dead letters, stats): an `admin` key.
     Admin,
+    /// A message's status: any key of its customer (`send`, `webhook` or `admin`).
+    Status,
     /// A provider's webhook: its signature when it has a secret, else a `webhook` or
     /// `admin` key.
     SmsWebhook,
@@ -48,6 +53,7 @@ impl Guard {
             Guard::Open => &[],
             Guard::Send | Guard::Read => &["send", "admin"],
             Guard::Admin => &["admin"],
+            Guard::Status => &["send", "webhook", "admin"],
             Guard::SmsWebhook | Guard::EmailWebhook => &["webhook", "admin"],
         }
     }
@@ -138,6 +144,7 @@ impl Endpoint {
             Guard::Send => cfg.service(resource.wrap(from_fn(auth::send))),
             Guard::Read => cfg.service(resource.wrap(from_fn(auth::read))),
             Guard::Admin => cfg.service(resource.wrap(from_fn(auth::admin))),
+            Guard::Status => cfg.service(resource.wrap(from_fn(auth::status))),
             Guard::SmsWebhook => cfg.service(resource.wrap(from_fn(auth::sms_webhook))),
             Guard::EmailWebhook => cfg.service(resource.wrap(from_fn(auth::email_webhook))),
         };
@@ -157,12 +164,17 @@ pub fn table() -> Vec<Endpoint> {
         Endpoint::new("/openapi.json", Open).get(openapi::document),
         Endpoint::new("/api/messages/sms", Send).post(messages::send_sms),
         Endpoint::new("/api/messages/email", Send).post(messages::send_email),
+        // After the literal /api/messages/sms and /email, which a key can never spell.
+        Endpoint::new("/api/messages/{idempotency_key}", Status).get(status::get),
+        Endpoint::new("/api/stats", Admin).get(stats::get),
         Endpoint::new("/api/webhooks/sms", SmsWebhook).post(messages::sms_webhook),
         Endpoint::new("/api/webhooks/email", EmailWebhook).post(messages::email_webhook),
         Endpoint::new("/api/conversations", Read).get(conversations::list),
         Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
         Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
-        Endpoint::new("/api/dlq", Admin).get(dead_letters::list),
+        Endpoint::new("/api/dlq", Admin)
+            .get(dead_letters::list)
+            .delete(dead_letters::delete_all),
         Endpoint::new("/api/dlq/replay", Admin).post(dead_letters::replay_all),
         Endpoint::new("/api/dlq/{id}", Admin)
             .get(dead_letters::get)
@@ -195,6 +207,11 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             let path = endpoint.path;
             endpoint.register(cfg, path);
         }
+        // The console's static files: a page for people, not part of the JSON API (nor of
+        // its OpenAPI document).
+        cfg.service(web::resource("/ui").route(web::get().to(ui::redirect)))
+            .service(web::resource("/ui/").route(web::get().to(ui::index)))
+            .service(web::resource("/ui/{file}").route(web::get().to(ui::asset)));
         cfg.service(
             web::scope(API_SCOPE)
                 .wrap(from_fn(require_json_accept))

@@ -1,0 +1,100 @@
+//! The status resource (SPEC §12): `GET /api/messages/{idempotency_key}`, where every 202
+//! points (`Location`, `status_url`).
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::IdempotencyKey;
+use crate::http::errors::ProblemDoc as Problem;
+use crate::http::{ApiError, AppState, Caller};
+use crate::store::status::{self, MessageStatus, Queued, Resolved};
+
+/// Where the status of the message accepted under `key` is read.
+pub fn status_path(key: &IdempotencyKey) -> String {
+    format!("/api/messages/{}", key.as_str())
+}
+
+/// What became of an accepted message.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MessageStatus)]
+pub struct MessageStatusView {
+    #[schema(inline)]
+    pub status: MessageStatus,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub idempotency_key: String,
+    /// Processing attempts so far: the failed ones, plus the one that stored the message.
+    pub attempts: u32,
+    /// Why the last attempt failed, while the status is `failed` or `dead_lettered`.
+    pub last_error: Option<String>,
+    /// Once stored.
+    pub message_id: Option<i64>,
+    pub conversation_id: Option<i64>,
+    /// Once sent.
+    pub provider_message_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl MessageStatusView {
+    fn new(idempotency_key: String, r: Resolved) -> Self {
+        MessageStatusView {
+            status: r.status,
+            idempotency_key,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            message_id: r.message_id,
+            conversation_id: r.conversation_id,
+            provider_message_id: r.provider_message_id,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A message's status
+///
+/// Where every 202 points (`Location`, `status_url`): what became of the message accepted
+/// under this idempotency key. Scoped like the read API: another customer's message is a
+/// 404, as an unknown key is; admin keys see every customer's.
+#[utoipa::path(
+    get,
+    path = "/api/messages/{idempotency_key}",
+    operation_id = "getMessageStatus",
+    tag = "messages",
+    params(("idempotency_key" = String, Path, pattern = "^[0-9a-f]{64}$", description = "The `idempotency_key` a 202 answered (64 lower-case hex digits)")),
+    responses(
+        (status = 200, description = "The message's status", body = MessageStatusView),
+        (status = 404, description = "`not-found`: no message accepted under this key for this customer (or not a key at all)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = IdempotencyKey::from_stored(key.into_inner());
+    let not_found = || ApiError::NotFound("message with this idempotency key".into());
+    // Every key is 64 lower-case hex digits; anything else names nothing.
+    if !key.is_well_formed() {
+        return Err(not_found());
+    }
+    let customer = caller.customer_scope();
+    let mut facts = status::facts(&state.db, key.as_str(), customer).await?;
+    let mut queued = None;
+    if !facts.settled() {
+        queued = state
+            .backend
+            .find_queued(&key)
+            .await?
+            .filter(|q| customer.is_none() || q.customer_id == customer)
+            .map(|q| Queued {
+                accepted_at: q.accepted_at,
+            });
+        if queued.is_none() {
+            // Workers commit before they settle: an event gone from the queue since the
+            // first read is in the database now.
+            facts = status::facts(&state.db, key.as_str(), customer).await?;
+        }
+    }
+    let resolved = status::resolve(&facts, queued).ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(MessageStatusView::new(key.as_str().to_string(), resolved)))
+}

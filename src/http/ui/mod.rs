@@ -1,0 +1,78 @@
+//! The ops console (SPEC §12) at `/ui/`: plain HTML, CSS and an ES module, embedded in the
+//! binary (no CDN, no build step). The page talks to the JSON API with the admin key the
+//! operator pastes; serving the files needs no key (they hold no data).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpResponse};
+
+use super::ApiError;
+
+/// Scripts, styles, images and API calls from this origin only; no inline code, no frames.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("index.html"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("app.js"),
+    },
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("style.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("favicon.svg"),
+    },
+];
+
+/// `GET /ui` → `/ui/`, so the page's relative asset paths resolve under `/ui/`.
+pub async fn redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/ui/"))
+        .finish()
+}
+
+/// `GET /ui/`: the page.
+pub async fn index() -> Result<HttpResponse, ApiError> {
+    serve("")
+}
+
+/// `GET /ui/{file}`: what the page loads.
+pub async fn asset(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    serve(file.as_str())
+}
+
+fn serve(name: &str) -> Result<HttpResponse, ApiError> {
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::NotFound("console file".into()))?;
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, asset.content_type))
+        // Assets change with the binary: revalidate rather than run a stale console.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"));
+    Ok(response.body(asset.body))
+}

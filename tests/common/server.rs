@@ -1,0 +1,85 @@
+//! The real `messaging-server serve` binary as a child process, on a free port, with the
+//! admin key it prints at its first start. Killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::nats::free_port;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
+
+pub struct ServerProcess {
+    child: Child,
+    pub log: PathBuf,
+    pub url: String,
+    pub key: String,
+}
+
+impl ServerProcess {
+    /// Starts `serve` with `env` (over a clean environment) and a SQLite file in `dir`
+    /// unless `env` names a `DATABASE_URL`.
+    pub fn start(dir: &Path, env: &[(&str, String)]) -> ServerProcess {
+        let port = free_port();
+        let log = dir.join(format!("server-{port}.log"));
+        let mut command = Command::new(BINARY);
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
+            .env("MESSAGING__SERVER__HTTP_WORKERS", "2")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.join("server.db").display()),
+            )
+            .env("LOG_LEVEL", "warn")
+            .env("MESSAGING__LOG__FORMAT", "json");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("the server binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(key) = line.strip_prefix("initial admin API key: ") {
+                    let _ = tx.send(key.trim().to_string());
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            log,
+            url: format!("http://127.0.0.1:{port}"),
+            key: String::new(),
+        };
+        server.key = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the server printed no admin key; its log:\n{}",
+                    server.log_text()
+                )
+            });
+        server
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

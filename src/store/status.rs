@@ -1,0 +1,162 @@
+//! A message's status (SPEC §6), and the one function that changes it.
+//!
+//! ```text
+//! outbound: queued ──provider accepted──> sent
+//!             │  ^
+//!  dead-lettered  replayed
+//!             v  │
+//!            failed
+//! inbound:  received (never changes)
+//! ```
+//! Every change is conditional on the status it starts from, so a late or repeated change
+//! (a second provider acceptance, a replay racing a dead letter) leaves the message alone.
+
+use std::fmt;
+
+use chrono::Utc;
+use entity::messages::{self, Column};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityName};
+
+use super::StoreError;
+use crate::domain::{Direction, Event};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// Stored, not yet accepted by the provider.
+    Queued,
+    /// Accepted by the provider.
+    Sent,
+    /// Dead-lettered.
+    Failed,
+    /// An inbound message.
+    Received,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 4] = [Self::Queued, Self::Sent, Self::Failed, Self::Received];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Received => "received",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The status a newly stored message starts in.
+    pub fn initial(direction: Direction) -> Self {
+        match direction {
+            Direction::Outbound => Self::Queued,
+            Direction::Inbound => Self::Received,
+        }
+    }
+
+    /// The moves of the diagram above.
+    pub fn may_become(self, to: Self) -> bool {
+        matches!(
+            (self, to),
+            (Self::Queued, Self::Sent)
+                | (Self::Queued, Self::Failed)
+                | (Self::Failed, Self::Queued)
+        )
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which messages a status change applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// Messages by id, each with the id its provider gave it (recorded with the change).
+    Delivered(&'a [(i64, String)]),
+    /// The message stored for this event: its idempotency key, unless the event reused
+    /// the key of another request (another fingerprint), whose message it is not.
+    OfEvent(&'a Event),
+}
+
+/// Moves the selected messages from `from` to `to`, leaving any message in another status
+/// alone. Returns how many moved.
+pub async fn transition<C: ConnectionTrait>(
+    db: &C,
+    which: Which<'_>,
+    from: MessageStatus,
+    to: MessageStatus,
+) -> Result<u64, StoreError> {
+    if !from.may_become(to) {
+        return Err(StoreError::Rejected(format!(
+            "a message cannot go from {from} to {to}"
+        )));
+    }
+    let mut update = Query::update()
+        .table(messages::Entity.table_ref())
+        .value(Column::Status, to.as_str())
+        .value(Column::UpdatedAt, Utc::now())
+        .and_where(Column::Status.eq(from.as_str()))
+        .to_owned();
+    match which {
+        Which::Delivered([]) => return Ok(0),
+        Which::Delivered(sent) => {
+            let mut provider_id = CaseStatement::new();
+            for (id, provider_message_id) in sent {
+                provider_id =
+                    provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
+            }
+            update
+                .value(
+                    Column::ProviderMessageId,
+                    provider_id.finally(Expr::col(Column::ProviderMessageId)),
+                )
+                .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)));
+        }
+        Which::OfEvent(event) => {
+            update.and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()));
+            if let Some(fingerprint) = &event.request_fingerprint {
+                update.cond_where(
+                    Column::RequestFingerprint
+                        .is_null()
+                        .or(Column::RequestFingerprint.eq(fingerprint.as_str())),
+                );
+            }
+        }
+    }
+    Ok(db.execute(&update).await?.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for status in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(MessageStatus::parse("QUEUED"), None);
+    }
+
+    #[test]
+    fn only_the_moves_of_the_diagram_are_allowed() {
+        use MessageStatus::*;
+        let allowed: Vec<(MessageStatus, MessageStatus)> = MessageStatus::ALL
+            .into_iter()
+            .flat_map(|a| MessageStatus::ALL.map(|b| (a, b)))
+            .filter(|(a, b)| a.may_become(*b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [(Queued, Sent), (Queued, Failed), (Failed, Queued)]
+        );
+        assert_eq!(MessageStatus::initial(Direction::Outbound), Queued);
+        assert_eq!(MessageStatus::initial(Direction::Inbound), Received);
+    }
+}

@@ -286,6 +286,82 @@ async fn a_dead_letter_refused_even_encoded_is_counted_and_settled() {
 }
 
 #[actix_web::test]
+async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_can() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let app = start(
+            database,
+            |s| {
+                s.database.busy_timeout = Duration::from_millis(100);
+                s.server.stall_timeout = Duration::from_secs(1);
+            },
+            None,
+        )
+        .await;
+        // A transient refusal: PostgreSQL, the role loses INSERT on dead_letters; SQLite,
+        // another process holds the write lock.
+        let mut lock = None;
+        match db {
+            Db::Postgres => {
+                let role = app.database.role.clone().unwrap();
+                app.database
+                    .admin_execute(&format!("REVOKE INSERT ON dead_letters FROM {role}"))
+                    .await;
+            }
+            Db::Sqlite => {
+                let mut options = sea_orm::ConnectOptions::new(app.database.url.clone());
+                options.max_connections(1).min_connections(1);
+                let conn = Database::connect(options).await.unwrap();
+                conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+                lock = Some(conn);
+            }
+        }
+        // An event that fails at once (permanently) and writes nothing but its dead letter.
+        let mut invalid = event(app.state.settings.api.default_customer_id, "from the future");
+        invalid.schema_version = 2;
+        let key = invalid.idempotency_key.as_str().to_string();
+        app.enqueue(vec![invalid]).await;
+        eventually(Duration::from_secs(10), "the event failed", || async {
+            metric(&app, "messaging_worker_failed_total", "kind=\"permanent\"").await >= 1.0
+        })
+        .await;
+        // Its dead letter cannot be written for a while (tried every second meanwhile):
+        // the event stays in the queue, and readiness says the queue does not move.
+        eventually(Duration::from_secs(10), "readyz names the stall", || async {
+            let (status, problem) = app.get("/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && problem["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("queue stalled (1 events waiting")
+        })
+        .await;
+        assert_eq!(app.state.backend.depth(), 1, "{db:?}: still owned by the queue");
+        match lock {
+            Some(conn) => {
+                conn.execute_unprepared("COMMIT").await.unwrap();
+                conn.close().await.unwrap();
+            }
+            None => {
+                let role = app.database.role.clone().unwrap();
+                app.database
+                    .admin_execute(&format!("GRANT INSERT ON dead_letters TO {role}"))
+                    .await;
+            }
+        }
+        app.drained().await;
+        assert_ready(&app).await;
+        let letters = dead_letter_rows(&app).await;
+        assert_eq!(letters.len(), 1, "{db:?}: parked once the database takes it");
+        assert_eq!(letters[0].idempotency_key, key);
+        assert_eq!(
+            metric(&app, "messaging_dlq_write_failures_total", "").await,
+            0.0
+        );
+    }
+}
+
+#[actix_web::test]
 async fn a_huge_retry_after_is_capped_at_max_delay_and_the_scheduler_keeps_working() {
     for db in databases() {
         let database = TestDatabase::create(db).await;

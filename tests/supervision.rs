@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use common::nats::NatsServer;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::faults::{FaultHook, Site};
-use messaging_server::config::{ProviderKind, Settings};
+use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
 use messaging_server::providers::Providers;
 use messaging_server::startup::Hooks;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
@@ -99,25 +100,6 @@ async fn send_ok(app: &TestApp, body: &str) -> String {
     answer["idempotency_key"].as_str().unwrap().to_string()
 }
 
-async fn status_of(app: &TestApp, key: &str) -> String {
-    let db = app.db();
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            db.get_database_backend(),
-            match db.get_database_backend() {
-                sea_orm::DbBackend::Postgres => {
-                    "SELECT status FROM messages WHERE idempotency_key = $1"
-                }
-                _ => "SELECT status FROM messages WHERE idempotency_key = ?",
-            },
-            [key.into()],
-        ))
-        .await
-        .unwrap()
-        .expect("the message is stored");
-    row.try_get_by_index::<String>(0).unwrap()
-}
-
 async fn dead_letter_keys(app: &TestApp) -> Vec<String> {
     let (_, page) = app.get("/api/dlq").await;
     page["items"]
@@ -135,80 +117,113 @@ async fn assert_ready(app: &TestApp) {
     .await;
 }
 
-/// A panic at `site` is survived by `actor`: the event that met it still reaches its end,
-/// and later events are still retried (503, then sent) and dead-lettered (422).
+/// Waits until the message of `key` is in `status` (on NATS the queue's depth is a reading
+/// refreshed every second, so "drained" is asked of the outcome instead).
+async fn settled_as(app: &TestApp, key: &str, status: &str) {
+    eventually(Duration::from_secs(30), &format!("{key} {status}"), || async {
+        status_of_any(app, key).await.as_deref() == Some(status)
+    })
+    .await;
+}
+
+async fn status_of_any(app: &TestApp, key: &str) -> Option<String> {
+    let db = app.db();
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "SELECT status FROM messages WHERE idempotency_key = $1",
+        _ => "SELECT status FROM messages WHERE idempotency_key = ?",
+    };
+    db.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        [key.into()],
+    ))
+    .await
+    .unwrap()
+    .map(|row| row.try_get_by_index::<String>(0).unwrap())
+}
+
+/// A panic at `site` is survived by `actor`, on both queue backends: the event that met it
+/// still reaches its end, and later events are still retried (503, then sent) and
+/// dead-lettered (422).
 async fn survives_a_panic(site: Site, actor: &str) {
-    for db in databases() {
-        // Answers, in order: the provoking event's, then a 503 and an accept for the event
-        // to retry; everything after gets 422 (the event to dead-letter).
-        let provoke: Vec<Answer> = match site {
-            Site::Retry => vec![Answer::Status(503, None), Answer::Accept],
-            Site::DeadLetter => vec![Answer::Status(422, None)],
-            _ => vec![Answer::Accept],
-        };
-        let script = [provoke, vec![Answer::Status(503, None), Answer::Accept]].concat();
-        let stub = StubProvider::start(script, Answer::Status(422, None));
-        let (hook, fired) = panic_once_at(site);
-        let app = spawn_with(db, &stub, hook, |_| {}).await;
-
-        let provoking = if site == Site::Enqueue {
-            let (status, problem) = send(&app, "provokes the panic").await;
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
-            assert_eq!(
-                app.state.backend.depth(),
-                0,
-                "a refused event is not queued"
-            );
-            // A client resends after a 503.
-            send_ok(&app, "provokes the panic").await
-        } else {
-            send_ok(&app, "provokes the panic").await
-        };
-        app.drained().await;
-        assert!(
-            fired.load(Ordering::SeqCst),
-            "{db:?} {site:?}: the fault was injected"
-        );
-        let expected = if site == Site::DeadLetter {
-            "failed"
-        } else {
-            "sent"
-        };
-        assert_eq!(
-            status_of(&app, &provoking).await,
-            expected,
-            "{db:?} {site:?}"
-        );
-
-        let retried = send_ok(&app, "retried after the panic").await;
-        app.drained().await;
-        assert_eq!(status_of(&app, &retried).await, "sent", "{db:?} {site:?}");
-        let calls: Vec<Answer> = stub
-            .calls()
-            .iter()
-            .filter(|c| c.idempotency_key == retried)
-            .map(|c| c.answer)
-            .collect();
-        assert_eq!(calls, [Answer::Status(503, None), Answer::Accept]);
-
-        let parked = send_ok(&app, "dead-lettered after the panic").await;
-        app.drained().await;
-        assert_eq!(status_of(&app, &parked).await, "failed", "{db:?} {site:?}");
-        assert!(dead_letter_keys(&app).await.contains(&parked));
-
-        let text = metrics(&app).await;
-        for label in messaging_server::telemetry::ACTORS {
-            let restarts = sample(
-                &text,
-                "messaging_actor_restarts_total",
-                &format!("actor=\"{label}\""),
-            );
-            let want = if label == actor { 1.0 } else { 0.0 };
-            assert_eq!(restarts, want, "{db:?} {site:?}: restarts of {label}");
+    for backend in [QueueBackendKind::Memory, QueueBackendKind::Nats] {
+        for db in databases() {
+            survives_a_panic_on(site, actor, backend, db).await;
         }
-        assert_eq!(app.state.backend.depth(), 0);
-        assert_ready(&app).await;
     }
+}
+
+async fn survives_a_panic_on(site: Site, actor: &str, backend: QueueBackendKind, db: Db) {
+    let nats = match backend {
+        QueueBackendKind::Nats => Some(NatsServer::start().await),
+        QueueBackendKind::Memory => None,
+    };
+    let case = format!("{db:?} {backend:?} {site:?}");
+    // Answers, in order: the provoking event's, then a 503 and an accept for the event to
+    // retry; everything after gets 422 (the event to dead-letter).
+    let provoke: Vec<Answer> = match site {
+        Site::Retry => vec![Answer::Status(503, None), Answer::Accept],
+        Site::DeadLetter => vec![Answer::Status(422, None)],
+        _ => vec![Answer::Accept],
+    };
+    let script = [provoke, vec![Answer::Status(503, None), Answer::Accept]].concat();
+    let stub = StubProvider::start(script, Answer::Status(422, None));
+    let (hook, fired) = panic_once_at(site);
+    let app = spawn_with(db, &stub, hook, |s| {
+        if let Some(nats) = &nats {
+            s.queue.backend = QueueBackendKind::Nats;
+            s.queue.nats.url = nats.url();
+            s.queue.nats.ack_wait = Duration::from_secs(2);
+        }
+    })
+    .await;
+
+    let provoking = if site == Site::Enqueue {
+        let (status, problem) = send(&app, "provokes the panic").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{case}: {problem}");
+        // A client resends after a 503.
+        send_ok(&app, "provokes the panic").await
+    } else {
+        send_ok(&app, "provokes the panic").await
+    };
+    let expected = if site == Site::DeadLetter { "failed" } else { "sent" };
+    settled_as(&app, &provoking, expected).await;
+    assert!(fired.load(Ordering::SeqCst), "{case}: the fault was injected");
+
+    let retried = send_ok(&app, "retried after the panic").await;
+    settled_as(&app, &retried, "sent").await;
+    let calls: Vec<Answer> = stub
+        .calls()
+        .iter()
+        .filter(|c| c.idempotency_key == retried)
+        .map(|c| c.answer)
+        .collect();
+    assert_eq!(calls, [Answer::Status(503, None), Answer::Accept], "{case}");
+
+    let parked = send_ok(&app, "dead-lettered after the panic").await;
+    settled_as(&app, &parked, "failed").await;
+    assert!(dead_letter_keys(&app).await.contains(&parked), "{case}");
+    assert_eq!(
+        stub.accepted(&provoking),
+        usize::from(site != Site::DeadLetter),
+        "{case}: sent once"
+    );
+
+    let text = metrics(&app).await;
+    for label in messaging_server::telemetry::ACTORS {
+        let restarts = sample(
+            &text,
+            "messaging_actor_restarts_total",
+            &format!("actor=\"{label}\""),
+        );
+        let want = if label == actor { 1.0 } else { 0.0 };
+        assert_eq!(restarts, want, "{case}: restarts of {label}");
+    }
+    eventually(Duration::from_secs(10), "the queue empty", || async {
+        app.state.backend.depth() == 0
+    })
+    .await;
+    assert_ready(&app).await;
 }
 
 #[actix_web::test]

@@ -317,7 +317,10 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
             }
         }
         // An event that fails at once (permanently) and writes nothing but its dead letter.
-        let mut invalid = event(app.state.settings.api.default_customer_id, "from the future");
+        let mut invalid = event(
+            app.state.settings.api.default_customer_id,
+            "from the future",
+        );
         invalid.schema_version = 2;
         let key = invalid.idempotency_key.as_str().to_string();
         app.enqueue(vec![invalid]).await;
@@ -327,16 +330,24 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
         .await;
         // Its dead letter cannot be written for a while (tried every second meanwhile):
         // the event stays in the queue, and readiness says the queue does not move.
-        eventually(Duration::from_secs(10), "readyz names the stall", || async {
-            let (status, problem) = app.get("/readyz").await;
-            status == StatusCode::SERVICE_UNAVAILABLE
-                && problem["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("queue stalled (1 events waiting")
-        })
+        eventually(
+            Duration::from_secs(10),
+            "readyz names the stall",
+            || async {
+                let (status, problem) = app.get("/readyz").await;
+                status == StatusCode::SERVICE_UNAVAILABLE
+                    && problem["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("queue stalled (1 events waiting")
+            },
+        )
         .await;
-        assert_eq!(app.state.backend.depth(), 1, "{db:?}: still owned by the queue");
+        assert_eq!(
+            app.state.backend.depth(),
+            1,
+            "{db:?}: still owned by the queue"
+        );
         match lock {
             Some(conn) => {
                 conn.execute_unprepared("COMMIT").await.unwrap();
@@ -352,7 +363,11 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
         app.drained().await;
         assert_ready(&app).await;
         let letters = dead_letter_rows(&app).await;
-        assert_eq!(letters.len(), 1, "{db:?}: parked once the database takes it");
+        assert_eq!(
+            letters.len(),
+            1,
+            "{db:?}: parked once the database takes it"
+        );
         assert_eq!(letters[0].idempotency_key, key);
         assert_eq!(
             metric(&app, "messaging_dlq_write_failures_total", "").await,

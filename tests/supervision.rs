@@ -120,9 +120,11 @@ async fn assert_ready(app: &TestApp) {
 /// Waits until the message of `key` is in `status` (on NATS the queue's depth is a reading
 /// refreshed every second, so "drained" is asked of the outcome instead).
 async fn settled_as(app: &TestApp, key: &str, status: &str) {
-    eventually(Duration::from_secs(30), &format!("{key} {status}"), || async {
-        status_of_any(app, key).await.as_deref() == Some(status)
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("{key} {status}"),
+        || async { status_of_any(app, key).await.as_deref() == Some(status) },
+    )
     .await;
 }
 
@@ -186,9 +188,16 @@ async fn survives_a_panic_on(site: Site, actor: &str, backend: QueueBackendKind,
     } else {
         send_ok(&app, "provokes the panic").await
     };
-    let expected = if site == Site::DeadLetter { "failed" } else { "sent" };
+    let expected = if site == Site::DeadLetter {
+        "failed"
+    } else {
+        "sent"
+    };
     settled_as(&app, &provoking, expected).await;
-    assert!(fired.load(Ordering::SeqCst), "{case}: the fault was injected");
+    assert!(
+        fired.load(Ordering::SeqCst),
+        "{case}: the fault was injected"
+    );
 
     let retried = send_ok(&app, "retried after the panic").await;
     settled_as(&app, &retried, "sent").await;

@@ -285,12 +285,13 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     }
     let queue = app.state().queue.clone();
     let db = app.state().db.clone();
+    let spill = app.state().spill.clone();
     let metrics = app.state().metrics.clone();
     let server = app.server_handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
 
     wait_for_signal().await;
-    let deadline = std::time::Instant::now() + shutdown_timeout;
+    let deadline = crate::time::deadline(shutdown_timeout);
     tracing::info!("shutdown requested: no longer accepting requests");
     server.stop(true).await;
     let _ = running.await;
@@ -307,14 +308,19 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     }
     let left = queue.send(Close).await.map_err(runtime)?;
     if !left.is_empty() {
-        store::pending::spill(&db, &left).await.map_err(|e| {
-            runtime(format!(
-                "{} queued events could not be saved: {e}",
-                left.len()
-            ))
-        })?;
+        let count = left.len();
+        let saved = startup::save_unfinished(&db, &spill, left)
+            .await
+            .map_err(|e| {
+                runtime(format!(
+                    "{count} queued events could be saved neither in the database nor in {}: {e}; they are in the log",
+                    spill.path().display()
+                ))
+            })?;
         tracing::info!(
-            spilled = left.len(),
+            in_database = saved.in_database,
+            in_file = saved.in_file.as_ref().map_or(0, |(_, n)| *n),
+            file = saved.in_file.as_ref().map(|(p, _)| p.display().to_string()),
             "queued events saved; they are re-enqueued at the next start"
         );
     }
@@ -437,8 +443,7 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
         }
         DlqAction::Purge => {
             let db = store::connect(&settings.database).await.map_err(runtime)?;
-            let cutoff = chrono::Utc::now()
-                - chrono::Duration::from_std(settings.dlq.retention).map_err(runtime)?;
+            let cutoff = dead_letters::cutoff(settings.dlq.retention);
             let purged = dead_letters::purge(&db, cutoff).await.map_err(runtime)?;
             println!(
                 "purged {purged} dead letter(s) older than {}",

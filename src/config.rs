@@ -72,6 +72,9 @@ pub struct ServerSettings {
     /// How long a request body may take to arrive (408 after).
     #[serde(deserialize_with = "duration")]
     pub body_timeout: Duration,
+    /// How long events may wait untouched before /readyz reports the queue stalled.
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +99,16 @@ impl DatabaseSettings {
 
     pub fn is_sqlite(&self) -> bool {
         self.url.starts_with("sqlite:")
+    }
+
+    /// The SQLite database file, if it is one (not `:memory:`).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let path = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
     }
 
     pub fn pool_size(&self) -> u32 {
@@ -209,7 +222,24 @@ pub struct QueueSettings {
     pub capacity: usize,
     #[serde(deserialize_with = "duration")]
     pub enqueue_timeout: Duration,
+    /// Memory backend: where a shutdown writes the events the database refused
+    /// ("" = beside the SQLite file, or `data` with PostgreSQL).
+    pub spill_dir: String,
     pub nats: NatsSettings,
+}
+
+impl QueueSettings {
+    /// The directory of `spill-*.jsonl` files (see `spill_dir`).
+    pub fn spill_directory(&self, database: &DatabaseSettings) -> PathBuf {
+        if !self.spill_dir.trim().is_empty() {
+            return PathBuf::from(self.spill_dir.trim());
+        }
+        database
+            .sqlite_path()
+            .and_then(|file| file.parent().map(Path::to_path_buf))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(if database.is_sqlite() { "." } else { "data" }))
+    }
 }
 
 /// `queue.backend = "nats"`: NATS JetStream (SPEC §10).
@@ -313,6 +343,12 @@ pub struct WorkerSettings {
     pub enabled: bool,
     pub concurrency: usize,
     pub batch_size: usize,
+    /// An outbound message `queued` this long, with no event in the queue, is sent again.
+    #[serde(deserialize_with = "duration")]
+    pub redrive_after: Duration,
+    /// How often stored-but-unsent messages are looked for (and once at start).
+    #[serde(deserialize_with = "duration")]
+    pub redrive_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -500,6 +536,15 @@ impl Settings {
         if self.server.body_timeout.is_zero() {
             return Err(invalid("server.body_timeout", "must be longer than 0s"));
         }
+        for (key, value) in [
+            ("server.stall_timeout", self.server.stall_timeout),
+            ("worker.redrive_after", self.worker.redrive_after),
+            ("worker.redrive_interval", self.worker.redrive_interval),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
         if self.dlq.purge_interval.is_zero() {
             return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
         }
@@ -678,13 +723,18 @@ fn load_error(err: config::ConfigError) -> SettingsError {
     invalid(&key, what)
 }
 
+/// The longest duration a setting takes: longer ones would overflow the clock arithmetic
+/// of timers, and no wait of this service is meant to outlast a century.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "accepts a duration like 250ms, 30s, 72h or 30d, got {text:?}"
-        ))
-    })
+    match humantime::parse_duration(text.trim()) {
+        Ok(value) if value <= MAX_DURATION => Ok(value),
+        _ => Err(serde::de::Error::custom(format!(
+            "accepts a duration like 250ms, 30s, 72h or 30d (at most 100 years), got {text:?}"
+        ))),
+    }
 }
 
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -729,6 +779,9 @@ mod tests {
         assert_eq!(s.server.body_limit, 512 * 1024);
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.server.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.stall_timeout, Duration::from_secs(30));
+        assert_eq!(s.worker.redrive_after, Duration::from_secs(300));
+        assert_eq!(s.worker.redrive_interval, Duration::from_secs(60));
         assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
         assert_eq!(s.queue.backend, QueueBackendKind::Memory);
         assert_eq!(s.queue.capacity, 10_000);
@@ -864,6 +917,7 @@ mod tests {
         let cases = [
             ("PORT", "eighty", "server.port"),
             ("RETRY_MAX_AGE", "soon", "retry.max_age"),
+            ("RETRY_MAX_AGE", "1000years", "retry.max_age"),
             ("QUEUE_BACKEND", "carrier-pigeon", "queue.backend"),
             ("WORKER_CONCURRENCY", "0", "worker.concurrency"),
             (
@@ -894,6 +948,16 @@ mod tests {
                 "MESSAGING__SERVER__BODY_TIMEOUT",
                 "0s",
                 "server.body_timeout",
+            ),
+            (
+                "MESSAGING__SERVER__STALL_TIMEOUT",
+                "0s",
+                "server.stall_timeout",
+            ),
+            (
+                "MESSAGING__WORKER__REDRIVE_AFTER",
+                "0s",
+                "worker.redrive_after",
             ),
             (
                 "MESSAGING__TELEMETRY__OTLP_ENDPOINT",
@@ -997,6 +1061,21 @@ mod tests {
         assert_eq!(s.queue.nats.replicas, 3);
         assert_eq!(s.queue.nats.servers().len(), 3);
         assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn spill_files_go_beside_the_sqlite_file_unless_set() {
+        let mut s = Settings::defaults();
+        let dir = |s: &Settings| s.queue.spill_directory(&s.database);
+        assert_eq!(dir(&s), PathBuf::from("data"));
+        s.database.url = "sqlite:///var/lib/ms/messaging.db?mode=rwc".into();
+        assert_eq!(dir(&s), PathBuf::from("/var/lib/ms"));
+        s.database.url = "sqlite://messaging.db".into();
+        assert_eq!(dir(&s), PathBuf::from("."));
+        s.database.url = "postgres://u@h/db".into();
+        assert_eq!(dir(&s), PathBuf::from("data"));
+        s.queue.spill_dir = "/srv/spill".into();
+        assert_eq!(dir(&s), PathBuf::from("/srv/spill"));
     }
 
     #[test]

@@ -2,22 +2,25 @@
 
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
+use crate::actors::faults::{FaultHook, Faults};
+use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
 use crate::actors::worker::{BeforePersist, WorkerDeps};
-use crate::actors::{DlqActor, QueueActor, RetryScheduler};
+use crate::actors::{DlqActor, QueueActor, Redriver, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
 use crate::http::idempotency::RecentKeys;
 use crate::http::{self, observe_request, request_context, AppState, Auth};
 use crate::providers::Providers;
+use crate::queue::spill::SpillDir;
 use crate::queue::{MemoryQueue, NatsQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::{self, StoreError};
@@ -39,6 +42,8 @@ pub enum StartupError {
     },
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::ExportError),
+    #[error("cannot read the spill files in {dir}: {source}")]
+    Spill { dir: String, source: std::io::Error },
 }
 
 /// What this process runs (SPEC §10).
@@ -57,6 +62,8 @@ pub enum Role {
 pub struct Hooks {
     pub before_persist: Option<BeforePersist>,
     pub providers: Option<Providers>,
+    /// Called by every pipeline actor at the start of its work: may panic or wedge it.
+    pub fault: Option<FaultHook>,
 }
 
 pub struct Application {
@@ -131,13 +138,17 @@ impl Application {
             );
             None
         };
-        restore_spilled(&db, backend.as_ref()).await?;
+        let spill = SpillDir::new(settings.queue.spill_directory(&settings.database));
+        restore_spilled(&db, backend.as_ref(), &spill).await?;
         let probe = backend.clone();
         let metrics = Metrics::new(Arc::new(move || probe.depth() as u64), &settings.telemetry)?;
         let providers = hooks
             .providers
             .unwrap_or_else(|| Providers::from_settings(&settings.providers));
 
+        let faults = Faults::new(hooks.fault);
+        // One writer (its SQLite turn is shared with readiness's write check).
+        let writer = MessageWriter::new(db.clone());
         let dlq = DlqActor::new(
             db.clone(),
             backend.clone(),
@@ -145,30 +156,60 @@ impl Application {
             settings.dlq.retention,
             settings.dlq.purge_interval,
         )
-        .start();
-        let retry = RetryScheduler::new(
+        .with_faults(faults.clone())
+        .start_supervised();
+        let retry = RetryScheduler::start(
             RetryPolicy::from(&settings.retry),
             dlq.clone(),
             metrics.clone(),
             db.clone(),
-        )
-        .start();
+            faults.clone(),
+        );
+        let (workers, progress) = (Workers::default(), Progress::default());
         let pool = settings.worker.enabled.then(|| WorkerPool {
             concurrency: settings.worker.concurrency,
             batch_size: settings.worker.batch_size,
             deps: WorkerDeps {
-                writer: MessageWriter::new(db.clone()),
+                writer: writer.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),
                 providers,
                 before_persist: hooks.before_persist,
                 max_attempts: settings.retry.max_attempts,
                 queue: backend.name(),
+                faults: faults.clone(),
             },
             dlq: dlq.clone(),
+            workers: workers.clone(),
+            progress: progress.clone(),
         });
-        let queue =
-            QueueActor::new(backend.clone(), memory_queue.clone(), metrics.clone(), pool).start();
+        let queue = QueueActor::new(backend.clone(), memory_queue.clone(), metrics.clone(), pool)
+            .with_faults(faults.clone())
+            .start_supervised();
+        let redriver = settings.worker.enabled.then(|| {
+            Redriver::start(
+                db.clone(),
+                backend.clone(),
+                metrics.clone(),
+                settings.worker.redrive_after,
+                settings.worker.redrive_interval,
+                faults.clone(),
+            )
+        });
+        let pipeline = Arc::new(Pipeline {
+            queue: queue.clone(),
+            retry,
+            dlq: dlq.clone(),
+            redriver,
+            worker_count: if settings.worker.enabled {
+                settings.worker.concurrency
+            } else {
+                0
+            },
+            workers,
+            progress,
+            stall_timeout: settings.server.stall_timeout,
+        });
         let auth = Auth::new(&settings, db.clone());
         Auth::spawn_upkeep(&auth);
 
@@ -179,6 +220,9 @@ impl Application {
             backend,
             memory_queue,
             dlq,
+            pipeline,
+            writer,
+            spill,
             metrics,
             auth,
             customers: Arc::new(RwLock::new(HashSet::new())),
@@ -247,37 +291,106 @@ impl Application {
     }
 }
 
-/// Re-enqueues what the last graceful shutdown wrote to `pending_events`.
+/// Re-enqueues what the last graceful shutdown saved: rows of `pending_events`, then the
+/// spill files (removed once re-enqueued; a file with unreadable lines is renamed
+/// `*.unreadable` and kept for an operator).
 async fn restore_spilled(
     db: &sea_orm::DatabaseConnection,
     backend: &dyn QueueBackend,
+    spill: &SpillDir,
 ) -> Result<(), StartupError> {
+    let republish = |events: Vec<Event>| async move {
+        backend
+            .republish(events)
+            .await
+            .map_err(|e| StartupError::Database(StoreError::Unavailable(e.to_string())))
+    };
     let rows = store::pending::load(db).await?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut events = Vec::with_capacity(rows.len());
-    let mut ids = Vec::with_capacity(rows.len());
-    for (id, json) in rows {
-        match serde_json::from_value::<Event>(json) {
-            Ok(event) => {
-                events.push(event);
-                ids.push(id);
-            }
-            // Left in the table for an operator to look at; never silently dropped.
-            Err(err) => {
-                tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events")
+    if !rows.is_empty() {
+        let mut events = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, json) in rows {
+            match serde_json::from_value::<Event>(json) {
+                Ok(event) => {
+                    events.push(event);
+                    ids.push(id);
+                }
+                // Left in the table for an operator to look at; never silently dropped.
+                Err(err) => {
+                    tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events")
+                }
             }
         }
+        let restored = events.len();
+        republish(events).await?;
+        store::pending::delete(db, ids).await?;
+        tracing::info!(restored, "re-enqueued events spilled by the last shutdown");
     }
-    let restored = events.len();
-    backend
-        .republish(events)
-        .await
-        .map_err(|e| StartupError::Database(StoreError::Unavailable(e.to_string())))?;
-    store::pending::delete(db, ids).await?;
-    tracing::info!(restored, "re-enqueued events spilled by the last shutdown");
+    let files = spill.load().map_err(|source| StartupError::Spill {
+        dir: spill.path().display().to_string(),
+        source,
+    })?;
+    for file in files {
+        let restored = file.events.len();
+        republish(file.events).await?;
+        let path = file.path.display().to_string();
+        if file.unreadable == 0 {
+            if let Err(err) = std::fs::remove_file(&file.path) {
+                tracing::warn!(file = %path, error = %err, "cannot remove a re-enqueued spill file; its events may be enqueued again (harmless: same idempotency keys)");
+            }
+        } else {
+            let kept = PathBuf::from(format!("{path}.unreadable"));
+            let _ = std::fs::rename(&file.path, &kept);
+            tracing::error!(file = %kept.display(), unreadable = file.unreadable, "spill file has lines that are not events; kept for an operator");
+        }
+        tracing::info!(restored, file = %path, "re-enqueued events from a spill file");
+    }
     Ok(())
+}
+
+/// What a shutdown did with the events the memory queue still held.
+#[derive(Debug, Default)]
+pub struct Saved {
+    /// Rows written to `pending_events`.
+    pub in_database: usize,
+    /// The spill file holding the rest, and how many it holds.
+    pub in_file: Option<(PathBuf, usize)>,
+}
+
+/// Saves what the memory queue still holds for the next start: in `pending_events`, and
+/// what the database refuses (it is down, or cannot store an event) in a spill file. `Err`
+/// only when even the file cannot be written; every event left unsaved has then been
+/// logged whole at error level, the last copy there is.
+pub async fn save_unfinished(
+    db: &sea_orm::DatabaseConnection,
+    spill: &SpillDir,
+    events: Vec<Event>,
+) -> Result<Saved, std::io::Error> {
+    let total = events.len();
+    let unsaved = store::pending::spill(db, events).await;
+    let mut saved = Saved {
+        in_database: total - unsaved.events.len(),
+        in_file: None,
+    };
+    if unsaved.events.is_empty() {
+        return Ok(saved);
+    }
+    if let Some(err) = &unsaved.error {
+        tracing::error!(error = %err, unsaved = unsaved.events.len(), dir = %spill.path().display(), "the database refused queued events at shutdown; writing them to a spill file");
+    }
+    match spill.write(&unsaved.events) {
+        Ok(path) => {
+            saved.in_file = Some((path, unsaved.events.len()));
+            Ok(saved)
+        }
+        Err(err) => {
+            for event in &unsaved.events {
+                let json = serde_json::to_string(event).unwrap_or_default();
+                tracing::error!(event_id = %event.event_id, event = %json, "queued event could not be saved anywhere; it is logged here");
+            }
+            Err(err)
+        }
+    }
 }
 
 /// Hides a password in a database URL before it is logged.

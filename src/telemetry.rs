@@ -38,6 +38,12 @@ pub struct Metrics {
     pub dead_lettered: Counter<u64>,
     pub processing_latency: Histogram<f64>,
     pub provider_requests: Counter<u64>,
+    /// Panics caught in a pipeline actor (which was restarted), by actor.
+    pub actor_restarts: Counter<u64>,
+    /// Dead letters the database refused even in their encoded form: logged whole instead.
+    pub dlq_write_failures: Counter<u64>,
+    /// Stored outbound messages left `queued` and handed to the queue again.
+    pub redriven: Counter<u64>,
     /// `http.server.request.duration` (OpenTelemetry semantic conventions); its `_count`
     /// is the request count.
     pub http_duration: Histogram<f64>,
@@ -48,6 +54,9 @@ pub struct Metrics {
     /// What `/readyz` said last; refreshed before each scrape and each OTLP push.
     pub ready: Arc<AtomicBool>,
 }
+
+/// The `actor` label values of `messaging_actor_restarts_total`.
+pub const ACTORS: [&str; 5] = ["queue", "worker", "retry_scheduler", "dlq", "redriver"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -141,6 +150,18 @@ impl Metrics {
                 "messaging_provider_requests",
                 "Provider calls, by provider and outcome",
             ),
+            actor_restarts: counter(
+                "messaging_actor_restarts",
+                "Panics caught in a pipeline actor, which was restarted, by actor",
+            ),
+            dlq_write_failures: counter(
+                "messaging_dlq_write_failures",
+                "Dead letters the database refused even encoded; the event was logged whole instead",
+            ),
+            redriven: counter(
+                "messaging_redriven",
+                "Stored outbound messages left queued (a crash) and handed to the queue again",
+            ),
             http_duration: seconds(
                 "http.server.request.duration",
                 "Duration of HTTP server requests, by method, route and status",
@@ -172,11 +193,16 @@ impl Metrics {
             &self.dequeued,
             &self.retries,
             &self.dead_lettered,
+            &self.dlq_write_failures,
+            &self.redriven,
         ] {
             counter.add(0, &[]);
         }
         for outcome in ["stored", "duplicate"] {
             self.processed(outcome, 0);
+        }
+        for actor in ACTORS {
+            self.actor_restarts.add(0, &[KeyValue::new("actor", actor)]);
         }
         for kind in ["transient", "permanent"] {
             self.failed.add(0, &[KeyValue::new("kind", kind)]);
@@ -213,6 +239,11 @@ impl Metrics {
 
     pub fn processed(&self, outcome: &'static str, n: u64) {
         self.processed.add(n, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// A panic was caught in `actor` (one of [`ACTORS`]).
+    pub fn actor_restarted(&self, actor: &'static str) {
+        self.actor_restarts.add(1, &[KeyValue::new("actor", actor)]);
     }
 
     pub fn failed(&self, kind: &'static str) {

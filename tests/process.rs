@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
+use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, Db, TestDatabase};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
@@ -218,6 +219,12 @@ impl Server {
             .await
             .expect("reachable");
         response.json().await.expect("json")
+    }
+
+    /// SIGKILL: no shutdown, no spill; what the memory queue held is gone.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
     }
 
     /// Sends a real SIGTERM and waits for the exit; returns (exit code, stderr).
@@ -853,4 +860,216 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
     assert_eq!(code, Some(0));
     assert!(printed_keys(&out.lock().unwrap()).is_empty());
     assert!(!logs.contains(&key));
+}
+
+/// The spill files in `dir`, with their lines.
+fn spill_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, usize)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| {
+            let lines = std::fs::read_to_string(&p).unwrap().lines().count();
+            (p, lines)
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_shutdown_the_database_refuses_spills_to_a_file_that_the_next_start_loads() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let spill = database.spill_dir();
+        let spill_env = spill.display().to_string();
+        let env = [
+            ("WORKER_ENABLED", "false"),
+            ("MESSAGING__QUEUE__SPILL_DIR", spill_env.as_str()),
+            ("MESSAGING__DATABASE__BUSY_TIMEOUT", "200ms"),
+        ];
+        // API only: everything accepted stays queued until the shutdown saves it.
+        let api = Server::start(&database.url, &env).await;
+        let key = api.printed_key().await;
+        for i in 0..10 {
+            let body = sms("+12016661234", "+18045551234", &format!("spilled {i}"));
+            assert_eq!(
+                api.post("/api/messages/sms", &body).await,
+                StatusCode::ACCEPTED
+            );
+        }
+        // The database refuses the shutdown's writes: PostgreSQL, the service's role loses
+        // INSERT on pending_events; SQLite, another process holds the write lock.
+        let mut lock = None;
+        match db {
+            Db::Postgres => {
+                let role = database.role.clone().unwrap();
+                database
+                    .admin_execute(&format!("REVOKE INSERT ON pending_events FROM {role}"))
+                    .await;
+            }
+            Db::Sqlite => {
+                let mut options = sea_orm::ConnectOptions::new(database.url.clone());
+                options.max_connections(1).min_connections(1);
+                let conn = Database::connect(options).await.unwrap();
+                conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+                lock = Some(conn);
+            }
+        }
+        let (code, logs) = api.terminate(Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(0),
+            "{db:?}: nothing accepted was dropped:\n{logs}"
+        );
+        assert!(logs.contains("spill file"), "{logs}");
+        match lock {
+            Some(conn) => {
+                conn.execute_unprepared("COMMIT").await.unwrap();
+                conn.close().await.unwrap();
+            }
+            None => {
+                let role = database.role.clone().unwrap();
+                database
+                    .admin_execute(&format!("GRANT INSERT ON pending_events TO {role}"))
+                    .await;
+            }
+        }
+        assert_eq!(
+            count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+            0
+        );
+        let files = spill_files(&spill);
+        assert_eq!(files.len(), 1, "{db:?}: {files:?}");
+        assert_eq!(files[0].1, 10, "{db:?}: every queued event in the file");
+
+        // The next start (with workers) re-enqueues the file and removes it.
+        let server = Server::start(&database.url, &env[1..]).await;
+        server.use_key(&key);
+        let url = database.url.clone();
+        eventually(Duration::from_secs(20), "spilled events stored", || {
+            let url = url.clone();
+            async move { count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10 }
+        })
+        .await;
+        assert!(
+            spill_files(&spill).is_empty(),
+            "{db:?}: the file is removed"
+        );
+        let (code, _) = server.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0));
+    }
+}
+
+#[actix_web::test]
+async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restart() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        // A slow provider: the process is killed while it waits for the answers, with every
+        // message stored and none sent.
+        let stub = StubProvider::start(vec![], Answer::Slow(Duration::from_secs(20)));
+        let spill = database.spill_dir().display().to_string();
+        let env = [
+            ("MESSAGING__PROVIDERS__SMS__KIND", "http"),
+            ("MESSAGING__PROVIDERS__SMS__URL", stub.url.as_str()),
+            ("MESSAGING__PROVIDERS__SMS__TIMEOUT", "60s"),
+            ("MESSAGING__QUEUE__SPILL_DIR", spill.as_str()),
+            ("MESSAGING__WORKER__REDRIVE_AFTER", "1s"),
+            ("MESSAGING__WORKER__REDRIVE_INTERVAL", "200ms"),
+        ];
+        let server = Server::start(&database.url, &env).await;
+        let key = server.printed_key().await;
+        let sends = (0..50).map(|i| {
+            let body = sms(
+                &format!("+1201666{i:04}"),
+                "+18045551234",
+                &format!("stuck {i}"),
+            );
+            let server = &server;
+            async move { server.post("/api/messages/sms", &body).await }
+        });
+        for status in futures_util::future::join_all(sends).await {
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        // Each of the 4 workers holds a stored batch, waiting for the provider; the rest
+        // waits in the memory queue (and is lost with it: the memory backend's limit).
+        let url = database.url.clone();
+        eventually(Duration::from_secs(20), "batches stored, unsent", || {
+            let url = url.clone();
+            async move {
+                count(
+                    &url,
+                    "SELECT COUNT(*) FROM messages WHERE status = 'queued'",
+                )
+                .await
+                    >= 4
+            }
+        })
+        .await;
+        server.kill();
+        let killed_at = Instant::now();
+        stub.set_fallback(Answer::Accept);
+        let stored = count(&database.url, "SELECT COUNT(*) FROM messages").await;
+        assert_eq!(
+            count(
+                &database.url,
+                "SELECT COUNT(*) FROM messages WHERE status = 'queued'"
+            )
+            .await,
+            stored,
+            "{db:?}: none sent before the kill"
+        );
+
+        let server = Server::start(&database.url, &env).await;
+        server.use_key(&key);
+        eventually(Duration::from_secs(30), "every stuck message sent", || {
+            let url = url.clone();
+            async move {
+                count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == stored
+            }
+        })
+        .await;
+        let db_conn = Database::connect(database.url.as_str()).await.unwrap();
+        let keys: Vec<String> = db_conn
+            .query_all_raw(Statement::from_string(
+                db_conn.get_database_backend(),
+                "SELECT idempotency_key FROM messages".to_string(),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect();
+        db_conn.close().await.ok();
+        assert_eq!(keys.len() as i64, stored);
+        let after: Vec<_> = stub
+            .calls()
+            .into_iter()
+            .filter(|c| c.at > killed_at)
+            .collect();
+        assert_eq!(
+            after.len(),
+            keys.len(),
+            "{db:?}: one call per message after the restart"
+        );
+        for key in &keys {
+            let calls = after.iter().filter(|c| &c.idempotency_key == key).count();
+            assert_eq!(calls, 1, "{db:?}: {key} sent once");
+        }
+        let mut metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        let text = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == format!("messaging_redriven_total {stored}")),
+            "{db:?}: counted"
+        );
+        let (code, _) = server.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0));
+    }
 }

@@ -8,6 +8,7 @@ mod m20261127_000001_create_tables;
 mod m20261127_000002_create_pending_events;
 mod m20261128_000001_create_api_keys;
 mod m20261128_000002_add_request_fingerprint;
+mod m20261129_000001_index_queued_messages;
 mod m20261201_000001_create_event_failures;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_api_keys::Migration),
             Box::new(m20261128_000002_add_request_fingerprint::Migration),
             Box::new(m20261201_000001_create_event_failures::Migration),
+            Box::new(m20261129_000001_index_queued_messages::Migration),
         ]
     }
 }

@@ -1,19 +1,37 @@
 //! DlqActor: parks events that cannot be processed, replays them on request, and purges
 //! those older than the retention.
+//!
+//! A dead letter is always settled. When the database refuses it as permanent (data it
+//! cannot store), it is stored encoded (the event's JSON as hex), and if even that is
+//! refused, the event is logged whole at error level, counted in
+//! `messaging_dlq_write_failures_total`, and terminated: one bad event can never hold its
+//! place in the queue forever. A transient refusal (the database is down) is retried every
+//! second, the event staying owned by the queue meanwhile.
+//!
+//! Writes run in detached tasks, so a restart of the actor (see [`super::supervision`])
+//! never drops a dead letter in the middle of being written.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::FutureExt;
 use sea_orm::DatabaseConnection;
 
+use super::faults::{Faults, Site};
+use super::supervision::{self, Ping};
 use super::ErrorKind;
 use crate::domain::Event;
 use crate::queue::{Claimed, QueueBackend, QueueError, Settlement, Undecodable};
 use crate::store::dead_letters::{self, NewDeadLetter};
-use crate::store::{writer, StoreError};
+use crate::store::status::{self, MessageStatus, Which};
+use crate::store::StoreError;
 use crate::telemetry::Metrics;
+
+/// The label of this actor in `messaging_actor_restarts_total`.
+const ACTOR: &str = "dlq";
 
 /// How long to wait before writing a dead letter again when the database refused it.
 const REWRITE_DELAY: Duration = Duration::from_secs(1);
@@ -70,6 +88,7 @@ pub struct DlqActor {
     metrics: Arc<Metrics>,
     retention: Duration,
     purge_interval: Duration,
+    faults: Faults,
 }
 
 impl DlqActor {
@@ -86,6 +105,24 @@ impl DlqActor {
             metrics,
             retention,
             purge_interval,
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn with_faults(self, faults: Faults) -> Self {
+        DlqActor { faults, ..self }
+    }
+
+    /// Starts it under a Supervisor: the address survives restarts.
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(move |_| self)
+    }
+
+    fn writer(&self, ctx: &Context<Self>) -> Writer {
+        Writer {
+            db: self.db.clone(),
+            metrics: self.metrics.clone(),
+            again: ctx.address(),
         }
     }
 }
@@ -94,23 +131,26 @@ impl Actor for DlqActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.purge_interval, |act, ctx| {
+        ctx.run_interval(self.purge_interval, |act, _| {
             let (db, retention) = (act.db.clone(), act.retention);
-            ctx.spawn(
-                async move {
-                    if let Err(err) = purge(&db, retention).await {
-                        tracing::warn!(error = %err, "dead-letter purge failed");
-                    }
+            // Detached: a purge that fails (or panics) is the purge's problem alone.
+            actix::spawn(async move {
+                if let Err(err) = purge(&db, retention).await {
+                    tracing::warn!(error = %err, "dead-letter purge failed");
                 }
-                .into_actor(act),
-            );
+            });
         });
     }
 }
 
+impl Supervised for DlqActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(actor = ACTOR, "dead-letter actor restarting");
+    }
+}
+
 async fn purge(db: &DatabaseConnection, retention: Duration) -> Result<u64, DlqError> {
-    let cutoff =
-        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = dead_letters::cutoff(retention);
     let purged = dead_letters::purge(db, cutoff).await?;
     // Records of failed attempts are kept as long as dead letters, then go with them.
     crate::store::failures::purge(db, cutoff).await?;
@@ -120,42 +160,128 @@ async fn purge(db: &DatabaseConnection, retention: Duration) -> Result<u64, DlqE
     Ok(purged)
 }
 
+/// What a detached write needs.
+struct Writer {
+    db: DatabaseConnection,
+    metrics: Arc<Metrics>,
+    /// Where a letter goes to be written again after a transient failure.
+    again: Addr<DlqActor>,
+}
+
+/// How a dead letter ended up stored.
+enum Stored {
+    Plain(i64),
+    Encoded(i64),
+}
+
+impl Writer {
+    async fn write(self, letter: DeadLetter) {
+        let result = AssertUnwindSafe(self.store(&letter)).catch_unwind().await;
+        let event = letter.claim.event().clone();
+        match result {
+            Ok(Ok(stored)) => {
+                self.metrics.dead_lettered.add(1, &[]);
+                let (id, encoded) = match stored {
+                    Stored::Plain(id) => (id, false),
+                    Stored::Encoded(id) => (id, true),
+                };
+                tracing::warn!(dead_letter_id = id, event_id = %event.event_id, encoded, "dead letter stored");
+                terminate(letter.claim).await;
+            }
+            Ok(Err(err)) if err.is_transient() => {
+                // The event stays in flight on the queue (so a shutdown still spills it)
+                // and the write is tried again: a dead letter is never dropped.
+                tracing::error!(error = %err, event_id = %event.event_id, "cannot store dead letter; will retry");
+                self.retry_later(letter);
+            }
+            Ok(Err(err)) => {
+                self.give_up(&event, &letter, &err.to_string()).await;
+                terminate(letter.claim).await;
+            }
+            Err(panic) => {
+                let reason = supervision::panic_message(panic);
+                supervision::record_panic(ACTOR, &reason, &self.metrics);
+                self.retry_later(letter);
+            }
+        }
+    }
+
+    /// Plain first; encoded when the plain form is refused as permanent.
+    async fn store(&self, letter: &DeadLetter) -> Result<Stored, StoreError> {
+        let new = || NewDeadLetter {
+            event: letter.claim.event(),
+            attempts: letter.attempts,
+            last_error: &letter.last_error,
+            error_kind: letter.kind.as_str(),
+        };
+        match dead_letters::insert(&self.db, new()).await {
+            Ok(row) => Ok(Stored::Plain(row.id)),
+            Err(err) if err.is_transient() => Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, event_id = %letter.claim.event().event_id, "dead letter refused as it is; storing it encoded");
+                let row = dead_letters::insert_encoded(&self.db, new()).await?;
+                Ok(Stored::Encoded(row.id))
+            }
+        }
+    }
+
+    /// The last resort: the event goes to the log, whole, since the database keeps no copy.
+    async fn give_up(&self, event: &Event, letter: &DeadLetter, error: &str) {
+        let json = serde_json::to_string(event).unwrap_or_else(|e| format!("{event:?} ({e})"));
+        tracing::error!(
+            event_id = %event.event_id,
+            attempts = letter.attempts,
+            last_error = %letter.last_error,
+            error,
+            event = %json,
+            "the database refused the dead letter even encoded; the event is logged here and dropped from the queue"
+        );
+        self.metrics.dlq_write_failures.add(1, &[]);
+        // So its message is not re-driven as stuck: it has an outcome, if only in the log.
+        if let Err(err) = status::transition(
+            &self.db,
+            Which::OfEvent(event),
+            MessageStatus::Queued,
+            MessageStatus::Failed,
+        )
+        .await
+        {
+            tracing::warn!(event_id = %event.event_id, error = %err, "cannot mark the message failed");
+        }
+    }
+
+    /// Hands the letter back to the actor after [`REWRITE_DELAY`], from a detached timer (an
+    /// actor's own timers die with a restart, and the letter with them).
+    fn retry_later(self, letter: DeadLetter) {
+        actix::spawn(async move {
+            tokio::time::sleep(REWRITE_DELAY).await;
+            if let Err(err) = self.again.try_send(letter) {
+                tracing::error!(error = %err, "dead-letter actor unreachable; the event comes back when the queue redelivers it");
+            }
+        });
+    }
+}
+
+async fn terminate(claim: Claimed) {
+    let event_id = claim.event().event_id;
+    if let Err(err) = claim.term().await {
+        tracing::warn!(event_id = %event_id, error = %err, "could not terminate the dead-lettered event");
+    }
+}
+
 impl Handler<DeadLetter> for DlqActor {
     type Result = ();
 
     fn handle(&mut self, letter: DeadLetter, ctx: &mut Self::Context) {
-        let db = self.db.clone();
-        let write = async move {
-            let result = dead_letters::insert(
-                &db,
-                NewDeadLetter {
-                    event: letter.claim.event(),
-                    attempts: letter.attempts,
-                    last_error: &letter.last_error,
-                    error_kind: letter.kind.as_str(),
-                },
-            )
-            .await;
-            (letter, result)
-        };
-        ctx.spawn(write.into_actor(self).map(|(letter, result), act, ctx| match result {
-            Ok(row) => {
-                act.metrics.dead_lettered.add(1, &[]);
-                let event_id = letter.claim.event().event_id;
-                tracing::warn!(dead_letter_id = row.id, event_id = %event_id, "dead letter stored");
-                actix::spawn(async move {
-                    if let Err(err) = letter.claim.term().await {
-                        tracing::warn!(event_id = %event_id, error = %err, "could not terminate the dead-lettered event");
-                    }
-                });
-            }
-            // The event stays in flight on the queue (so a shutdown still spills it) and
-            // the write is tried again: a dead letter is never dropped.
-            Err(err) => {
-                tracing::error!(error = %err, event_id = %letter.claim.event().event_id, "cannot store dead letter; will retry");
-                ctx.notify_later(letter, REWRITE_DELAY);
-            }
-        }));
+        let stall =
+            supervision::caught(|| self.faults.at(Site::DeadLetter, Some(letter.claim.event())));
+        // The write never depends on the code that may have panicked.
+        actix::spawn(self.writer(ctx).write(letter));
+        match stall {
+            Ok(Some(stall)) => ctx.wait(stall.into_actor(self)),
+            Ok(None) => {}
+            Err(panic) => supervision::restart(ACTOR, &panic, &self.metrics, ctx),
+        }
     }
 }
 
@@ -167,35 +293,58 @@ impl Handler<DeadLetterUndecodable> for DlqActor {
         DeadLetterUndecodable(letter): DeadLetterUndecodable,
         ctx: &mut Self::Context,
     ) {
-        let db = self.db.clone();
-        let write = async move {
-            let result = dead_letters::insert_undecodable(
+        let (db, metrics, again) = (self.db.clone(), self.metrics.clone(), ctx.address());
+        actix::spawn(async move {
+            let write = dead_letters::insert_undecodable(
                 &db,
                 &letter.key,
                 &letter.payload,
                 letter.attempts,
                 letter.published_at,
                 &letter.error,
-            )
-            .await;
-            (letter, result)
-        };
-        ctx.spawn(write.into_actor(self).map(|(letter, result), act, ctx| match result {
-            Ok(row) => {
-                act.metrics.dead_lettered.add(1, &[]);
-                tracing::warn!(dead_letter_id = row.id, key = %letter.key, error = %letter.error, "undecodable message stored as a dead letter");
-                actix::spawn(async move {
-                    if let Err(err) = letter.settle.settle(Settlement::Term).await {
-                        tracing::warn!(error = %err, "could not terminate the undecodable message");
-                    }
+            );
+            let result = AssertUnwindSafe(write)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let reason = supervision::panic_message(panic);
+                    supervision::record_panic(ACTOR, &reason, &metrics);
+                    Err(StoreError::Unavailable(format!("panicked: {reason}")))
                 });
+            match result {
+                Ok(row) => {
+                    metrics.dead_lettered.add(1, &[]);
+                    tracing::warn!(dead_letter_id = row.id, key = %letter.key, error = %letter.error, "undecodable message stored as a dead letter");
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::error!(error = %err, key = %letter.key, "cannot store an undecodable message; will retry");
+                    tokio::time::sleep(REWRITE_DELAY).await;
+                    if let Err(err) = again.try_send(DeadLetterUndecodable(letter)) {
+                        tracing::error!(error = %err, "dead-letter actor unreachable; the message comes back when the queue redelivers it");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(
+                        key = %letter.key,
+                        error = %err,
+                        payload_hex = %hex::encode(&letter.payload),
+                        "the database refused an undecodable message; it is logged here and dropped from the queue"
+                    );
+                    metrics.dlq_write_failures.add(1, &[]);
+                }
             }
-            Err(err) => {
-                tracing::error!(error = %err, key = %letter.key, "cannot store an undecodable message; will retry");
-                ctx.notify_later(DeadLetterUndecodable(letter), REWRITE_DELAY);
+            if let Err(err) = letter.settle.settle(Settlement::Term).await {
+                tracing::warn!(error = %err, "could not terminate the undecodable message");
             }
-        }));
+        });
     }
+}
+
+impl Handler<Ping> for DlqActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 /// Puts a dead letter's event back on the queue as a new first attempt.
@@ -207,15 +356,21 @@ async fn replay(
     if row.replayed_at.is_some() {
         return Err(DlqError::AlreadyReplayed(row.id));
     }
-    let mut event: Event = serde_json::from_value(row.event.clone())
-        .map_err(|e| DlqError::Unreadable(row.id, e.to_string()))?;
+    let mut event: Event =
+        dead_letters::event_of(&row).map_err(|e| DlqError::Unreadable(row.id, e))?;
     event.attempt = 0;
     event.accepted_at = Utc::now();
     // Order matters. The message goes back to `queued` first, or the worker would find it
     // `failed` and not send it; the event is published before the dead letter is marked
     // replayed, so a failed publish leaves it replayable (a repeated replay is harmless:
     // the idempotency key makes the second one a no-op).
-    writer::transition_status(db, &event, writer::STATUS_FAILED, writer::STATUS_QUEUED).await?;
+    status::transition(
+        db,
+        Which::OfEvent(&event),
+        MessageStatus::Failed,
+        MessageStatus::Queued,
+    )
+    .await?;
     backend.republish(vec![event]).await?;
     dead_letters::mark_replayed(db, row.id).await?;
     Ok(())

@@ -4,17 +4,24 @@
 //! HTTP handlers --Enqueue--> QueueActor --ProcessBatch--> PersistenceWorker (pool, supervised)
 //! PersistenceWorker --Failed--> RetryScheduler --retry later--> queue backend
 //!                                             --DeadLetter--> DlqActor
+//! Redriver --stored but never sent--> queue backend
 //! ```
+//! Every actor is supervised (`supervision`); `health` tells readiness whether they work.
 
 pub mod dlq;
+pub mod faults;
+pub mod health;
 pub mod queue;
+pub mod redrive;
 pub mod retry;
+pub mod supervision;
 pub mod worker;
 
 use std::time::Duration;
 
 pub use dlq::DlqActor;
 pub use queue::QueueActor;
+pub use redrive::Redriver;
 pub use retry::RetryScheduler;
 pub use worker::PersistenceWorker;
 

@@ -6,15 +6,25 @@
 //! events), repeat. A worker whose mailbox is closed (it died) is replaced, and the
 //! deliveries it held that nobody settled or claimed go to the RetryScheduler as
 //! failures, so none is lost and none is failed twice.
+//!
+//! The actor is supervised (see [`super::supervision`]); the pumps are detached tasks,
+//! started once, that a restart of the actor does not touch. A pump catches a panic in its
+//! own dispatching the same way: the batch it held is failed to the RetryScheduler, and it
+//! goes on with the next.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
 use super::dlq::{DeadLetterUndecodable, DlqActor};
+use super::faults::{Faults, Site};
+use super::health::{Progress, Workers};
 use super::retry::{Failed, RetryScheduler};
+use super::supervision::{self, Ping};
 use super::worker::{PersistenceWorker, ProcessBatch, WorkerDeps};
 use super::ProcessingError;
 use crate::domain::Event;
@@ -25,6 +35,8 @@ use crate::telemetry::Metrics;
 const RECEIVE_WAIT: Duration = Duration::from_millis(250);
 /// After the stop deadline, how long pumps get to hand back what they hold.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
+/// The label of this actor (and its pumps) in `messaging_actor_restarts_total`.
+const ACTOR: &str = "queue";
 
 /// Accept a newly received event.
 #[derive(Message)]
@@ -56,6 +68,10 @@ pub struct WorkerPool {
     pub deps: WorkerDeps,
     /// Where messages that are not events go.
     pub dlq: Addr<DlqActor>,
+    /// Each pump's current worker, for readiness.
+    pub workers: Workers,
+    /// Marked whenever a pump moves the queue, for readiness.
+    pub progress: Progress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +92,9 @@ pub struct QueueActor {
     phase: watch::Sender<Phase>,
     /// Closes when every pump has returned.
     pumps_done: Option<mpsc::Receiver<()>>,
+    /// Pumps start with the actor's first start, not again at a restart.
+    pumps_started: bool,
+    faults: Faults,
 }
 
 impl QueueActor {
@@ -93,7 +112,18 @@ impl QueueActor {
             pool,
             phase: watch::channel(Phase::Running).0,
             pumps_done: None,
+            pumps_started: false,
+            faults: Faults::default(),
         }
+    }
+
+    pub fn with_faults(self, faults: Faults) -> Self {
+        QueueActor { faults, ..self }
+    }
+
+    /// Starts it under a Supervisor: the address handlers hold survives restarts.
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(move |_| self)
     }
 }
 
@@ -105,6 +135,9 @@ impl Actor for QueueActor {
         // backend's capacity is the limit that turns into 503s.
         ctx.set_mailbox_capacity(1024);
         let Some(pool) = &self.pool else { return };
+        if std::mem::replace(&mut self.pumps_started, true) {
+            return;
+        }
         let (done_tx, done_rx) = mpsc::channel(1);
         self.pumps_done = Some(done_rx);
         for index in 0..pool.concurrency {
@@ -116,18 +149,48 @@ impl Actor for QueueActor {
                 deps: pool.deps.clone(),
                 retry: pool.deps.retry.clone(),
                 dlq: pool.dlq.clone(),
+                workers: pool.workers.clone(),
+                progress: pool.progress.clone(),
+                faults: self.faults.clone(),
                 phase: self.phase.subscribe(),
                 _done: done_tx.clone(),
             };
-            ctx.spawn(pump.run().into_actor(self));
+            // Detached: a restart of this actor drops its own futures, and the pumps hold
+            // deliveries.
+            actix::spawn(pump.run());
         }
     }
+}
+
+impl Supervised for QueueActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(actor = ACTOR, "queue actor restarting");
+    }
+}
+
+impl Handler<Ping> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 impl Handler<Enqueue> for QueueActor {
     type Result = ResponseFuture<Result<(), QueueError>>;
 
-    fn handle(&mut self, Enqueue(event): Enqueue, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Enqueue(event): Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        let stall = match supervision::caught(|| self.faults.at(Site::Enqueue, Some(&event))) {
+            Ok(stall) => stall,
+            Err(panic) => {
+                // Not accepted, so nothing is lost: the client gets a 503 and may resend.
+                supervision::restart(ACTOR, &panic, &self.metrics, ctx);
+                self.metrics.enqueue_rejected.add(1, &[]);
+                let refused = QueueError::Unavailable("the queue restarted; try again".into());
+                return Box::pin(std::future::ready(Err(refused)));
+            }
+        };
+        if let Some(stall) = stall {
+            ctx.wait(stall.into_actor(self));
+        }
         let publish = self.backend.publish(event);
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -151,7 +214,7 @@ impl Handler<WaitUntilDrained> for QueueActor {
     ) -> Self::Result {
         let backend = self.backend.clone();
         Box::pin(async move {
-            let deadline = Instant::now() + timeout;
+            let deadline = crate::time::deadline(timeout);
             while backend.depth() > 0 {
                 if Instant::now() >= deadline {
                     return false;
@@ -212,6 +275,9 @@ struct Pump {
     deps: WorkerDeps,
     retry: Addr<RetryScheduler>,
     dlq: Addr<DlqActor>,
+    workers: Workers,
+    progress: Progress,
+    faults: Faults,
     phase: watch::Receiver<Phase>,
     /// Dropped when the pump returns (see `QueueActor::pumps_done`).
     _done: mpsc::Sender<()>,
@@ -219,7 +285,7 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) {
-        let mut worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+        let mut worker = self.start_worker();
         // Logged once per outage, not at every attempt.
         let mut failing = false;
         loop {
@@ -245,6 +311,7 @@ impl Pump {
             if received.is_empty() {
                 continue;
             }
+            self.progress.mark();
             if *self.phase.borrow() != Phase::Running {
                 // Taken just as the stop came: hand it straight back.
                 let deliveries = received.deliveries;
@@ -262,24 +329,30 @@ impl Pump {
                 continue;
             }
             self.metrics.dequeued.add(batch.len() as u64, &[]);
-            if !worker.connected() {
-                worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
-            }
             let held = batch.clone();
-            let outcome = self.process(&worker, batch, &held).await;
-            let lost = match outcome {
-                Outcome::Done => continue,
-                Outcome::Abandoned => {
+            // A panic here (in this pump's own code) must not take the batch with it.
+            let dispatched = AssertUnwindSafe(self.dispatch(&mut worker, batch, &held))
+                .catch_unwind()
+                .await;
+            self.progress.mark();
+            let lost = match dispatched {
+                Ok(Outcome::Done) => continue,
+                Ok(Outcome::Abandoned) => {
                     hand_back(&held).await;
                     return;
                 }
                 // The worker caught a panic and stopped; its Supervisor restarts it.
-                Outcome::Panicked(panic) => format!("panicked: {panic}"),
+                Ok(Outcome::Panicked(panic)) => format!("panicked: {panic}"),
                 // The worker is gone for good: replace it.
-                Outcome::Lost(err) => {
+                Ok(Outcome::Lost(err)) => {
                     tracing::error!(worker = self.index, error = %err, "worker lost; replacing it");
-                    worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+                    worker = self.start_worker();
                     err
+                }
+                Err(panic) => {
+                    let reason = supervision::panic_message(panic);
+                    supervision::record_panic(ACTOR, &reason, &self.metrics);
+                    format!("the dispatcher panicked: {reason}")
                 }
             };
             // What the worker left unsettled (and unclaimed: a failure it reported is the
@@ -293,6 +366,29 @@ impl Pump {
                 }
             }
         }
+    }
+
+    fn start_worker(&self) -> Addr<PersistenceWorker> {
+        let worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+        self.workers.set(self.index, worker.clone());
+        worker
+    }
+
+    /// Hands the batch to this pump's worker (replacing it first if it is gone).
+    async fn dispatch(
+        &mut self,
+        worker: &mut Addr<PersistenceWorker>,
+        batch: Vec<Delivery>,
+        held: &[Delivery],
+    ) -> Outcome {
+        let first = batch.first().map(|d| d.event.as_ref());
+        if let Some(stall) = self.faults.at(Site::Dispatch, first) {
+            stall.await;
+        }
+        if !worker.connected() {
+            *worker = self.start_worker();
+        }
+        self.process(worker, batch, held).await
     }
 
     /// Hands the batch to the worker and waits, reporting progress on what it holds so a
@@ -309,7 +405,7 @@ impl Pump {
             .backend
             .progress_interval()
             .unwrap_or(Duration::from_secs(3600));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut ticks = tokio::time::interval_at(crate::time::tokio_deadline(every), every);
         loop {
             tokio::select! {
                 result = &mut work => return match result {

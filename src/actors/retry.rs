@@ -1,12 +1,15 @@
 //! RetryScheduler: decides what happens to a failed event.
 //!
 //! Transient failures are delivered again after a capped exponential backoff with jitter
-//! (never sooner than a provider's Retry-After): the delivery is nak'd with that delay and
-//! the backend holds it (memory: a delay heap; NATS: JetStream redelivers), so a waiting
-//! retry holds no worker. Permanent failures, and events out of attempts or age, go to the
-//! DlqActor, which terminates the delivery once the dead letter is stored.
+//! (never sooner than a provider's Retry-After, itself capped at `retry.max_delay`): the
+//! delivery is nak'd with that delay and the backend holds it (memory: a delay heap; NATS:
+//! JetStream redelivers), so a waiting retry holds no worker. Permanent failures, events
+//! out of attempts or age, and events whose next attempt would come after `retry.max_age`
+//! go to the DlqActor, which terminates the delivery once the dead letter is stored.
 //!
-//! Every `Failed` carries a claimed delivery: it was failed once, by one party.
+//! Every `Failed` carries a claimed delivery: it was failed once, by one party. The actor
+//! is supervised (see [`super::supervision`]): should deciding panic, the delivery is still
+//! retried (or dead-lettered when out of attempts) by a path without the code that panicked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +19,17 @@ use chrono::Utc;
 use sea_orm::DatabaseConnection;
 
 use super::dlq::{DeadLetter, DlqActor};
+use super::faults::{Faults, Site};
+use super::supervision::{self, Ping};
 use super::{ErrorKind, ProcessingError};
 use crate::config::RetrySettings;
 use crate::domain::Event;
 use crate::queue::Claimed;
 use crate::store::failures::{self, Failure};
 use crate::telemetry::Metrics;
+
+/// The label of this actor in `messaging_actor_restarts_total`.
+const ACTOR: &str = "retry_scheduler";
 
 /// Processing the claimed delivery failed with `error`.
 #[derive(Message)]
@@ -50,6 +58,15 @@ impl From<&RetrySettings> for RetryPolicy {
     }
 }
 
+/// What becomes of a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Deliver it again after this delay.
+    Retry(Duration),
+    /// Park it, for this reason.
+    DeadLetter(&'static str),
+}
+
 impl RetryPolicy {
     /// The ceiling of the delay after failed attempt `n` (1-based):
     /// `min(max_delay, base_delay · 2^(n-1))`.
@@ -59,11 +76,38 @@ impl RetryPolicy {
     }
 
     /// A delay drawn from `[ceiling/2, ceiling]` ("equal jitter": spreads retries out while
-    /// keeping the backoff's growth), raised to `retry_after` when the other side asked.
+    /// keeping the backoff's growth), raised to `retry_after` when the other side asked,
+    /// but never beyond `max_delay`: a provider's `Retry-After: 99999999999` must not park
+    /// a message for millennia.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         let ceiling = self.ceiling(attempt);
         let jittered = ceiling / 2 + ceiling.mul_f64(unit.clamp(0.0, 1.0) / 2.0);
-        jittered.max(retry_after.unwrap_or_default())
+        let asked = retry_after.unwrap_or_default().min(self.max_delay);
+        jittered.max(asked)
+    }
+
+    /// Retry or dead-letter: after `attempts` attempts (this one included), `age` since the
+    /// event was accepted, failing with an error of `kind`.
+    pub fn decide(
+        &self,
+        kind: ErrorKind,
+        attempts: u32,
+        age: Duration,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Decision {
+        if kind == ErrorKind::Permanent {
+            return Decision::DeadLetter("permanent failure");
+        }
+        if attempts >= self.max_attempts {
+            return Decision::DeadLetter("out of attempts (retry.max_attempts)");
+        }
+        let delay = self.delay(attempts, retry_after, unit);
+        if age.saturating_add(delay) > self.max_age {
+            // Waiting would take it past its age limit: no point in holding it that long.
+            return Decision::DeadLetter("next attempt would come after retry.max_age");
+        }
+        Decision::Retry(delay)
     }
 }
 
@@ -77,6 +121,7 @@ pub struct RetryScheduler {
     /// recording must not pile up waiting connections that compete with the retries.
     recording: Arc<tokio::sync::Semaphore>,
     rng: fastrand::Rng,
+    faults: Faults,
 }
 
 /// Failure records written at once, at most; past it a record is skipped (the status then
@@ -84,20 +129,24 @@ pub struct RetryScheduler {
 const RECORDING_AT_ONCE: usize = 4;
 
 impl RetryScheduler {
-    pub fn new(
+    /// Started under a Supervisor: the address survives restarts.
+    pub fn start(
         policy: RetryPolicy,
         dlq: Addr<DlqActor>,
         metrics: Arc<Metrics>,
         db: DatabaseConnection,
-    ) -> Self {
-        RetryScheduler {
+        faults: Faults,
+    ) -> Addr<Self> {
+        let recording = Arc::new(tokio::sync::Semaphore::new(RECORDING_AT_ONCE));
+        Supervisor::start(move |_| RetryScheduler {
             policy,
             dlq,
             metrics,
             db,
-            recording: Arc::new(tokio::sync::Semaphore::new(RECORDING_AT_ONCE)),
+            recording,
             rng: fastrand::Rng::new(),
-        }
+            faults,
+        })
     }
 
     /// Records the failure for the status resource (`failed`, `attempts`, `last_error`),
@@ -124,62 +173,118 @@ impl RetryScheduler {
             drop(permit);
         });
     }
+
+    fn decide(&mut self, claim: &Claimed, error: &ProcessingError) -> Decision {
+        let event = claim.event();
+        let attempts = event.attempt.saturating_add(1);
+        let age = (Utc::now() - event.accepted_at)
+            .to_std()
+            .unwrap_or_default();
+        self.policy.decide(
+            error.kind(),
+            attempts,
+            age,
+            error.retry_after(),
+            self.rng.f64(),
+        )
+    }
+
+    fn carry_out(&self, Failed { claim, error }: Failed, decision: Decision) {
+        let event = claim.event().clone();
+        let attempts = event.attempt.saturating_add(1);
+        let kind = error.kind();
+        match decision {
+            Decision::DeadLetter(reason) => {
+                tracing::warn!(
+                    event_id = %event.event_id,
+                    idempotency_key = %event.idempotency_key,
+                    attempt = attempts,
+                    error_kind = kind.as_str(),
+                    error = %error,
+                    reason,
+                    "event dead-lettered"
+                );
+                self.record(event, attempts, &error, true);
+                self.dlq.do_send(DeadLetter {
+                    claim,
+                    attempts,
+                    last_error: error.to_string(),
+                    kind,
+                });
+            }
+            Decision::Retry(delay) => {
+                tracing::info!(
+                    event_id = %event.event_id,
+                    idempotency_key = %event.idempotency_key,
+                    attempt = attempts,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %error,
+                    "retry scheduled"
+                );
+                self.metrics.retries.add(1, &[]);
+                self.record(event.clone(), attempts, &error, false);
+                actix::spawn(async move {
+                    if let Err(err) = claim.nak(delay).await {
+                        // Not lost: an unsettled delivery comes back by itself (after ack_wait).
+                        tracing::warn!(event_id = %event.event_id, error = %err, "could not schedule the retry");
+                    }
+                });
+            }
+        }
+    }
+
+    /// After a panic while deciding: the plain backoff ceiling, or the dead-letter queue
+    /// for a permanent failure or when out of attempts, with none of the deciding code.
+    fn fallback(&self, failed: Failed) {
+        let attempts = failed.claim.event().attempt.saturating_add(1);
+        let decision = if failed.error.kind() == ErrorKind::Permanent {
+            Decision::DeadLetter("permanent failure")
+        } else if attempts >= self.policy.max_attempts {
+            Decision::DeadLetter("out of attempts (retry.max_attempts)")
+        } else {
+            Decision::Retry(self.policy.ceiling(attempts))
+        };
+        self.carry_out(failed, decision);
+    }
 }
 
 impl Actor for RetryScheduler {
     type Context = Context<Self>;
 }
 
+impl Supervised for RetryScheduler {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(actor = ACTOR, "retry scheduler restarting");
+    }
+}
+
 impl Handler<Failed> for RetryScheduler {
     type Result = ();
 
-    fn handle(&mut self, Failed { claim, error }: Failed, _: &mut Self::Context) {
-        let event = claim.event().clone();
-        let attempts = event.attempt + 1;
-        let age = (Utc::now() - event.accepted_at)
-            .to_std()
-            .unwrap_or_default();
-        let kind = error.kind();
-        let out_of_attempts = attempts >= self.policy.max_attempts;
-        let too_old = age >= self.policy.max_age;
-        if kind == ErrorKind::Permanent || out_of_attempts || too_old {
-            tracing::warn!(
-                event_id = %event.event_id,
-                idempotency_key = %event.idempotency_key,
-                attempt = attempts,
-                error_kind = kind.as_str(),
-                error = %error,
-                "event dead-lettered"
-            );
-            self.record(event, attempts, &error, true);
-            self.dlq.do_send(DeadLetter {
-                claim,
-                attempts,
-                last_error: error.to_string(),
-                kind,
-            });
-            return;
-        }
-        let delay = self
-            .policy
-            .delay(attempts, error.retry_after(), self.rng.f64());
-        tracing::info!(
-            event_id = %event.event_id,
-            idempotency_key = %event.idempotency_key,
-            attempt = attempts,
-            delay_ms = delay.as_millis() as u64,
-            error = %error,
-            "retry scheduled"
-        );
-        self.metrics.retries.add(1, &[]);
-        self.record(event.clone(), attempts, &error, false);
-        actix::spawn(async move {
-            if let Err(err) = claim.nak(delay).await {
-                // Not lost: an unsettled delivery comes back by itself (after ack_wait).
-                tracing::warn!(event_id = %event.event_id, error = %err, "could not schedule the retry");
-            }
+    fn handle(&mut self, failed: Failed, ctx: &mut Self::Context) {
+        let decided = supervision::caught(|| {
+            let stall = self.faults.at(Site::Retry, Some(failed.claim.event()));
+            (self.decide(&failed.claim, &failed.error), stall)
         });
+        match decided {
+            Ok((decision, stall)) => {
+                self.carry_out(failed, decision);
+                if let Some(stall) = stall {
+                    ctx.wait(stall.into_actor(self));
+                }
+            }
+            Err(panic) => {
+                supervision::restart(ACTOR, &panic, &self.metrics, ctx);
+                self.fallback(failed);
+            }
+        }
     }
+}
+
+impl Handler<Ping> for RetryScheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 #[cfg(test)]
@@ -223,5 +328,43 @@ mod tests {
             p.delay(7, Some(Duration::from_secs(1)), 1.0),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_max_delay() {
+        let p = policy();
+        for asked in [u64::MAX, 99_999_999_999, 61] {
+            assert_eq!(
+                p.delay(1, Some(Duration::from_secs(asked)), 0.0),
+                Duration::from_secs(60),
+                "Retry-After: {asked}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_that_would_come_after_max_age_is_a_dead_letter_now() {
+        use ErrorKind::{Permanent, Transient};
+        let p = RetryPolicy {
+            max_age: Duration::from_secs(100),
+            ..policy()
+        };
+        let retry_after = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(
+            p.decide(Transient, 1, Duration::from_secs(30), retry_after, 0.5),
+            Decision::Retry(Duration::from_secs(60))
+        );
+        assert!(matches!(
+            p.decide(Transient, 1, Duration::from_secs(50), retry_after, 0.5),
+            Decision::DeadLetter(_)
+        ));
+        assert!(matches!(
+            p.decide(Transient, 10, Duration::ZERO, None, 0.5),
+            Decision::DeadLetter(_)
+        ));
+        assert!(matches!(
+            p.decide(Permanent, 1, Duration::ZERO, None, 0.5),
+            Decision::DeadLetter(_)
+        ));
     }
 }

@@ -16,17 +16,23 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::FutureExt;
 
+use super::faults::{Faults, Site};
 use super::retry::{Failed, RetryScheduler};
+use super::supervision::{self, Ping};
 use super::ProcessingError;
 use crate::domain::{Direction, Event};
 use crate::providers::{OutboundMessage, Providers};
 use crate::queue::Delivery;
-use crate::store::writer::{MessageWriter, Persisted, STATUS_QUEUED};
+use crate::store::status::MessageStatus;
+use crate::store::writer::{MessageWriter, Persisted};
 use crate::store::StoreError;
 use crate::telemetry::{self, mask_address, Metrics};
 
 /// Runs before each batch is stored; tests use it to inject faults (a panic).
 pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
+
+/// The label of these actors in `messaging_actor_restarts_total`.
+const ACTOR: &str = "worker";
 
 #[derive(Clone)]
 pub struct WorkerDeps {
@@ -39,6 +45,7 @@ pub struct WorkerDeps {
     pub max_attempts: u32,
     /// The queue backend's name (`memory`, `nats`), for trace attributes.
     pub queue: &'static str,
+    pub faults: Faults,
 }
 
 /// Process these deliveries. `Err` carries a panic message: the worker has stopped and
@@ -85,23 +92,40 @@ impl Supervised for PersistenceWorker {
 impl Handler<ProcessBatch> for PersistenceWorker {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
-    fn handle(&mut self, ProcessBatch(batch): ProcessBatch, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        ProcessBatch(batch): ProcessBatch,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let first = batch.first().map(|d| d.event.as_ref());
+        match supervision::caught(|| self.deps.faults.at(Site::Worker, first)) {
+            Ok(Some(stall)) => ctx.wait(stall.into_actor(self)),
+            Ok(None) => {}
+            Err(reason) => {
+                // The pump fails what the batch held; the Supervisor restarts this worker.
+                tracing::error!(worker = self.index, reason, "persistence worker panicked");
+                supervision::restart(ACTOR, &reason, &self.deps.metrics, ctx);
+                return Box::pin(fut::ready(Err(reason)));
+            }
+        }
         let (deps, events) = (&self.deps, batch.iter().map(|d| d.event.as_ref()));
         let trace = deps.metrics.tracer.batch(deps.queue, events);
         let work = AssertUnwindSafe(trace.around(process(self.deps.clone(), batch))).catch_unwind();
         Box::pin(work.into_actor(self).map(|result, act, ctx| {
             result.map_err(|panic| {
-                let reason = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_string());
+                let reason = supervision::panic_message(panic);
                 tracing::error!(worker = act.index, reason, "persistence worker panicked");
-                ctx.stop();
+                supervision::restart(ACTOR, &reason, &act.deps.metrics, ctx);
                 reason
             })
         }))
     }
+}
+
+impl Handler<Ping> for PersistenceWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
@@ -147,7 +171,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
             Ok(persisted) => {
                 record_stored(&deps, &delivery.event, &persisted, started);
                 let outbound = delivery.event.direction == Direction::Outbound;
-                if outbound && persisted.status == STATUS_QUEUED {
+                if outbound && persisted.status == MessageStatus::Queued {
                     to_send.push((delivery, persisted.message_id));
                 } else {
                     done.push(delivery);

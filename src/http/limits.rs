@@ -15,7 +15,7 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{web, Error, HttpMessage, ResponseError};
 use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::{ApiError, AppState};
 
@@ -74,7 +74,9 @@ impl Deadline {
     fn new(payload: Payload, timeout: Duration) -> Self {
         Deadline {
             payload,
-            timer: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            timer: Box::pin(tokio::time::sleep_until(crate::time::tokio_deadline(
+                timeout,
+            ))),
             expired: false,
         }
     }

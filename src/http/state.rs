@@ -8,11 +8,14 @@ use uuid::Uuid;
 use super::idempotency::RecentKeys;
 use super::{ApiError, Auth};
 
+use crate::actors::health::Pipeline;
 use crate::actors::{DlqActor, QueueActor};
 use crate::config::Settings;
 use crate::domain::FieldError;
+use crate::queue::spill::SpillDir;
 use crate::queue::{MemoryQueue, QueueBackend};
 use crate::store;
+use crate::store::writer::MessageWriter;
 use crate::telemetry::Metrics;
 
 /// What every handler can reach.
@@ -25,6 +28,12 @@ pub struct AppState {
     /// The same queue when it is the in-process one (`queue.backend = "memory"`).
     pub memory_queue: Option<MemoryQueue>,
     pub dlq: Addr<DlqActor>,
+    /// The pipeline's actors, for readiness.
+    pub pipeline: Arc<Pipeline>,
+    /// The workers' writer, for readiness's database check (on SQLite it takes its turn).
+    pub writer: MessageWriter,
+    /// Where a shutdown keeps what the database refuses (memory backend).
+    pub spill: SpillDir,
     pub metrics: Arc<Metrics>,
     /// API keys, webhook signatures and rate limits.
     pub auth: Arc<Auth>,

@@ -239,7 +239,7 @@ impl MemoryQueue {
         state.next_id += 1;
         let seq = state.next_id;
         state.delayed.push(Reverse(Delayed {
-            due: Instant::now() + delay,
+            due: crate::time::deadline(delay),
             seq,
             event,
         }));
@@ -283,7 +283,7 @@ impl QueueBackend for MemoryQueue {
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), QueueError>> {
         let this = self.clone();
         async move {
-            let deadline = Instant::now() + this.shared.enqueue_wait;
+            let deadline = crate::time::deadline(this.shared.enqueue_wait);
             let mut event = event;
             loop {
                 // Registered before looking, so room made in between is not missed.
@@ -325,7 +325,7 @@ impl QueueBackend for MemoryQueue {
     ) -> BoxFuture<'static, Result<Received, QueueError>> {
         let this = self.clone();
         async move {
-            let deadline = Instant::now() + wait;
+            let deadline = crate::time::deadline(wait);
             loop {
                 // Register interest before looking, so a publish in between is not missed.
                 let signal = this.shared.ready_signal.notified();
@@ -350,6 +350,13 @@ impl QueueBackend for MemoryQueue {
 
     fn depth(&self) -> usize {
         self.state().depth()
+    }
+
+    fn runnable(&self) -> usize {
+        let state = self.state();
+        let now = Instant::now();
+        let due = state.delayed.iter().filter(|d| d.0.due <= now).count();
+        state.ready.len() + state.in_flight.len() + due
     }
 
     fn check(&self) -> BoxFuture<'static, Result<(), QueueError>> {

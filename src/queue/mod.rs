@@ -7,10 +7,12 @@
 //! later one is a no-op that says so, so a worker's own failure report and the pump's
 //! "the worker died, fail what it held" can never both retry or dead-letter one delivery.
 //!
-//! Memory-only concerns (shutdown spill, snapshots) are [`MemoryQueue`]'s own API.
+//! Memory-only concerns (shutdown spill, snapshots) are [`MemoryQueue`]'s own API, and
+//! [`spill`] keeps on disk what a shutdown could not save in the database.
 
 mod memory;
 mod nats;
+pub mod spill;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -282,6 +284,11 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Events accepted and not yet done: waiting, delayed for a retry, or in flight. Never
     /// blocks (a metrics callback reads it); a remote backend reports its last reading.
     fn depth(&self) -> usize;
+
+    /// Events a worker could take now or holds: waiting or in flight, but not retries
+    /// waiting for their time (for the stall check of /readyz). Never blocks either; a
+    /// remote backend reports what it can see (NATS: not yet delivered).
+    fn runnable(&self) -> usize;
 
     /// Whether the backend answers (for /readyz).
     fn check(&self) -> BoxFuture<'static, Result<(), QueueError>>;

@@ -75,6 +75,8 @@ struct Shared {
     ack_wait: Duration,
     /// Last reading of the consumer's pending + unacked messages.
     depth: AtomicU64,
+    /// Of those, the ones not delivered yet.
+    pending: AtomicU64,
     /// Whether the last background reading succeeded, and why not.
     healthy: AtomicBool,
     last_error: Mutex<String>,
@@ -126,6 +128,7 @@ impl NatsQueue {
             publish_timeout: settings.publish_timeout,
             ack_wait: settings.ack_wait,
             depth: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             healthy: AtomicBool::new(false),
             last_error: Mutex::new("not checked yet".into()),
         });
@@ -238,7 +241,10 @@ impl Shared {
     async fn refresh(&self) {
         let reading = if self.connected() {
             match tokio::time::timeout(self.publish_timeout, self.consumer.get_info()).await {
-                Ok(Ok(info)) => Ok(info.num_pending + info.num_ack_pending as u64),
+                Ok(Ok(info)) => Ok((
+                    info.num_pending + info.num_ack_pending as u64,
+                    info.num_pending,
+                )),
                 Ok(Err(e)) => Err(format!("cannot read the consumer: {e}")),
                 Err(_) => Err("the consumer did not answer in time".to_string()),
             }
@@ -246,8 +252,9 @@ impl Shared {
             Err("not connected to NATS".to_string())
         };
         match reading {
-            Ok(depth) => {
+            Ok((depth, pending)) => {
                 self.depth.store(depth, Ordering::Relaxed);
+                self.pending.store(pending, Ordering::Relaxed);
                 self.healthy.store(true, Ordering::Relaxed);
             }
             Err(reason) => {
@@ -308,7 +315,10 @@ impl Shared {
             .map_err(|e| QueueError::Unavailable(format!("cannot pull from the consumer: {e}")))?;
         let mut received = Received::default();
         // The client's own fallback for a lost answer is `wait` + 5 s; a second is plenty.
-        let deadline = tokio::time::Instant::from_std(started + wait + Duration::from_secs(1));
+        let deadline = tokio::time::Instant::from_std(crate::time::after(
+            started,
+            wait.saturating_add(Duration::from_secs(1)),
+        ));
         loop {
             match tokio::time::timeout_at(deadline, batch.next()).await {
                 Ok(Some(Ok(message))) => self.take(message, &mut received),
@@ -502,6 +512,12 @@ impl QueueBackend for NatsQueue {
 
     fn depth(&self) -> usize {
         self.shared.depth.load(Ordering::Relaxed) as usize
+    }
+
+    /// Delivered messages (in flight, or waiting out a nak delay) look alike from here:
+    /// only those never delivered count.
+    fn runnable(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed) as usize
     }
 
     fn check(&self) -> BoxFuture<'static, Result<(), QueueError>> {

@@ -3,15 +3,18 @@
 pub mod dead_letters;
 mod error;
 pub mod failures;
+pub mod health;
 pub mod keys;
 mod nodelay;
 pub mod pending;
+pub mod progress;
 pub mod read;
+pub mod redrive;
 pub mod status;
 pub mod writer;
 
 use migration::MigratorTrait;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 pub use error::StoreError;
 
@@ -81,12 +84,6 @@ pub async fn require_migrated(db: &DatabaseConnection) -> Result<(), StoreError>
         names.len(),
         names.join(", ")
     )))
-}
-
-/// A cheap round trip, for readiness.
-pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
-    db.execute_unprepared("SELECT 1").await?;
-    Ok(())
 }
 
 fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {

@@ -1,335 +1,162 @@
-//! What became of an accepted event, by idempotency key (SPEC §12): the facts the database
-//! holds about it, and the one function that turns those facts (and whether the queue
-//! still holds the event) into a status.
+//! A message's status (SPEC §6), and the one function that changes it.
+//!
+//! ```text
+//! outbound: queued ──provider accepted──> sent
+//!             │  ^
+//!  dead-lettered  replayed
+//!             v  │
+//!            failed
+//! inbound:  received (never changes)
+//! ```
+//! Every change is conditional on the status it starts from, so a late or repeated change
+//! (a second provider acceptance, a replay racing a dead letter) leaves the message alone.
 
-use chrono::{DateTime, Utc};
-use entity::{dead_letters, event_failures, messages};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-};
-use serde::Serialize;
-use uuid::Uuid;
+use std::fmt;
 
-use super::{failures, writer, StoreError};
+use chrono::Utc;
+use entity::messages::{self, Column};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityName};
 
-/// The status of an accepted message, as the status resource reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+use super::StoreError;
+use crate::domain::{Direction, Event};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageStatus {
-    /// Accepted and queued; not stored yet.
-    Pending,
-    /// Outbound, stored, not sent yet.
-    Stored,
-    /// Outbound, accepted by the provider.
+    /// Stored, not yet accepted by the provider.
+    Queued,
+    /// Accepted by the provider.
     Sent,
-    /// Inbound, stored.
-    Received,
-    /// An attempt failed and another will follow.
+    /// Dead-lettered.
     Failed,
-    /// Parked in the dead-letter queue (not replayed).
-    DeadLettered,
+    /// An inbound message.
+    Received,
 }
 
 impl MessageStatus {
+    pub const ALL: [MessageStatus; 4] = [Self::Queued, Self::Sent, Self::Failed, Self::Received];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            MessageStatus::Pending => "pending",
-            MessageStatus::Stored => "stored",
-            MessageStatus::Sent => "sent",
-            MessageStatus::Received => "received",
-            MessageStatus::Failed => "failed",
-            MessageStatus::DeadLettered => "dead_lettered",
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Received => "received",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The status a newly stored message starts in.
+    pub fn initial(direction: Direction) -> Self {
+        match direction {
+            Direction::Outbound => Self::Queued,
+            Direction::Inbound => Self::Received,
+        }
+    }
+
+    /// The moves of the diagram above.
+    pub fn may_become(self, to: Self) -> bool {
+        matches!(
+            (self, to),
+            (Self::Queued, Self::Sent)
+                | (Self::Queued, Self::Failed)
+                | (Self::Failed, Self::Queued)
+        )
     }
 }
 
-/// What the database knows about one key, limited to what the caller may see.
-#[derive(Debug, Default)]
-pub struct Facts {
-    pub message: Option<messages::Model>,
-    pub failure: Option<event_failures::Model>,
-    /// The latest dead letter of the key.
-    pub dead_letter: Option<dead_letters::Model>,
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-/// The event as the queue holds it.
+/// Which messages a status change applies to.
 #[derive(Debug, Clone, Copy)]
-pub struct Queued {
-    pub accepted_at: DateTime<Utc>,
+pub enum Which<'a> {
+    /// Messages by id, each with the id its provider gave it (recorded with the change).
+    Delivered(&'a [(i64, String)]),
+    /// The message stored for this event: its idempotency key, unless the event reused
+    /// the key of another request (another fingerprint), whose message it is not.
+    OfEvent(&'a Event),
 }
 
-/// A resolved status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    pub status: MessageStatus,
-    /// Processing attempts so far: failed ones, plus the one that stored the message.
-    pub attempts: u32,
-    /// The last failure's error, while the status is `failed` or `dead_lettered`.
-    pub last_error: Option<String>,
-    pub message_id: Option<i64>,
-    pub conversation_id: Option<i64>,
-    pub provider_message_id: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Reads the facts about `key` that belong to `customer` (`None`: any customer's). Three
-/// indexed point reads; nothing here is on the message path.
-pub async fn facts<C: ConnectionTrait>(
+/// Moves the selected messages from `from` to `to`, leaving any message in another status
+/// alone. Returns how many moved.
+pub async fn transition<C: ConnectionTrait>(
     db: &C,
-    key: &str,
-    customer: Option<Uuid>,
-) -> Result<Facts, StoreError> {
-    let message = messages::Entity::find()
-        .filter(messages::Column::IdempotencyKey.eq(key))
-        .apply_if(customer, |q, c| {
-            q.filter(messages::Column::CustomerId.eq(c))
-        })
-        .one(db)
-        .await?;
-    let failure = failures::get(db, key)
-        .await?
-        .filter(|f| customer.is_none_or(|c| f.customer_id == c));
-    let dead_letter = dead_letters::Entity::find()
-        .filter(dead_letters::Column::IdempotencyKey.eq(key))
-        .order_by_desc(dead_letters::Column::Id)
-        .limit(1)
-        .one(db)
-        .await?
-        // The customer is inside the stored event; a payload that is no event belongs to
-        // nobody but the operators.
-        .filter(|d| customer.is_none_or(|c| event_customer(&d.event) == Some(c)));
-    Ok(Facts {
-        message,
-        failure,
-        dead_letter,
-    })
-}
-
-fn event_customer(event: &serde_json::Value) -> Option<Uuid> {
-    event.get("customer_id")?.as_str()?.parse().ok()
-}
-
-impl Facts {
-    /// Whether the database alone settles the status (the queue need not be asked).
-    pub fn settled(&self) -> bool {
-        self.message.is_some()
-            || self
-                .dead_letter
-                .as_ref()
-                .is_some_and(|d| d.replayed_at.is_none())
+    which: Which<'_>,
+    from: MessageStatus,
+    to: MessageStatus,
+) -> Result<u64, StoreError> {
+    if !from.may_become(to) {
+        return Err(StoreError::Rejected(format!(
+            "a message cannot go from {from} to {to}"
+        )));
     }
-}
-
-/// The one mapping from facts to a status; `None` when nothing is known of the key.
-pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
-    // A failure recorded since the message last changed, with a retry to follow.
-    let retrying = |since: Option<DateTime<Utc>>| {
-        facts
-            .failure
-            .as_ref()
-            .filter(|f| !f.dead_lettered && since.is_none_or(|t| f.failed_at >= t))
-    };
-    let attempts_after_success = facts
-        .failure
-        .as_ref()
-        .filter(|f| !f.dead_lettered)
-        .map_or(1, |f| f.attempts.max(0) as u32 + 1);
-    let failed = |f: &event_failures::Model, base: Resolved| Resolved {
-        status: MessageStatus::Failed,
-        attempts: f.attempts.max(0) as u32,
-        last_error: Some(f.last_error.clone()),
-        updated_at: f.failed_at,
-        ..base
-    };
-    let dead = |base: Resolved| {
-        let (attempts, error, at) = match (&facts.dead_letter, &facts.failure) {
-            (Some(d), _) => (d.attempts, Some(d.last_error.clone()), d.dead_at),
-            (None, Some(f)) => (f.attempts, Some(f.last_error.clone()), f.failed_at),
-            (None, None) => (0, None, base.updated_at),
-        };
-        Resolved {
-            status: MessageStatus::DeadLettered,
-            attempts: attempts.max(0) as u32,
-            last_error: error,
-            updated_at: at,
-            ..base
+    let mut update = Query::update()
+        .table(messages::Entity.table_ref())
+        .value(Column::Status, to.as_str())
+        .value(Column::UpdatedAt, Utc::now())
+        .and_where(Column::Status.eq(from.as_str()))
+        .to_owned();
+    match which {
+        Which::Delivered([]) => return Ok(0),
+        Which::Delivered(sent) => {
+            let mut provider_id = CaseStatement::new();
+            for (id, provider_message_id) in sent {
+                provider_id =
+                    provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
+            }
+            update
+                .value(
+                    Column::ProviderMessageId,
+                    provider_id.finally(Expr::col(Column::ProviderMessageId)),
+                )
+                .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)));
         }
-    };
-
-    if let Some(m) = &facts.message {
-        let base = Resolved {
-            status: MessageStatus::Stored,
-            attempts: attempts_after_success,
-            last_error: None,
-            message_id: Some(m.id),
-            conversation_id: Some(m.conversation_id),
-            provider_message_id: m.provider_message_id.clone(),
-            updated_at: m.updated_at,
-        };
-        return Some(match m.status.as_str() {
-            writer::STATUS_RECEIVED => Resolved {
-                status: MessageStatus::Received,
-                ..base
-            },
-            writer::STATUS_SENT => Resolved {
-                status: MessageStatus::Sent,
-                ..base
-            },
-            // A message is `failed` once its event is dead-lettered; a replay moves it back.
-            writer::STATUS_FAILED => dead(base),
-            _ => match retrying(Some(m.updated_at)) {
-                Some(f) => failed(f, base),
-                None => base,
-            },
-        });
+        Which::OfEvent(event) => {
+            update.and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()));
+            if let Some(fingerprint) = &event.request_fingerprint {
+                update.cond_where(
+                    Column::RequestFingerprint
+                        .is_null()
+                        .or(Column::RequestFingerprint.eq(fingerprint.as_str())),
+                );
+            }
+        }
     }
-    let nothing = Resolved {
-        status: MessageStatus::Pending,
-        attempts: 0,
-        last_error: None,
-        message_id: None,
-        conversation_id: None,
-        provider_message_id: None,
-        updated_at: Utc::now(),
-    };
-    if facts
-        .dead_letter
-        .as_ref()
-        .is_some_and(|d| d.replayed_at.is_none())
-    {
-        return Some(dead(nothing));
-    }
-    if let Some(q) = queued {
-        let base = Resolved {
-            updated_at: q.accepted_at,
-            ..nothing
-        };
-        return Some(match retrying(None) {
-            Some(f) => failed(f, base),
-            None => base,
-        });
-    }
-    // Dead-lettered, and the dead letter since deleted (or purged).
-    match &facts.failure {
-        Some(f) if f.dead_lettered => Some(dead(nothing)),
-        _ => None,
-    }
+    Ok(db.execute(&update).await?.rows_affected())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
-    fn at(second: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, second).unwrap()
-    }
-
-    fn message(status: &str, updated: u32) -> messages::Model {
-        messages::Model {
-            id: 7,
-            conversation_id: 3,
-            customer_id: Uuid::nil(),
-            direction: "outbound".into(),
-            channel: "sms".into(),
-            from_address: "+12016661234".into(),
-            to_address: "+18045551234".into(),
-            subject: None,
-            body_id: 1,
-            attachments: serde_json::json!([]),
-            metadata: None,
-            sent_at: at(0),
-            received_at: at(0),
-            status: status.into(),
-            provider_message_id: None,
-            idempotency_key: "k".into(),
-            created_at: at(0),
-            updated_at: at(updated),
-            request_fingerprint: None,
+    #[test]
+    fn names_round_trip() {
+        for status in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(status.as_str()), Some(status));
         }
-    }
-
-    fn failure(attempts: i32, when: u32, dead_lettered: bool) -> event_failures::Model {
-        event_failures::Model {
-            idempotency_key: "k".into(),
-            customer_id: Uuid::nil(),
-            attempts,
-            last_error: "provider said 503".into(),
-            error_kind: "transient".into(),
-            dead_lettered,
-            failed_at: at(when),
-        }
-    }
-
-    fn status(facts: Facts, queued: bool) -> Option<(MessageStatus, u32, Option<String>)> {
-        let queued = queued.then_some(Queued { accepted_at: at(0) });
-        resolve(&facts, queued).map(|r| (r.status, r.attempts, r.last_error))
+        assert_eq!(MessageStatus::parse("QUEUED"), None);
     }
 
     #[test]
-    fn a_failure_counts_only_when_it_is_newer_than_the_message() {
-        // The provider failed after the message was stored: failed, retry to come.
-        let provider_failed = Facts {
-            message: Some(message(writer::STATUS_QUEUED, 1)),
-            failure: Some(failure(2, 5, false)),
-            ..Facts::default()
-        };
+    fn only_the_moves_of_the_diagram_are_allowed() {
+        use MessageStatus::*;
+        let allowed: Vec<(MessageStatus, MessageStatus)> = MessageStatus::ALL
+            .into_iter()
+            .flat_map(|a| MessageStatus::ALL.map(|b| (a, b)))
+            .filter(|(a, b)| a.may_become(*b))
+            .collect();
         assert_eq!(
-            status(provider_failed, true),
-            Some((MessageStatus::Failed, 2, Some("provider said 503".into())))
+            allowed,
+            [(Queued, Sent), (Queued, Failed), (Failed, Queued)]
         );
-        // The database failed before the message was stored, then the retry stored it.
-        let stored_since = Facts {
-            message: Some(message(writer::STATUS_QUEUED, 9)),
-            failure: Some(failure(1, 5, false)),
-            ..Facts::default()
-        };
-        assert_eq!(
-            status(stored_since, true),
-            Some((MessageStatus::Stored, 2, None))
-        );
-    }
-
-    #[test]
-    fn a_replayed_dead_letter_starts_over() {
-        let replayed = Facts {
-            failure: Some(failure(10, 5, true)),
-            ..Facts::default()
-        };
-        assert_eq!(
-            status(replayed, true),
-            Some((MessageStatus::Pending, 0, None))
-        );
-        let sent_after_replay = Facts {
-            message: Some(message(writer::STATUS_SENT, 9)),
-            failure: Some(failure(10, 5, true)),
-            ..Facts::default()
-        };
-        assert_eq!(
-            status(sent_after_replay, false),
-            Some((MessageStatus::Sent, 1, None))
-        );
-    }
-
-    #[test]
-    fn unknown_keys_resolve_to_nothing() {
-        assert_eq!(status(Facts::default(), false), None);
-        let retrying_elsewhere = Facts {
-            failure: Some(failure(1, 5, false)),
-            ..Facts::default()
-        };
-        assert_eq!(status(retrying_elsewhere, false), None);
-        let dead_and_deleted = Facts {
-            failure: Some(failure(3, 5, true)),
-            ..Facts::default()
-        };
-        assert_eq!(
-            status(dead_and_deleted, false),
-            Some((
-                MessageStatus::DeadLettered,
-                3,
-                Some("provider said 503".into())
-            ))
-        );
+        assert_eq!(MessageStatus::initial(Direction::Outbound), Queued);
+        assert_eq!(MessageStatus::initial(Direction::Inbound), Received);
     }
 }

@@ -20,8 +20,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::status::{self, MessageStatus, Which};
 use super::StoreError;
-use crate::domain::{Direction, Event};
+use crate::domain::Event;
 
 /// Where an event ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +31,8 @@ pub struct Persisted {
     pub conversation_id: i64,
     /// false when the idempotency key was already stored (a replay or duplicate).
     pub inserted: bool,
-    /// The message's status as stored (`queued`, `sent`, `failed`, `received`).
-    pub status: String,
+    /// The message's status as stored.
+    pub status: MessageStatus,
     /// The fingerprint of the request the stored message came from.
     pub request_fingerprint: Option<String>,
 }
@@ -47,11 +48,6 @@ impl Persisted {
         )
     }
 }
-
-pub const STATUS_QUEUED: &str = "queued";
-pub const STATUS_SENT: &str = "sent";
-pub const STATUS_FAILED: &str = "failed";
-pub const STATUS_RECEIVED: &str = "received";
 
 /// Starts a write transaction; on SQLite it takes the write lock up front (`BEGIN
 /// IMMEDIATE`), because a deferred transaction that reads then writes gets SQLITE_BUSY
@@ -91,6 +87,22 @@ impl MessageWriter {
         }
     }
 
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Whether the database takes writes: runs `reads`, then opens a write transaction (in
+    /// turn with the workers' writes), deletes nothing, and rolls back. For readiness.
+    pub async fn check_writable(&self, reads: &str) -> Result<(), StoreError> {
+        self.db.execute_unprepared(reads).await?;
+        let _turn = self.take_turn().await;
+        let txn = begin_write(&self.db).await?;
+        txn.execute_unprepared("DELETE FROM pending_events WHERE id < 0")
+            .await?;
+        txn.rollback().await?;
+        Ok(())
+    }
+
     async fn take_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.turn {
             Some(turn) => Some(turn.lock().await),
@@ -120,27 +132,13 @@ impl MessageWriter {
     /// No turn here: one short statement, which SQLite's busy handler serves well, while
     /// queueing it behind whole batches of the other workers cost ~20% throughput.
     pub async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), StoreError> {
-        use messages::Column;
-        if sent.is_empty() {
-            return Ok(());
-        }
-        let mut provider_id = sea_orm::sea_query::CaseStatement::new();
-        for (id, provider_message_id) in sent {
-            provider_id =
-                provider_id.case(Column::Id.eq(*id), Expr::from(provider_message_id.clone()));
-        }
-        let update = Query::update()
-            .table(messages::Entity.table_ref())
-            .value(Column::Status, STATUS_SENT)
-            .value(
-                Column::ProviderMessageId,
-                provider_id.finally(Expr::col(Column::ProviderMessageId)),
-            )
-            .value(Column::UpdatedAt, Utc::now())
-            .and_where(Column::Id.is_in(sent.iter().map(|(id, _)| *id)))
-            .and_where(Column::Status.eq(STATUS_QUEUED))
-            .to_owned();
-        self.db.execute(&update).await?;
+        status::transition(
+            &self.db,
+            Which::Delivered(sent),
+            MessageStatus::Queued,
+            MessageStatus::Sent,
+        )
+        .await?;
         Ok(())
     }
 
@@ -258,6 +256,12 @@ async fn persist_in(
 
 fn keys_by_id(ids: &HashMap<ConversationKey, i64>) -> HashMap<i64, &ConversationKey> {
     ids.iter().map(|(k, id)| (*id, k)).collect()
+}
+
+fn status_of(row: &QueryResult) -> Result<MessageStatus, StoreError> {
+    let text: String = get(row, "status")?;
+    MessageStatus::parse(&text)
+        .ok_or_else(|| StoreError::Rejected(format!("unknown message status {text:?}")))
 }
 
 fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T, StoreError> {
@@ -399,13 +403,6 @@ struct NewMessage<'a> {
     body_id: i64,
 }
 
-fn initial_status(event: &Event) -> &'static str {
-    match event.direction {
-        Direction::Outbound => STATUS_QUEUED,
-        Direction::Inbound => STATUS_RECEIVED,
-    }
-}
-
 /// PostgreSQL keeps microseconds; truncating here makes both databases store and compare
 /// the same instant.
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -456,7 +453,7 @@ async fn insert_messages(
                 Expr::from(e.metadata.clone()),
                 Expr::from(micros(e.sent_at)),
                 Expr::from(micros(e.accepted_at)),
-                Expr::from(initial_status(e)),
+                Expr::from(MessageStatus::initial(e.direction).as_str()),
                 Expr::from(e.provider_message_id.clone()),
                 Expr::from(e.idempotency_key.as_str().to_string()),
                 Expr::from(now),
@@ -484,7 +481,7 @@ async fn insert_messages(
                 message_id: get(&row, "id")?,
                 conversation_id: get(&row, "conversation_id")?,
                 inserted: true,
-                status: get(&row, "status")?,
+                status: status_of(&row)?,
                 request_fingerprint: get(&row, "request_fingerprint")?,
             },
         );
@@ -519,7 +516,7 @@ async fn find_messages_by_key(
                 message_id: get(&row, "id")?,
                 conversation_id: get(&row, "conversation_id")?,
                 inserted: false,
-                status: get(&row, "status")?,
+                status: status_of(&row)?,
                 request_fingerprint: get(&row, "request_fingerprint")?,
             },
         );
@@ -599,34 +596,5 @@ async fn bump_counters(
                 .to_owned(),
         );
     txn.execute(&upsert).await?;
-    Ok(())
-}
-
-/// Moves the message of this event (its idempotency key) from status `from` to `to` (and
-/// leaves it alone in any other status): `queued → failed` when its event is dead-lettered,
-/// `failed → queued` when the dead letter is replayed. An event that reused the key of
-/// another request (another fingerprint) is not that message's event and leaves it alone.
-pub async fn transition_status<C: ConnectionTrait>(
-    db: &C,
-    event: &Event,
-    from: &str,
-    to: &str,
-) -> Result<(), StoreError> {
-    use messages::Column;
-    let mut update = Query::update()
-        .table(messages::Entity.table_ref())
-        .value(Column::Status, to)
-        .value(Column::UpdatedAt, Utc::now())
-        .and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()))
-        .and_where(Column::Status.eq(from))
-        .to_owned();
-    if let Some(fingerprint) = &event.request_fingerprint {
-        update.cond_where(
-            Column::RequestFingerprint
-                .is_null()
-                .or(Column::RequestFingerprint.eq(fingerprint.as_str())),
-        );
-    }
-    db.execute(&update).await?;
     Ok(())
 }

@@ -115,8 +115,28 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// This database's own directory for spill files (see [`spill_dir`]).
+    pub fn spill_dir(&self) -> std::path::PathBuf {
+        spill_dir(&self.url)
+    }
+}
+
+/// A directory of spill files for the database at `url`, its own: the default (beside the
+/// SQLite file) is the temp directory every test database shares.
+pub fn spill_dir(url: &str) -> std::path::PathBuf {
+    let name = url
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.split('?').next())
+        .unwrap_or_default()
+        .trim_end_matches(".db");
+    std::env::temp_dir().join(format!("{name}-spill"))
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.spill_dir());
         match &self.admin_url {
             None => {
                 let path = self
@@ -161,6 +181,7 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.server.http_workers = 1;
     settings.database.url = database_url.to_string();
     settings.database.max_connections = 5;
+    settings.queue.spill_dir = spill_dir(database_url).display().to_string();
     settings.retry.base_delay = Duration::from_millis(10);
     settings.retry.max_delay = Duration::from_millis(50);
     settings.providers.sms.mock_retry_after = Duration::from_millis(10);

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState};
+use crate::queue::QueueError;
 use crate::store;
 
 #[derive(Serialize, ToSchema)]
@@ -67,8 +68,10 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness
 ///
-/// 200 when the database and the queue answer and the workers run; otherwise 503 naming
-/// what is not ready.
+/// 200 when the database can be read and written, the queue backend answers, and the
+/// pipeline can make progress (every actor answers, the workers run, the queue moves);
+/// otherwise 503 naming what is not ready. The detail names the part, never raw error text
+/// (that goes to the log).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -80,24 +83,24 @@ pub async fn healthz() -> HttpResponse {
     ),
 )]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let database = store::ping(&state.db).await;
-    let queue = state.backend.check().await;
-    let workers = &state.settings.worker;
-    let running = state.metrics.workers_active.load(Ordering::Relaxed).max(0) as usize;
-    let workers_ok = !workers.enabled || running >= workers.concurrency;
-
+    let (database, queue, pipeline) = futures_util::future::join3(
+        store::health::check(&state.writer),
+        state.backend.check(),
+        state.pipeline.check(state.backend.as_ref()),
+    )
+    .await;
     let mut down = Vec::new();
-    if let Err(e) = &database {
-        down.push(format!("database ({e})"));
+    if let Err(problem) = &database {
+        tracing::warn!(error = %problem.error, "not ready: database {}", problem.what);
+        down.push(format!("database ({})", problem.what));
     }
     if let Err(e) = &queue {
-        down.push(format!("queue ({e})"));
+        tracing::warn!(error = %e, "not ready: queue backend");
+        down.push(format!("queue ({})", queue_problem(e)));
     }
-    if !workers_ok {
-        down.push(format!(
-            "workers ({running} of {} running)",
-            workers.concurrency
-        ));
+    if !pipeline.down.is_empty() {
+        tracing::warn!(down = ?pipeline.down, "not ready: pipeline");
+        down.extend(pipeline.down);
     }
     if !down.is_empty() {
         return Err(ApiError::Unavailable(format!(
@@ -105,10 +108,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             down.join(", ")
         )));
     }
-    let worker_status = if workers.enabled {
-        format!("{running} running")
-    } else {
-        "disabled".to_string()
+    let worker_status = match pipeline.workers_alive {
+        Some(alive) => format!("{alive} running"),
+        None => "disabled".to_string(),
     };
     Ok(HttpResponse::Ok().json(Ready {
         status: ReadyStatus::Ready,
@@ -118,6 +120,16 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             workers: worker_status,
         },
     }))
+}
+
+/// A queue error in a few words.
+fn queue_problem(err: &QueueError) -> &'static str {
+    match err {
+        QueueError::Full { .. } => "full",
+        QueueError::Refused(_) => "refusing events",
+        QueueError::Closed => "closed",
+        QueueError::Unavailable(_) => "unavailable",
+    }
 }
 
 /// Prometheus metrics

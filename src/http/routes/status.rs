@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::domain::IdempotencyKey;
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState, Caller};
-use crate::store::status::{self, MessageStatus, Queued, Resolved};
+use crate::store::progress::{self, Progress, Queued, Resolved};
 
 /// Where the status of the message accepted under `key` is read.
 pub fn status_path(key: &IdempotencyKey) -> String {
@@ -20,7 +20,7 @@ pub fn status_path(key: &IdempotencyKey) -> String {
 #[schema(as = MessageStatus)]
 pub struct MessageStatusView {
     #[schema(inline)]
-    pub status: MessageStatus,
+    pub status: Progress,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub idempotency_key: String,
     /// Processing attempts so far: the failed ones, plus the one that stored the message.
@@ -78,7 +78,7 @@ pub async fn get(
         return Err(not_found());
     }
     let customer = caller.customer_scope();
-    let mut facts = status::facts(&state.db, key.as_str(), customer).await?;
+    let mut facts = progress::facts(&state.db, key.as_str(), customer).await?;
     let mut queued = None;
     if !facts.settled() {
         queued = state
@@ -92,9 +92,9 @@ pub async fn get(
         if queued.is_none() {
             // Workers commit before they settle: an event gone from the queue since the
             // first read is in the database now.
-            facts = status::facts(&state.db, key.as_str(), customer).await?;
+            facts = progress::facts(&state.db, key.as_str(), customer).await?;
         }
     }
-    let resolved = status::resolve(&facts, queued).ok_or_else(not_found)?;
+    let resolved = progress::resolve(&facts, queued).ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(MessageStatusView::new(key.as_str().to_string(), resolved)))
 }

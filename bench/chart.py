@@ -21,6 +21,7 @@ from report import groups, label, median_run, medians, read_json, read_text  # n
 
 ACCEPTED = "#0072B2"   # blue
 STORED = "#E69F00"     # orange
+REFUSED = "#CC0000"    # red
 PCT_COLORS = {"p50": "#56B4E9", "p90": "#0072B2", "p99": "#D55E00"}
 GRID = "#e5e5e5"
 AXIS = "#444"
@@ -84,7 +85,7 @@ def si(v):
 
 
 def read_series(rec):
-    """[(seconds since the load started, accepted/s, stored/s)] from the 1 Hz samples."""
+    """[(seconds since the load started, accepted/s, stored/s, refused/s)] from the 1 Hz samples."""
     path = os.path.join(rec.get("sat_dir", ""), "timeseries.csv")
     if not os.path.exists(path):
         return []
@@ -95,8 +96,8 @@ def read_series(rec):
         dt = b["t"] - a["t"]
         if dt <= 0:
             continue
-        out.append(((a["t"] + b["t"]) / 2 - t0,
-                    (b["enqueued"] - a["enqueued"]) / dt, (b["stored"] - a["stored"]) / dt))
+        out.append(((a["t"] + b["t"]) / 2 - t0, (b["enqueued"] - a["enqueued"]) / dt,
+                    (b["stored"] - a["stored"]) / dt, (b["rejected"] - a["rejected"]) / dt))
     return out
 
 
@@ -133,8 +134,10 @@ def timeseries_panel(svg, x, y, w, h, title, series, x_max, y_max, rec):
     load_end = rec["sat_t_end"] - rec["sat_t_start"]
     svg.line(sx(load_end), py, sx(load_end), py + ph, "#888", 1, "5,4")
     svg.text(sx(load_end) + 4, py + 12, "load ends", size=10, color="#666")
-    svg.polyline([(sx(t), sy(a)) for t, a, _ in series], ACCEPTED, 2)
-    svg.polyline([(sx(t), sy(s)) for t, _, s in series], STORED, 2, "6,3")
+    svg.polyline([(sx(t), sy(a)) for t, a, _, _ in series], ACCEPTED, 2)
+    svg.polyline([(sx(t), sy(s)) for t, _, s, _ in series], STORED, 2, "6,3")
+    if any(r for _, _, _, r in series):
+        svg.polyline([(sx(t), sy(r)) for t, _, _, r in series], REFUSED, 1.5, "2,2")
 
 
 def log_ticks(lo, hi):
@@ -184,12 +187,14 @@ def legend(svg, x, y, items):
             svg.line(x, y - 4, x + 24, y - 4, color, 2)
         elif kind == "dash":
             svg.line(x, y - 4, x + 24, y - 4, color, 2, "6,3")
+        elif kind == "dot":
+            svg.line(x, y - 4, x + 24, y - 4, color, 1.5, "2,2")
         elif kind == "vline":
             svg.line(x + 12, y - 12, x + 12, y + 3, color, 1, "5,4")
         else:
             svg.rect(x + 6, y - 11, 12, 12, color)
         svg.text(x + 30, y, name, size=11)
-        x += 40 + 6.2 * len(name)
+        x += 44 + 5.7 * len(name)
 
 
 def draw(settings, recs):
@@ -212,13 +217,16 @@ def draw(settings, recs):
         which = f"median run of {n_runs}" if n_runs > 1 else "one run"
         svg.text(PAD, y + 12, f"Throughput over time at saturation (as fast as the server answers; {which}, "
                  "sampled every second)", size=14, weight="bold")
-        legend(svg, PAD, y + 32, [("accepted/s (202 from the API)", ACCEPTED, "line"),
-                                  ("stored/s (persisted by the workers)", STORED, "dash"),
-                                  ("load ends (wrk stops; then the queue drains)", "#888", "vline")])
-        y += 42
         series = {k: read_series(r) for k, r in sat}
-        x_max = max([t for s in series.values() for t, _, _ in s] + [1.0]) * 1.03
-        y_max = max([max(a, s) for ser in series.values() for _, a, s in ser] + [1.0]) * 1.1
+        items = [("accepted/s (202 from the API)", ACCEPTED, "line"),
+                 ("stored/s (persisted by the workers)", STORED, "dash"),
+                 ("load ends (wrk stops; then the queue drains)", "#888", "vline")]
+        if any(r for ser in series.values() for _, _, _, r in ser):
+            items.append(("refused/s (503, queue full)", REFUSED, "dot"))
+        legend(svg, PAD, y + 32, items)
+        y += 42
+        x_max = max([t for s in series.values() for t, _, _, _ in s] + [1.0]) * 1.03
+        y_max = max([max(a, s) for ser in series.values() for _, a, s, _ in ser] + [1.0]) * 1.1
         y_max = math.ceil(y_max / nice_step(y_max, 4)) * nice_step(y_max, 4)
         cols = 2 if len(sat) > 1 else 1
         pw = (W - 2 * PAD) / cols
@@ -248,31 +256,33 @@ def draw(settings, recs):
             latency_panel(svg, PAD + i * pw, y, pw - 10, 270, title, bars, lo, hi)
         y += 280
 
-    # Row 3: the medians a table would give, in one line per database/backend.
-    svg.text(PAD, y + 12, "Medians per database and queue", size=14, weight="bold")
-    y += 32
+    # Row 3: the figures of the summary table that the panels do not show.
+    runs_note = f"medians of {n_runs} runs" if n_runs > 1 else "one run"
+    svg.text(PAD, y + 12, f"Figures per database and queue ({runs_note})", size=14, weight="bold")
+    y += 36
+    cols = [  # header, median key, format, x offset of the column's right edge
+        ("database / queue", None, None, 0),
+        ("healthz req/s", "hz_rps", "{:,.0f}", 270), ("e2e msg/s", "sat_e2e_mps", "{:,.0f}", 360),
+        ("e2e / healthz", "e2e_per_hz", "{:.3f}", 460), ("CPU µs/msg", "sat_cpu_us_per_msg", "{:,.0f}", 550),
+        ("peak RSS MB", "sat_peak_rss_mb", "{:,.0f}", 645), ("backlog events", "bl_events", "{:,.0f}", 760),
+        ("backlog RSS MB", "bl_rss_mb", "{:,.0f}", 880), ("B/event", "bl_bytes_per_event", "{:,.0f}", 950),
+        ("checks", "checks", "{}", 1030),
+    ]
+    for head, _, _, dx in cols:
+        svg.text(PAD + dx, y, head, size=11, anchor="end" if dx else "start", weight="bold", color="#444")
+    svg.line(PAD, y + 5, PAD + 1035, y + 5, "#bbb")
+    y += 20
     for k in groups_:
         m = med[k]
-        bits = []
-        if m.get("hz_rps"):
-            bits.append(f"healthz {m['hz_rps']:,.0f} req/s")
-        if m.get("sat_e2e_mps"):
-            e = f"end to end {m['sat_e2e_mps']:,.0f} msg/s"
-            if m.get("e2e_per_hz"):
-                e += f" ({m['e2e_per_hz']:.3f} of healthz)"
-            bits.append(e)
-        if m.get("sat_cpu_us_per_msg"):
-            bits.append(f"CPU {m['sat_cpu_us_per_msg']:,.0f} µs/msg")
-        if m.get("sat_peak_rss_mb"):
-            bits.append(f"peak RSS {m['sat_peak_rss_mb']:,.0f} MB")
-        if m.get("bl_rss_mb"):
-            bits.append(f"{m['bl_events']:,.0f}-event backlog: RSS {m['bl_rss_mb']:,.0f} MB "
-                        f"({m['bl_bytes_per_event']:,.0f} B/event)")
-        bits.append(f"checks {m['checks']}")
-        svg.text(PAD, y, label(*k) + ":", size=12, weight="bold")
-        svg.text(PAD + 170, y, " · ".join(bits), size=12)
-        y += 20
-    return svg.render(y + 10)
+        for head, key, fmt, dx in cols:
+            if key is None:
+                svg.text(PAD, y, label(*k) + " queue", size=12)
+                continue
+            v = m.get(key)
+            color = "#C00" if key == "checks" and v != "ok" else "#222"
+            svg.text(PAD + dx, y, "-" if v is None else fmt.format(v), size=12, anchor="end", color=color)
+        y += 18
+    return svg.render(y + 12)
 
 
 def main():

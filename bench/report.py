@@ -14,7 +14,7 @@ Subcommands (all print to stdout; run.sh stores the output in the run directory)
   dbcheck sqlite PATH | postgres URL   row counts and the conversation invariant -> JSON
   record SETTINGS RUN_DIR DB BACKEND RUN   combine a run's phases into one JSON line, checked
   line RECORD                       one run in one line of text (printed after each run)
-  summary SETTINGS RUNS_JSONL HISTORY_MD [CHART]   tables of runs and medians, append history
+  summary SETTINGS RUNS_JSONL SUMMARY_MD HISTORY_MD|none [CHART]   tables of runs and medians
 """
 import json
 import os
@@ -147,7 +147,8 @@ def sample(csv_path, api_base, metrics_base, *pids):
     tick = 0
     with open(csv_path, "w") as f:
         f.write("t,enqueued,rejected,stored,depth,cpu_s,rss_kb\n")
-        while not stop:
+
+        def one():
             t = time.time()
             try:
                 api = scrape(api_base)
@@ -158,9 +159,13 @@ def sample(csv_path, api_base, metrics_base, *pids):
                 f.flush()
             except Exception:
                 pass  # a missed sample (server busy past the 5 s timeout) leaves a gap
+
+        while not stop:
+            one()
             tick += 1
             while not stop and time.time() < t0 + tick:
                 time.sleep(0.05)
+        one()  # the state when told to stop: the end of the drain
 
 
 def drain(base, timeout, t_end, api_base=None):
@@ -560,7 +565,9 @@ def notes_for(recs):
     return notes
 
 
-def summary(settings_path, runs_path, history_path, chart=""):
+def summary(settings_path, runs_path, summary_path, history_path, chart=""):
+    """Prints the summary, writes it to SUMMARY_MD, appends it to HISTORY_MD (unless
+    "none"); exit status 1 if any check failed."""
     s = read_json(settings_path)
     recs = [json.loads(l) for l in read_text(runs_path).splitlines() if l.strip()]
     med = medians(recs)
@@ -574,7 +581,8 @@ def summary(settings_path, runs_path, history_path, chart=""):
     has_fix = any("fix_rps" in r or "bl_rss_mb" in r for r in recs)
     out = [f"## {s['date']} — rev {s['git_rev']} — {s['machine']}", "", f"Settings: {settings}."]
     if chart:
-        out += ["", f"Chart: `{os.path.relpath(chart, os.path.dirname(os.path.abspath(history_path)))}`"]
+        where = os.path.dirname(os.path.abspath(history_path if history_path != "none" else summary_path))
+        out += ["", f"Chart: `{os.path.relpath(chart, where)}`"]
     if has_sat:
         out += ["", "Saturation (as fast as answered), medians:", "", table(SAT_COLS, med)]
     if has_fix:
@@ -588,12 +596,15 @@ def summary(settings_path, runs_path, history_path, chart=""):
         out += ["", *[f"- {n}" for n in notes]]
     text = "\n".join(out) + "\n"
     print(text)
-    os.makedirs(os.path.dirname(history_path), exist_ok=True)
-    new = not os.path.exists(history_path)
-    with open(history_path, "a") as h:
-        if new:
-            h.write("# Benchmark history\n\nAppended by `bash bench/run.sh`; see bench/README.md.\n\n")
-        h.write(text + "\n")
+    with open(summary_path, "w") as f:
+        f.write(text)
+    if history_path != "none":
+        os.makedirs(os.path.dirname(os.path.abspath(history_path)), exist_ok=True)
+        new = not os.path.exists(history_path)
+        with open(history_path, "a") as h:
+            if new:
+                h.write("# Benchmark history\n\nAppended by `bash bench/run.sh`; see bench/README.md.\n\n")
+            h.write(text + "\n")
     return 1 if any(r["fails"] for r in recs) else 0
 
 

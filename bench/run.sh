@@ -15,7 +15,8 @@
 # BENCH_QUEUE_CAPACITY=10000, BENCH_LOG_LEVEL=warn, BENCH_PG_URL, BENCH_SERVER_ENV="K=V ...",
 # BENCH_SENDERS=10, BENCH_CONTACTS=1000, BENCH_AUTH=1, BENCH_DRAIN_TIMEOUT=300,
 # BENCH_BUILD_WAIT=300, BENCH_STOP_TIMEOUT=120, BENCH_CHART_OUT (copy the chart there,
-# e.g. docs/bench.svg), BENCH_MACHINE (the machine's name in titles), BENCH_QUICK=1.
+# e.g. docs/bench.svg), BENCH_MACHINE (the machine's name in titles), BENCH_QUICK=1,
+# BENCH_HISTORY=bench/results/history.md (none: do not append; the default with BENCH_QUICK=1).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,10 +25,12 @@ cd "$ROOT"
 
 # BENCH_QUICK=1 only changes defaults; a knob set explicitly still wins.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-    d_runs=1 d_duration=5 d_backlog=20000
+    # A smoke run's figures are not figures: not appended to history.md by default.
+    d_runs=1 d_duration=5 d_backlog=20000 d_history=none
 else
-    d_runs=3 d_duration=20 d_backlog=100000
+    d_runs=3 d_duration=20 d_backlog=100000 d_history=$BENCH_DIR/results/history.md
 fi
+HISTORY=${BENCH_HISTORY:-$d_history}
 # BENCH_BACKEND (one backend) is the older name of BENCH_BACKENDS.
 BACKENDS=${BENCH_BACKENDS:-${BENCH_BACKEND:-memory nats}}
 DATABASES=${BENCH_DATABASES:-sqlite postgres}
@@ -327,6 +330,11 @@ load_phase() {  # KIND DB BACKEND RUN_DIR LABEL DO_HEALTHZ
     cpu0=$("${REPORT[@]}" cpu $PIDS)
     "${REPORT[@]}" sample "$dir/timeseries.csv" "$BASE" "$METRICS_BASE" $PIDS &
     SAMPLER_PID=$!
+    # The first sample (all zero) before the load starts, so the curves start at 0.
+    local waited=0
+    while [[ $(wc -l <"$dir/timeseries.csv" 2>/dev/null || echo 0) -lt 2 ]] && (( waited < 100 )); do
+        sleep 0.1; waited=$(( waited + 1 ))
+    done
     t_start=$(date +%s.%N)
     BENCH_RATE=$rate BENCH_NONCE="$STAMP-$label-$kind" wrk -t"$THREADS" -c"$CONNECTIONS" \
         -d"${DURATION}s" --latency -s "$BENCH_DIR/sms.lua" "$BASE/api/messages/sms" >"$dir/wrk.txt"
@@ -446,11 +454,13 @@ else
     CHART=""
 fi
 status=0
-"${REPORT[@]}" summary "$OUT/settings.json" "$RUNS_JSONL" "$BENCH_DIR/results/history.md" "$CHART" || status=$?
+"${REPORT[@]}" summary "$OUT/settings.json" "$RUNS_JSONL" "$OUT/summary.md" "$HISTORY" "$CHART" || status=$?
 if (( status != 0 )); then
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     echo "!!! FAIL: a consistency check failed (see the FAIL lines above) !!!"
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 fi
-echo "(server LOG_LEVEL=$LOG_LEVEL_USED; raw output per run under $OUT; summary appended to bench/results/history.md)"
+where="summary in $OUT/summary.md"
+[[ $HISTORY != none ]] && where="$where, appended to $HISTORY"
+echo "(server LOG_LEVEL=$LOG_LEVEL_USED; raw output per run under $OUT; $where)"
 exit "$status"

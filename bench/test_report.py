@@ -157,7 +157,8 @@ class ReportTest(unittest.TestCase):
             f.write(json.dumps(record(self.root, make_run(self.root, "postgres", "nats"), "postgres", "nats")) + "\n")
         history = os.path.join(self.root, "history.md")
         with redirect_stdout(io.StringIO()):
-            status = report.summary(os.path.join(self.root, "settings.json"), runs, history)
+            status = report.summary(os.path.join(self.root, "settings.json"), runs,
+                                    os.path.join(self.root, "summary.md"), history)
         self.assertEqual(status, 0)
         text = open(history).read()
         for col in ("healthz/s", "e2e/healthz", "CPU µs/msg", "backlog RSS MB", "B/event", "offered/s",
@@ -168,7 +169,8 @@ class ReportTest(unittest.TestCase):
         with open(runs, "a") as f:
             f.write(json.dumps(record(self.root, bad, run=9)) + "\n")
         with redirect_stdout(io.StringIO()):
-            self.assertEqual(report.summary(os.path.join(self.root, "settings.json"), runs, history), 1)
+            self.assertEqual(report.summary(os.path.join(self.root, "settings.json"), runs,
+                                    os.path.join(self.root, "summary.md"), history), 1)
 
     def test_chart_is_valid_svg_with_a_panel_per_combination(self):
         recs = [record(self.root, make_run(self.root, db, be), db, be)

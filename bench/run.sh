@@ -5,7 +5,7 @@
 # 100,000-event backlog; consistency checks after every load. Writes a summary to
 # bench/results/history.md and a chart (SVG). See bench/README.md.
 #
-#   bash bench/run.sh                       # everything (~25 minutes)
+#   bash bench/run.sh                       # everything (about 20 minutes)
 #   BENCH_QUICK=1 bash bench/run.sh         # smoke run: 1 run of 5 s per combination
 #
 # Knobs (env; bench/README.md has the table): BENCH_DATABASES="sqlite postgres",

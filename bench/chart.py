@@ -16,6 +16,8 @@ import os
 import sys
 from xml.sax.saxutils import escape
 
+# No __pycache__ in bench/ (it is not git-ignored).
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import groups, label, median_run, medians, read_json, read_text  # noqa: E402
 

@@ -2,7 +2,7 @@
 """Tests of the benchmark's bookkeeping (no server, no wrk): parsing, the consistency
 checks (they must fail when a number is off), the summary and the chart.
 
-    python3 -m unittest bench/test_report.py
+    python3 bench/test_report.py
 """
 import io
 import json
@@ -13,6 +13,8 @@ import unittest
 import xml.etree.ElementTree as ET
 from contextlib import redirect_stdout
 
+# No __pycache__ in bench/ (it is not git-ignored).
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chart  # noqa: E402
 import report  # noqa: E402

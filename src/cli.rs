@@ -284,7 +284,8 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
         );
     }
     let queue = app.state().queue.clone();
-    let db = app.state().db.clone();
+    // The pipeline's pool: the HTTP handlers' connections stop with the server (startup.rs).
+    let db = app.state().writer.connection().clone();
     let spill = app.state().spill.clone();
     let metrics = app.state().metrics.clone();
     let server = app.server_handle();

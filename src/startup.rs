@@ -138,6 +138,18 @@ impl Application {
             );
             None
         };
+        // A PostgreSQL connection belongs to the runtime that opened it, and actix-web runs
+        // each HTTP worker on a runtime of its own that stops with the server: a connection
+        // an HTTP handler opened is dead once the server has stopped, exactly when the
+        // pipeline drains and saves the queue at shutdown. So HTTP handlers get a pool of
+        // their own (`AppState::db`) and the pipeline's pool (`db` here: the actors, the
+        // writer, the shutdown spill, all on the main runtime) is never touched by them.
+        // SQLite connections run on threads of their own: one pool serves both.
+        let http_db = if settings.database.is_sqlite() {
+            db.clone()
+        } else {
+            store::connect(&settings.database).await?
+        };
         let spill = SpillDir::new(settings.queue.spill_directory(&settings.database));
         restore_spilled(&db, backend.as_ref(), &spill).await?;
         let probe = backend.clone();
@@ -210,12 +222,12 @@ impl Application {
             progress,
             stall_timeout: settings.server.stall_timeout,
         });
-        let auth = Auth::new(&settings, db.clone());
+        let auth = Auth::new(&settings, http_db.clone());
         Auth::spawn_upkeep(&auth);
 
         let state = AppState {
             settings: settings.clone(),
-            db,
+            db: http_db,
             queue,
             backend,
             memory_queue,

@@ -8,7 +8,7 @@
 //! - SQLite: a write transaction that deletes nothing and is rolled back (it fails on a
 //!   read-only or locked file), taken in turn with the workers' writes.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use super::writer::MessageWriter;
 use super::StoreError;
@@ -31,8 +31,8 @@ pub struct Unhealthy {
     pub error: String,
 }
 
-pub async fn check(writer: &MessageWriter) -> Result<(), Unhealthy> {
-    let db = writer.connection();
+/// `db` is the caller's pool; on SQLite the check takes its turn with `writer`'s writes.
+pub async fn check(db: &DatabaseConnection, writer: &MessageWriter) -> Result<(), Unhealthy> {
     db.execute_unprepared("SELECT 1")
         .await
         .map_err(|e| Unhealthy {

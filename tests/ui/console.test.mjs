@@ -132,7 +132,7 @@ try {
   step(`dead letter ${replayId} is replayed with its button and delivered`);
   await page.getByRole('button', { name: `Replay dead letter ${replayId}` }).click();
   await until('the replay notice', async () => (await page.locator('#notice').textContent()).includes(`Dead letter ${replayId} replayed`));
-  if ((await page.locator('#lookup-key').inputValue()) !== replayKey) throw new Error('the lookup does not follow the replayed message');
+  await until('the lookup to follow the replayed message', async () => (await page.locator('#lookup-key').inputValue()) === replayKey);
   await until('the replayed message to be sent', async () => (await page.locator('#lookup-result').getAttribute('data-status')) === 'sent', 60_000);
   if (!(await page.getByRole('button', { name: `Replay dead letter ${replayId}` }).isDisabled())) {
     throw new Error('a replayed dead letter can still be replayed');

@@ -84,7 +84,7 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (database, queue, pipeline) = futures_util::future::join3(
-        store::health::check(&state.writer),
+        store::health::check(&state.db, &state.writer),
         state.backend.check(),
         state.pipeline.check(state.backend.as_ref()),
     )

@@ -238,9 +238,10 @@ function deadLetterRow(d) {
 async function replayOne(d) {
   try {
     await api(`/api/dlq/${d.id}/replay`, { method: 'POST' });
+    // Follow the message first: by the time the notice says so, the lookup does.
+    lookUp(d.idempotency_key);
     notify(`Dead letter ${d.id} replayed; following its message below.`);
     await loadDeadLetters();
-    lookUp(d.idempotency_key);
   } catch (err) {
     failed(`Cannot replay dead letter ${d.id}`, err);
   }

@@ -81,16 +81,10 @@ pub async fn facts<C: ConnectionTrait>(
     key: &str,
     customer: Option<Uuid>,
 ) -> Result<Facts, StoreError> {
-    let message = messages::Entity::find()
-        .filter(messages::Column::IdempotencyKey.eq(key))
-        .apply_if(customer, |q, c| {
-            q.filter(messages::Column::CustomerId.eq(c))
-        })
-        .one(db)
-        .await?;
-    let failure = failures::get(db, key)
-        .await?
-        .filter(|f| customer.is_none_or(|c| f.customer_id == c));
+    // Read in the reverse order of the pipeline's writes (message, then failure record, then
+    // dead letter): whatever a later read sees, the earlier stages it implies are already
+    // visible to it. Read the other way, a message stored and dead-lettered between two
+    // reads showed as dead-lettered without its message.
     let dead_letter = dead_letters::Entity::find()
         .filter(dead_letters::Column::IdempotencyKey.eq(key))
         .order_by_desc(dead_letters::Column::Id)
@@ -100,6 +94,16 @@ pub async fn facts<C: ConnectionTrait>(
         // The customer is inside the stored event; a payload that is no event belongs to
         // nobody but the operators.
         .filter(|d| customer.is_none_or(|c| event_customer(&d.event) == Some(c)));
+    let failure = failures::get(db, key)
+        .await?
+        .filter(|f| customer.is_none_or(|c| f.customer_id == c));
+    let message = messages::Entity::find()
+        .filter(messages::Column::IdempotencyKey.eq(key))
+        .apply_if(customer, |q, c| {
+            q.filter(messages::Column::CustomerId.eq(c))
+        })
+        .one(db)
+        .await?;
     Ok(Facts {
         message,
         failure,

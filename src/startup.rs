@@ -23,6 +23,7 @@ use crate::providers::Providers;
 use crate::queue::spill::SpillDir;
 use crate::queue::{MemoryQueue, NatsQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
+use crate::store::Checkpointer;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
 
@@ -112,7 +113,7 @@ impl Application {
         let listener = TcpListener::bind(&address).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
 
-        let db = store::connect(&settings.database).await?;
+        let db = store::connect_server(&settings.database).await?;
         if settings.database.auto_migrate {
             store::migrate(&db).await?;
         } else {
@@ -161,6 +162,12 @@ impl Application {
         let faults = Faults::new(hooks.fault);
         // One writer (its SQLite turn is shared with readiness's write check).
         let writer = MessageWriter::new(db.clone());
+        let checkpointer = match settings.database.is_sqlite() {
+            true => Some(Arc::new(
+                Checkpointer::start(&settings.database, writer.clone()).await?,
+            )),
+            false => None,
+        };
         let dlq = DlqActor::new(
             db.clone(),
             backend.clone(),
@@ -239,6 +246,7 @@ impl Application {
             auth,
             customers: Arc::new(RwLock::new(HashSet::new())),
             recent_keys: Arc::new(RecentKeys::new(RECENT_KEYS)),
+            checkpointer,
         };
         if settings.telemetry.otlp_enabled() {
             http::refresh_gauges_every(state.clone(), settings.telemetry.otlp_interval);

@@ -309,6 +309,42 @@ async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
     }
 }
 
+/// SQLite: the server's own connections never checkpoint the WAL (that would stall a
+/// batch transaction); a checkpointer beside them copies it into the database file while
+/// the server runs. Without one, the file would stay as migrated until the process exits.
+#[actix_web::test]
+async fn sqlite_wal_is_copied_into_the_database_file_while_the_server_runs() {
+    use std::time::Duration;
+    let app = spawn_app(Db::Sqlite).await;
+    let path = app.state.settings.database.sqlite_path().expect("a file");
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let writer = MessageWriter::new(app.db().clone());
+    let filler = "x".repeat(2_000);
+    for round in 0..3 {
+        let batch: Vec<Event> = (0..1000)
+            .map(|i| {
+                email(
+                    "ops@example.com",
+                    &format!("c{i}@example.com"),
+                    &format!("{round} {i} {filler}"),
+                )
+            })
+            .collect();
+        writer
+            .persist(&batch.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+    }
+    // ~6 MB of bodies: the database file grows only by checkpoints.
+    let what = format!("the database file (was {before} bytes) to take the WAL's pages");
+    common::eventually(Duration::from_secs(20), &what, || async {
+        size() > before + 4_000_000
+    })
+    .await;
+    assert_eq!(counts(&app).await.1, 3000);
+}
+
 /// The PostgreSQL half of this suite really runs: required in CI, and when configured the
 /// server answers and the application starts on it (a wrong URL fails here, by name).
 #[actix_web::test]

@@ -241,7 +241,7 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
     telemetry::record_outcome(event, outcome, error.map(|e| (e.kind().as_str(), e as _)));
     let _span = telemetry::event_span(event).entered();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (from, to) = (mask_address(&event.from), mask_address(&event.to));
+    // Field values are computed only when the line is written (not at `warn` for successes).
     match error {
         None => tracing::info!(
             event_id = %event.event_id,
@@ -251,8 +251,8 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
             attempt = event.attempt,
             outcome,
             duration_ms,
-            from,
-            to,
+            from = mask_address(&event.from),
+            to = mask_address(&event.to),
             body_sha256 = %event.body_sha256(),
             "event processed"
         ),
@@ -266,8 +266,8 @@ fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&Pr
             error_kind = err.kind().as_str(),
             error = %err,
             duration_ms,
-            from,
-            to,
+            from = mask_address(&event.from),
+            to = mask_address(&event.to),
             body_sha256 = %event.body_sha256(),
             "event failed"
         ),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub customers: Arc<RwLock<HashSet<Uuid>>>,
     /// `Idempotency-Key`s this process accepted recently (repeats and conflicts).
     pub recent_keys: Arc<RecentKeys>,
+    /// SQLite: checkpoints the WAL beside the writers, as long as the app lives.
+    pub checkpointer: Option<Arc<store::Checkpointer>>,
 }
 
 impl AppState {

@@ -1,5 +1,6 @@
 //! Persistence on SeaORM, the same code for SQLite and PostgreSQL.
 
+pub mod checkpoint;
 pub mod dead_letters;
 mod error;
 pub mod failures;
@@ -16,6 +17,7 @@ pub mod writer;
 use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+pub use checkpoint::Checkpointer;
 pub use error::StoreError;
 
 use crate::config::DatabaseSettings;
@@ -29,6 +31,30 @@ const STATEMENT_CACHE: usize = 4;
 /// one writer at a time (WAL, `synchronous=NORMAL`, a busy timeout); writes then use
 /// `BEGIN IMMEDIATE` (see [`writer`]).
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    open(settings, Checkpoints::Automatic).await
+}
+
+/// The server's pool: on SQLite its connections never checkpoint the WAL themselves; a
+/// [`Checkpointer`] started with the pool's writer does (see [`checkpoint`]).
+pub async fn connect_server(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    match settings.is_sqlite() {
+        true => open(settings, Checkpoints::Separate).await,
+        false => connect(settings).await,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    /// SQLite's own, inside the commit that crosses 1,000 WAL pages.
+    Automatic,
+    /// By a [`Checkpointer`].
+    Separate,
+}
+
+async fn open(
+    settings: &DatabaseSettings,
+    checkpoints: Checkpoints,
+) -> Result<DatabaseConnection, StoreError> {
     let url = settings.url.as_str();
     let mut options = ConnectOptions::new(url);
     options
@@ -54,13 +80,21 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         let busy_timeout = settings.busy_timeout;
         options.map_sqlx_sqlite_opts(move |o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-            o.journal_mode(SqliteJournalMode::Wal)
+            let o = o
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE)
                 // Statement journals (one per multi-row upsert) in memory, not temp files.
-                .pragma("temp_store", "memory")
+                .pragma("temp_store", "memory");
+            match checkpoints {
+                Checkpoints::Automatic => o,
+                // The WAL file is truncated back to 64 MiB after a checkpoint that emptied it.
+                Checkpoints::Separate => o
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", "67108864"),
+            }
         });
     }
     Ok(Database::connect(options).await?)

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use entity::{dead_letters, event_failures, messages};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -76,15 +77,36 @@ pub struct Resolved {
 
 /// Reads the facts about `key` that belong to `customer` (`None`: any customer's). Three
 /// indexed point reads; nothing here is on the message path.
-pub async fn facts<C: ConnectionTrait>(
+///
+/// The three reads see one snapshot (a read-only transaction, REPEATABLE READ on
+/// PostgreSQL): read one by one, a dead letter committed between them showed its message
+/// `failed` without the dead letter that says why (attempts 0, no error).
+pub async fn facts(
+    db: &DatabaseConnection,
+    key: &str,
+    customer: Option<Uuid>,
+) -> Result<Facts, StoreError> {
+    let txn = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?
+        }
+        // A SQLite read transaction is a snapshot from its first read on.
+        _ => db.begin().await?,
+    };
+    let facts = read_facts(&txn, key, customer).await?;
+    txn.commit().await?;
+    Ok(facts)
+}
+
+async fn read_facts<C: ConnectionTrait>(
     db: &C,
     key: &str,
     customer: Option<Uuid>,
 ) -> Result<Facts, StoreError> {
-    // Read in the reverse order of the pipeline's writes (message, then failure record, then
-    // dead letter): whatever a later read sees, the earlier stages it implies are already
-    // visible to it. Read the other way, a message stored and dead-lettered between two
-    // reads showed as dead-lettered without its message.
     let dead_letter = dead_letters::Entity::find()
         .filter(dead_letters::Column::IdempotencyKey.eq(key))
         .order_by_desc(dead_letters::Column::Id)

@@ -103,7 +103,8 @@ impl MessageWriter {
         Ok(())
     }
 
-    async fn take_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    /// Waits for this writer's turn to write (SQLite; `None` on PostgreSQL).
+    pub async fn take_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.turn {
             Some(turn) => Some(turn.lock().await),
             None => None,

@@ -236,6 +236,12 @@ start_stack() {  # BACKEND DIR [K=V...]
     worker_port=$("${REPORT[@]}" freeport)
     nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$store" >>"$dir/nats.log" 2>&1 &
     NATS_PID=$!
+    # The API process refuses to start without its queue: wait until NATS listens.
+    local tries=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; do
+        (( ++tries < 200 )) || { tail -20 "$dir/nats.log" >&2; echo "nats-server did not listen within 20 s" >&2; exit 1; }
+        sleep 0.1
+    done
     for role in api worker; do
         rport=$port; [[ $role == worker ]] && rport=$worker_port
         # shellcheck disable=SC2086
@@ -332,7 +338,7 @@ load_phase() {  # KIND DB BACKEND RUN_DIR LABEL DO_HEALTHZ
     SAMPLER_PID=$!
     # The first sample (all zero) before the load starts, so the curves start at 0.
     local waited=0
-    while [[ $(wc -l <"$dir/timeseries.csv" 2>/dev/null || echo 0) -lt 2 ]] && (( waited < 100 )); do
+    while [[ $(wc -l 2>/dev/null <"$dir/timeseries.csv" || echo 0) -lt 2 ]] && (( waited < 100 )); do
         sleep 0.1; waited=$(( waited + 1 ))
     done
     t_start=$(date +%s.%N)

@@ -222,6 +222,9 @@ pub struct QueueSettings {
     pub capacity: usize,
     #[serde(deserialize_with = "duration")]
     pub enqueue_timeout: Duration,
+    /// Memory backend: most bytes of events held, beside `capacity`.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_bytes: usize,
     /// Memory backend: where a shutdown writes the events the database refused
     /// ("" = beside the SQLite file, or `data` with PostgreSQL).
     pub spill_dir: String,
@@ -517,6 +520,7 @@ impl Settings {
             }
         };
         positive("queue.capacity", self.queue.capacity)?;
+        positive("queue.max_bytes", self.queue.max_bytes)?;
         self.queue.nats.validate()?;
         positive("worker.concurrency", self.worker.concurrency)?;
         positive("server.body_limit", self.server.body_limit)?;

@@ -25,7 +25,7 @@ use crate::queue::{MemoryQueue, NatsQueue, QueueBackend};
 use crate::store::writer::MessageWriter;
 use crate::store::Checkpointer;
 use crate::store::{self, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, Metrics};
 
 /// `Idempotency-Key`s remembered per process (~200 bytes each).
 const RECENT_KEYS: usize = 20_000;
@@ -122,7 +122,8 @@ impl Application {
         let (backend, memory_queue): (Arc<dyn QueueBackend>, _) = match settings.queue.backend {
             QueueBackendKind::Memory => {
                 let queue =
-                    MemoryQueue::new(settings.queue.capacity, settings.queue.enqueue_timeout);
+                    MemoryQueue::new(settings.queue.capacity, settings.queue.enqueue_timeout)
+                        .with_max_bytes(settings.queue.max_bytes);
                 (Arc::new(queue.clone()), Some(queue))
             }
             QueueBackendKind::Nats => (
@@ -155,6 +156,9 @@ impl Application {
         restore_spilled(&db, backend.as_ref(), &spill).await?;
         let probe = backend.clone();
         let metrics = Metrics::new(Arc::new(move || probe.depth() as u64), &settings.telemetry)?;
+        if settings.worker.enabled {
+            telemetry::summary::spawn(&metrics);
+        }
         let providers = hooks
             .providers
             .unwrap_or_else(|| Providers::from_settings(&settings.providers));

@@ -2,6 +2,7 @@
 //! OTLP), traces of the message path (OTLP only), and logs (tracing).
 
 mod otlp;
+pub mod summary;
 mod traces;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub workers_active: Arc<AtomicI64>,
     /// What `/readyz` said last; refreshed before each scrape and each OTLP push.
     pub ready: Arc<AtomicBool>,
+    /// Outcomes for the periodic log summary (see [`summary`]).
+    tally: summary::Tally,
 }
 
 /// The `actor` label values of `messaging_actor_restarts_total`.
@@ -169,6 +172,7 @@ impl Metrics {
             dlq_size,
             workers_active,
             ready,
+            tally: summary::Tally::default(),
             registry,
             provider,
             tracer,
@@ -239,6 +243,7 @@ impl Metrics {
 
     pub fn processed(&self, outcome: &'static str, n: u64) {
         self.processed.add(n, &[KeyValue::new("outcome", outcome)]);
+        self.tally.processed(outcome, n);
     }
 
     /// A panic was caught in `actor` (one of [`ACTORS`]).
@@ -248,6 +253,7 @@ impl Metrics {
 
     pub fn failed(&self, kind: &'static str) {
         self.failed.add(1, &[KeyValue::new("kind", kind)]);
+        self.tally.failed();
     }
 
     pub fn provider_request(&self, provider: &'static str, outcome: &'static str) {

@@ -353,6 +353,8 @@ impl Process {
             .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "1")
             .env("MESSAGING__LOG__FORMAT", "json")
+            // Each event's own line ("event processed") is at debug.
+            .env("LOG_LEVEL", "info,messaging_server::actors::worker=debug")
             .env("AUTH_REQUIRED", "false")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

@@ -235,15 +235,16 @@ fn record_stored(deps: &WorkerDeps, event: &Event, persisted: &Persisted, starte
     log_outcome(event, outcome, started, None);
 }
 
-/// One line per outcome, inside the event's span. Bodies are never logged (their sha256
-/// is) and addresses are masked.
+/// One line per outcome, inside the event's span: successes at `debug` (`info` has a
+/// summary every 10 s, see `telemetry::summary`), failures at `warn`. Bodies are never
+/// logged (their sha256 is) and addresses are masked.
 fn log_outcome(event: &Event, outcome: &str, started: Instant, error: Option<&ProcessingError>) {
     telemetry::record_outcome(event, outcome, error.map(|e| (e.kind().as_str(), e as _)));
     let _span = telemetry::event_span(event).entered();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    // Field values are computed only when the line is written (not at `warn` for successes).
+    // Field values are computed only when the line is written (not at all below `debug`).
     match error {
-        None => tracing::info!(
+        None => tracing::debug!(
             event_id = %event.event_id,
             idempotency_key = %event.idempotency_key,
             channel = event.channel.as_str(),

@@ -48,6 +48,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// Roughly the memory this event holds: its own size and its strings' bytes. Queues
+    /// bound what they hold with it.
+    pub fn approx_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Event>()
+            + self.from.len()
+            + self.to.len()
+            + text(&self.subject)
+            + self.body.len()
+            + self.attachments.iter().map(String::len).sum::<usize>()
+            + self.idempotency_key.as_str().len()
+            + text(&self.provider_message_id)
+            + self.metadata.as_ref().map_or(0, |m| m.to_string().len())
+            + text(&self.request_fingerprint)
+            + text(&self.traceparent)
+    }
+
     /// Re-validates an event read from a queue: unknown schema_version or any field that
     /// would not pass the HTTP validation -> Err (a permanent failure).
     pub fn revalidate(&self) -> Result<(), ValidationErrors> {

@@ -25,6 +25,9 @@ pub struct MemoryQueue {
 
 struct Shared {
     capacity: usize,
+    /// Most bytes of events held (see [`Event::approx_bytes`]): with large emails the
+    /// count alone would let the queue hold gigabytes.
+    max_bytes: usize,
     /// How long a publish may wait for room before the queue counts as full.
     enqueue_wait: Duration,
     state: Mutex<State>,
@@ -44,6 +47,8 @@ struct State {
     busy_keys: HashSet<String>,
     next_id: u64,
     closed: bool,
+    /// `approx_bytes` of every event held (ready, delayed or in flight).
+    bytes: usize,
 }
 
 struct Delayed {
@@ -162,6 +167,7 @@ impl MemoryQueue {
         MemoryQueue {
             shared: Arc::new(Shared {
                 capacity,
+                max_bytes: usize::MAX,
                 enqueue_wait,
                 state: Mutex::new(State::default()),
                 ready_signal: Notify::new(),
@@ -170,15 +176,29 @@ impl MemoryQueue {
         }
     }
 
-    /// Adds the event if there is room; gives it back if not.
+    /// Bounds the bytes of the events held too (`queue.max_bytes`); until then only their
+    /// number is. Call before the queue is shared.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.max_bytes = max_bytes;
+        }
+        self
+    }
+
+    /// Adds the event if there is room; gives it back if not. An event larger than
+    /// `max_bytes` still goes into an empty queue (the body limit bounds it).
     fn try_publish(&self, event: Event) -> Result<Result<(), Event>, QueueError> {
         let mut state = self.state();
         if state.closed {
             return Err(QueueError::Closed);
         }
-        if state.depth() >= self.shared.capacity {
+        let size = event.approx_bytes();
+        let depth = state.depth();
+        let over_bytes = depth > 0 && state.bytes.saturating_add(size) > self.shared.max_bytes;
+        if depth >= self.shared.capacity || over_bytes {
             return Ok(Err(event));
         }
+        state.bytes += size;
         state.ready.push_back(event);
         drop(state);
         self.shared.ready_signal.notify_one();
@@ -218,7 +238,9 @@ impl MemoryQueue {
     /// The delivery is done (stored, or dead-lettered).
     fn finish(&self, id: DeliveryId) {
         let mut state = self.state();
-        state.release(id);
+        if let Some(event) = state.release(id) {
+            state.bytes = state.bytes.saturating_sub(event.approx_bytes());
+        }
         let waiting = !state.ready.is_empty();
         drop(state);
         self.shared.space_signal.notify_one();
@@ -254,6 +276,7 @@ impl MemoryQueue {
         let mut state = self.state();
         state.closed = true;
         state.busy_keys.clear();
+        state.bytes = 0;
         let mut events: Vec<Event> = state.in_flight.drain().map(|(_, e)| e).collect();
         events.extend(state.ready.drain(..));
         events.extend(state.delayed.drain().map(|Reverse(d)| d.event));
@@ -430,6 +453,31 @@ mod tests {
         waiting.await.expect("room was made");
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(queue.depth(), 1);
+    }
+
+    #[actix_web::test]
+    async fn max_bytes_bounds_a_backlog_of_large_events() {
+        let big = |key: &str| Event {
+            body: "x".repeat(256 * 1024),
+            ..event(key)
+        };
+        let size = big("a").approx_bytes();
+        assert!(size > 256 * 1024);
+        let queue = MemoryQueue::new(10_000, Duration::ZERO).with_max_bytes(3 * size);
+        for key in ["a", "b", "c"] {
+            queue.publish(big(key)).await.unwrap();
+        }
+        assert!(matches!(
+            queue.publish(big("d")).await,
+            Err(QueueError::Full { .. })
+        ));
+        // A finished event makes room.
+        let taken = take(&queue, 1).await;
+        taken[0].ack().await.unwrap();
+        queue.publish(big("d")).await.unwrap();
+        assert_eq!(queue.depth(), 3);
+        // Once closed and taken, nothing is held.
+        assert_eq!(queue.close_and_take().len(), 3);
     }
 
     #[actix_web::test]

@@ -139,7 +139,8 @@ class ReportTest(unittest.TestCase):
             with self.subTest(name):
                 d = make_run(self.root, run=10 + i)
                 path = os.path.join(d, name)
-                data = json.load(open(path))
+                with open(path) as f:
+                    data = json.load(f)
                 breaks(data)
                 write(path, data)
                 rec = record(self.root, d, run=10 + i)

@@ -166,12 +166,9 @@ impl Application {
         let faults = Faults::new(hooks.fault);
         // One writer (its SQLite turn is shared with readiness's write check).
         let writer = MessageWriter::new(db.clone());
-        let checkpointer = match settings.database.is_sqlite() {
-            true => Some(Arc::new(
-                Checkpointer::start(&settings.database, writer.clone()).await?,
-            )),
-            false => None,
-        };
+        let checkpointer = Checkpointer::start(&settings.database, writer.clone())
+            .await?
+            .map(Arc::new);
         let dlq = DlqActor::new(
             db.clone(),
             backend.clone(),

@@ -47,6 +47,24 @@ pub struct Event {
     pub traceparent: Option<String>,
 }
 
+/// Roughly the bytes a JSON value holds: its strings and keys, 8 per other node. Walks the
+/// value instead of serializing it, since queues call this for every event they take and
+/// finish.
+fn json_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => 8 + items.iter().map(json_bytes).sum::<usize>(),
+        Value::Object(map) => {
+            8 + map
+                .iter()
+                .map(|(k, v)| k.len() + json_bytes(v))
+                .sum::<usize>()
+        }
+        _ => 8,
+    }
+}
+
 impl Event {
     /// Roughly the memory this event holds: its own size and its strings' bytes. Queues
     /// bound what they hold with it.
@@ -60,7 +78,7 @@ impl Event {
             + self.attachments.iter().map(String::len).sum::<usize>()
             + self.idempotency_key.as_str().len()
             + text(&self.provider_message_id)
-            + self.metadata.as_ref().map_or(0, |m| m.to_string().len())
+            + self.metadata.as_ref().map_or(0, json_bytes)
             + text(&self.request_fingerprint)
             + text(&self.traceparent)
     }

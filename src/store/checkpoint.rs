@@ -39,19 +39,23 @@ impl Drop for Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens the checkpoint connection and starts checkpointing every [`INTERVAL`]; the
-    /// restarts take turns with `writer`'s transactions.
+    /// On SQLite, opens the checkpoint connection and starts checkpointing every
+    /// [`INTERVAL`]; the restarts take turns with `writer`'s transactions. `None` on
+    /// PostgreSQL, which checkpoints by itself.
     pub async fn start(
         settings: &DatabaseSettings,
         writer: MessageWriter,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Option<Self>, StoreError> {
+        if !settings.is_sqlite() {
+            return Ok(None);
+        }
         let own = DatabaseSettings {
             max_connections: 1,
             ..settings.clone()
         };
         let db = super::connect(&own).await?;
         let task = actix_web::rt::spawn(run(db, writer));
-        Ok(Checkpointer { task })
+        Ok(Some(Checkpointer { task }))
     }
 }
 

@@ -288,12 +288,14 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     let db = app.state().writer.connection().clone();
     let spill = app.state().spill.clone();
     let metrics = app.state().metrics.clone();
+    let auth = app.state().auth.clone();
     let server = app.server_handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
 
     wait_for_signal().await;
     let deadline = crate::time::deadline(shutdown_timeout);
     tracing::info!("shutdown requested: no longer accepting requests");
+    auth.stop_upkeep().await;
     server.stop(true).await;
     let _ = running.await;
     let left = deadline.saturating_duration_since(std::time::Instant::now());

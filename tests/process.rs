@@ -376,6 +376,41 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
     );
 }
 
+/// `last_used_at` is written about once a second in the background; a shutdown writes the
+/// last uses first, and no background query of it is cut off as the process exits (one
+/// was: sqlx panicked dropping its connection outside the runtime, on stderr at exit).
+#[actix_web::test]
+async fn sigterm_records_the_last_use_of_api_keys() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let server = Server::start(&database.url, &[]).await;
+        let key = server.printed_key().await;
+        // A connection that closes after the answer, so the shutdown does not wait for it.
+        let used = server
+            .authorized(server.client.get(server.url("/api/conversations")))
+            .force_close()
+            .send()
+            .await
+            .expect("reachable");
+        assert_eq!(used.status(), StatusCode::OK);
+        let (code, logs) = server.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{db:?}: graceful exit:\n{logs}");
+        assert!(!logs.contains("panicked"), "{db:?}:\n{logs}");
+        let prefix = &key[..messaging_server::store::keys::PREFIX_LEN];
+        assert_eq!(
+            count(
+                &database.url,
+                &format!(
+                    "SELECT COUNT(*) FROM api_keys WHERE prefix = '{prefix}' AND last_used_at IS NOT NULL"
+                )
+            )
+            .await,
+            1,
+            "{db:?}: the key's use before the shutdown is recorded"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn a_graceful_restart_loses_nothing_the_queue_held() {
     for db in databases() {

@@ -13,7 +13,7 @@ use crate::actors::faults::{FaultHook, Faults};
 use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
-use crate::actors::worker::{BeforePersist, WorkerDeps};
+use crate::actors::worker::{BeforePersist, WorkerDeps, WorkerThread};
 use crate::actors::{DlqActor, QueueActor, Redriver, RetryScheduler};
 use crate::config::{QueueBackendKind, Settings};
 use crate::domain::Event;
@@ -188,6 +188,7 @@ impl Application {
         let (workers, progress) = (Workers::default(), Progress::default());
         let pool = settings.worker.enabled.then(|| WorkerPool {
             concurrency: settings.worker.concurrency,
+            thread: WorkerThread::start(),
             batch_size: settings.worker.batch_size,
             deps: WorkerDeps {
                 writer: writer.clone(),

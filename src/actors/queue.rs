@@ -25,7 +25,7 @@ use super::faults::{Faults, Site};
 use super::health::{Progress, Workers};
 use super::retry::{Failed, RetryScheduler};
 use super::supervision::{self, Ping};
-use super::worker::{PersistenceWorker, ProcessBatch, WorkerDeps};
+use super::worker::{PersistenceWorker, ProcessBatch, WorkerDeps, WorkerThread};
 use super::ProcessingError;
 use crate::domain::Event;
 use crate::queue::{Delivery, MemoryQueue, QueueBackend, QueueError, Settlement};
@@ -64,6 +64,8 @@ pub struct StopWorkers(pub Duration);
 
 pub struct WorkerPool {
     pub concurrency: usize,
+    /// Where the workers run.
+    pub thread: WorkerThread,
     pub batch_size: usize,
     pub deps: WorkerDeps,
     /// Where messages that are not events go.
@@ -147,6 +149,7 @@ impl Actor for QueueActor {
                 metrics: self.metrics.clone(),
                 batch_size: pool.batch_size,
                 deps: pool.deps.clone(),
+                thread: pool.thread.handle(),
                 retry: pool.deps.retry.clone(),
                 dlq: pool.dlq.clone(),
                 workers: pool.workers.clone(),
@@ -273,6 +276,7 @@ struct Pump {
     metrics: Arc<Metrics>,
     batch_size: usize,
     deps: WorkerDeps,
+    thread: ArbiterHandle,
     retry: Addr<RetryScheduler>,
     dlq: Addr<DlqActor>,
     workers: Workers,
@@ -369,7 +373,8 @@ impl Pump {
     }
 
     fn start_worker(&self) -> Addr<PersistenceWorker> {
-        let worker = PersistenceWorker::start_supervised(self.index, self.deps.clone());
+        let worker =
+            PersistenceWorker::start_supervised(self.index, self.deps.clone(), &self.thread);
         self.workers.set(self.index, worker.clone());
         worker
     }

@@ -60,8 +60,31 @@ pub struct PersistenceWorker {
 }
 
 impl PersistenceWorker {
-    pub fn start_supervised(index: usize, deps: WorkerDeps) -> Addr<Self> {
-        Supervisor::start(move |_| PersistenceWorker { index, deps })
+    /// Starts it on `thread` under a Supervisor.
+    pub fn start_supervised(index: usize, deps: WorkerDeps, thread: &ArbiterHandle) -> Addr<Self> {
+        Supervisor::start_in_arbiter(thread, move |_| PersistenceWorker { index, deps })
+    }
+}
+
+/// The thread the workers run on. Storing a batch is CPU work between its queries
+/// (building the statements, encoding 18,000 values, decoding the returned rows): on the
+/// thread of the queue actor it held up the actor's answers to HTTP handlers, i.e. the
+/// accept latency. Stops when dropped, with the pool that owns it.
+pub struct WorkerThread(Arbiter);
+
+impl WorkerThread {
+    pub fn start() -> Self {
+        WorkerThread(Arbiter::new())
+    }
+
+    pub fn handle(&self) -> ArbiterHandle {
+        self.0.handle()
+    }
+}
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -94,12 +94,16 @@ def read_series(rec):
     rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(read_text(path).splitlines())]
     t0 = rec["sat_t_start"]
     out = []
-    for a, b in zip(rows, rows[1:]):
+    a = rows[0] if rows else None
+    for b in rows[1:]:
         dt = b["t"] - a["t"]
-        if dt <= 0:
+        # Samples bunch up behind a slow scrape (ms apart): a rate over such an interval is
+        # one batch divided by nothing. Measure from the last sample at least 0.5 s back.
+        if dt < 0.5:
             continue
         out.append(((a["t"] + b["t"]) / 2 - t0, (b["enqueued"] - a["enqueued"]) / dt,
                     (b["stored"] - a["stored"]) / dt, (b["rejected"] - a["rejected"]) / dt))
+        a = b
     return out
 
 
@@ -113,7 +117,7 @@ def timeseries_panel(svg, x, y, w, h, title, series, x_max, y_max, rec):
             note += f" = {rec['e2e_per_hz']:.3f} × the healthz ceiling ({rec['hz_rps']:,.0f} req/s)"
         svg.text(x + w / 2, y + 29, note, size=11, anchor="middle", color="#444")
     sx = lambda t: px + pw * max(0.0, t) / x_max  # noqa: E731
-    sy = lambda v: py + ph - ph * v / y_max  # noqa: E731
+    sy = lambda v: py + ph - ph * min(v, y_max) / y_max  # noqa: E731
     step = nice_step(y_max, 4)
     v = 0.0
     while v <= y_max + 1e-9:
@@ -228,7 +232,10 @@ def draw(settings, recs):
         legend(svg, PAD, y + 32, items)
         y += 42
         x_max = max([t for s in series.values() for t, _, _, _ in s] + [1.0]) * 1.03
-        y_max = max([max(a, s) for ser in series.values() for _, a, s, _ in ser] + [1.0]) * 1.1
+        # The 98th percentile, not the maximum: a NATS worker's stored counter moves in
+        # bursts that would flatten every other curve; a point above is drawn at the top.
+        rates = sorted(max(a, s) for ser in series.values() for _, a, s, _ in ser) or [1.0]
+        y_max = max(rates[min(len(rates) - 1, int(len(rates) * 0.98))], 1.0) * 1.1
         y_max = math.ceil(y_max / nice_step(y_max, 4)) * nice_step(y_max, 4)
         cols = 2 if len(sat) > 1 else 1
         pw = (W - 2 * PAD) / cols

@@ -121,9 +121,11 @@ impl Application {
         }
         let (backend, memory_queue): (Arc<dyn QueueBackend>, _) = match settings.queue.backend {
             QueueBackendKind::Memory => {
-                let queue =
-                    MemoryQueue::new(settings.queue.capacity, settings.queue.enqueue_timeout)
-                        .with_max_bytes(settings.queue.max_bytes);
+                let queue = MemoryQueue::bounded(
+                    settings.queue.capacity,
+                    settings.queue.max_bytes,
+                    settings.queue.enqueue_timeout,
+                );
                 (Arc::new(queue.clone()), Some(queue))
             }
             QueueBackendKind::Nats => (

@@ -163,26 +163,24 @@ impl Settler for MemorySettler {
 }
 
 impl MemoryQueue {
+    /// A queue bounded by the number of events only.
     pub fn new(capacity: usize, enqueue_wait: Duration) -> Self {
+        Self::bounded(capacity, usize::MAX, enqueue_wait)
+    }
+
+    /// A queue bounded by the number of events and by their bytes (`queue.max_bytes`,
+    /// see [`Event::approx_bytes`]).
+    pub fn bounded(capacity: usize, max_bytes: usize, enqueue_wait: Duration) -> Self {
         MemoryQueue {
             shared: Arc::new(Shared {
                 capacity,
-                max_bytes: usize::MAX,
+                max_bytes,
                 enqueue_wait,
                 state: Mutex::new(State::default()),
                 ready_signal: Notify::new(),
                 space_signal: Notify::new(),
             }),
         }
-    }
-
-    /// Bounds the bytes of the events held too (`queue.max_bytes`); until then only their
-    /// number is. Call before the queue is shared.
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.max_bytes = max_bytes;
-        }
-        self
     }
 
     /// Adds the event if there is room; gives it back if not. An event larger than
@@ -463,7 +461,7 @@ mod tests {
         };
         let size = big("a").approx_bytes();
         assert!(size > 256 * 1024);
-        let queue = MemoryQueue::new(10_000, Duration::ZERO).with_max_bytes(3 * size);
+        let queue = MemoryQueue::bounded(10_000, 3 * size, Duration::ZERO);
         for key in ["a", "b", "c"] {
             queue.publish(big(key)).await.unwrap();
         }

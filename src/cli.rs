@@ -267,7 +267,8 @@ fn runtime(err: impl std::fmt::Display) -> Failure {
 /// - nats: the workers stop fetching and finish their batch until `server.shutdown_timeout`,
 ///   then hand back what they still hold (the stream keeps everything else);
 ///
-/// and exits 0.
+/// and exits 0 — or 1 when queued events could be saved neither in the database nor in a
+/// spill file (each is then in the log, and the error says how many).
 async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     let shutdown_timeout = settings.server.shutdown_timeout;
     let workers_enabled = role != startup::Role::Api;
@@ -284,8 +285,10 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
         );
     }
     let queue = app.state().queue.clone();
+    let writer = app.state().writer.clone();
+    let http_db = app.state().db.clone();
     // The pipeline's pool: the HTTP handlers' connections stop with the server (startup.rs).
-    let db = app.state().writer.connection().clone();
+    let db = writer.connection().clone();
     let spill = app.state().spill.clone();
     let metrics = app.state().metrics.clone();
     let auth = app.state().auth.clone();
@@ -295,6 +298,9 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
     wait_for_signal().await;
     let deadline = crate::time::deadline(shutdown_timeout);
     tracing::info!("shutdown requested: no longer accepting requests");
+    // Batches waiting out a database outage go back to the queue, to be drained if the
+    // database recovers in time, saved otherwise.
+    writer.health().release_holds();
     auth.stop_upkeep().await;
     server.stop(true).await;
     let _ = running.await;
@@ -310,27 +316,59 @@ async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
         );
     }
     let left = queue.send(Close).await.map_err(runtime)?;
-    if !left.is_empty() {
-        let count = left.len();
-        let saved = startup::save_unfinished(&db, &spill, left)
-            .await
-            .map_err(|e| {
-                runtime(format!(
-                    "{count} queued events could be saved neither in the database nor in {}: {e}; they are in the log",
-                    spill.path().display()
-                ))
-            })?;
-        tracing::info!(
-            in_database = saved.in_database,
-            in_file = saved.in_file.as_ref().map_or(0, |(_, n)| *n),
-            file = saved.in_file.as_ref().map(|(p, _)| p.display().to_string()),
-            "queued events saved; they are re-enqueued at the next start"
-        );
-    }
+    let saved = save_queued(&db, &spill, left).await;
     // The last OTLP push (metrics and buffered spans); a no-op without export.
     metrics.shutdown();
+    // Closed here, inside the runtime: a pooled connection dropped after it has stopped
+    // panics in sqlx ("requires a Tokio context").
+    close_pool(&http_db).await;
+    close_pool(&db).await;
+    saved?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Saves what the memory queue still held at shutdown (see [`startup::save_unfinished`]).
+async fn save_queued(
+    db: &sea_orm::DatabaseConnection,
+    spill: &crate::queue::spill::SpillDir,
+    left: Vec<crate::domain::Event>,
+) -> Result<(), Failure> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    let count = left.len();
+    match startup::save_unfinished(db, spill, left).await {
+        Ok(saved) => {
+            tracing::info!(
+                in_database = saved.in_database,
+                in_file = saved.in_file.as_ref().map_or(0, |(_, n)| *n),
+                file = saved.in_file.as_ref().map(|(p, _)| p.display().to_string()),
+                "queued events saved; they are re-enqueued at the next start"
+            );
+            Ok(())
+        }
+        Err(unsaved) => {
+            let message = format!(
+                "{} of {count} queued events could be saved neither in the database nor in {}: {}; each is in the log (level error, \"queued event could not be saved anywhere\")",
+                unsaved.count,
+                spill.path().display(),
+                unsaved.error
+            );
+            tracing::error!("{message}");
+            Err(Failure::Runtime(message))
+        }
+    }
+}
+
+/// Closes a pool, waiting a little for connections in use to come back.
+async fn close_pool(db: &sea_orm::DatabaseConnection) {
+    let closing = db.close_by_ref();
+    match tokio::time::timeout(std::time::Duration::from_secs(5), closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "closing the database pool failed"),
+        Err(_) => tracing::warn!("database connections still in use 5 s after shutdown"),
+    }
 }
 
 async fn wait_for_signal() {

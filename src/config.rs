@@ -88,6 +88,17 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub busy_timeout: Duration,
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// `database.sqlite_synchronous`: when SQLite syncs its WAL to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// At checkpoints: the last commits can be lost with the machine.
+    Normal,
+    /// At every commit.
+    Full,
 }
 
 impl DatabaseSettings {
@@ -500,6 +511,19 @@ impl Settings {
         // Short names win over MESSAGING__… so the documented names behave predictably.
         for (short, key) in SHORT_ENV_NAMES {
             if let Some((_, value)) = sources.env.iter().find(|(k, _)| k == short) {
+                // Both names set: the long one would be ignored without a word, even when
+                // it is invalid. Refuse unless they agree.
+                let long = format!("MESSAGING__{}", key.replace('.', "__").to_uppercase());
+                if let Some((_, other)) = sources.env.iter().find(|(k, _)| *k == long) {
+                    if other != value {
+                        return Err(invalid(
+                            key,
+                            format!(
+                                "{short}={value:?} and {long}={other:?} disagree; set one of them"
+                            ),
+                        ));
+                    }
+                }
                 builder = builder
                     .set_override(*key, value.as_str())
                     .map_err(|e| SettingsError::Load(e.to_string()))?;
@@ -914,6 +938,27 @@ mod tests {
         std::fs::remove_file(path).ok();
         assert_eq!(s.worker.concurrency, 7);
         assert_eq!(s.worker.batch_size, Settings::defaults().worker.batch_size);
+    }
+
+    #[test]
+    fn a_short_and_a_long_name_that_disagree_are_refused() {
+        let load = |env: &[(&str, &str)]| {
+            Settings::load(&Sources {
+                file: None,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        };
+        let err = load(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "eighty")]).unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Invalid { key, message } if key == "server.port"
+                && message.contains("PORT=\"8081\"") && message.contains("MESSAGING__SERVER__PORT=\"eighty\"")),
+            "{err}"
+        );
+        let agreed = load(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "8081")]).unwrap();
+        assert_eq!(agreed.server.port, 8081);
     }
 
     #[test]

@@ -381,6 +381,14 @@ pub struct Saved {
     pub in_file: Option<(PathBuf, usize)>,
 }
 
+/// Events a shutdown could save nowhere.
+#[derive(Debug)]
+pub struct Unsaved {
+    pub count: usize,
+    /// Why the spill file could not be written.
+    pub error: std::io::Error,
+}
+
 /// Saves what the memory queue still holds for the next start: in `pending_events`, and
 /// what the database refuses (it is down, or cannot store an event) in a spill file. `Err`
 /// only when even the file cannot be written; every event left unsaved has then been
@@ -389,7 +397,7 @@ pub async fn save_unfinished(
     db: &sea_orm::DatabaseConnection,
     spill: &SpillDir,
     events: Vec<Event>,
-) -> Result<Saved, std::io::Error> {
+) -> Result<Saved, Unsaved> {
     let total = events.len();
     let unsaved = store::pending::spill(db, events).await;
     let mut saved = Saved {
@@ -412,7 +420,10 @@ pub async fn save_unfinished(
                 let json = serde_json::to_string(event).unwrap_or_default();
                 tracing::error!(event_id = %event.event_id, event = %json, "queued event could not be saved anywhere; it is logged here");
             }
-            Err(err)
+            Err(Unsaved {
+                count: unsaved.events.len(),
+                error: err,
+            })
         }
     }
 }

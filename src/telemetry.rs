@@ -296,6 +296,18 @@ pub fn http_method(method: &str) -> &'static str {
 pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-http's dispatcher logs every unparsable request head at error level ("stream
+    // error: request parse error"): a client's mistake, which src/http/connection.rs answers
+    // and logs at debug. The dispatcher's few other lines (payload stream errors) go with
+    // it, unless the operator's filter names actix_http.
+    let filter = match settings.level.contains("actix_http") {
+        true => filter,
+        false => filter.add_directive(
+            "actix_http::h1::dispatcher=off"
+                .parse()
+                .expect("a valid directive"),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

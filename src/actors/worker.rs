@@ -219,9 +219,16 @@ async fn ack_all(deliveries: &[Delivery]) {
 
 /// Stores the batch in one transaction. When the database rejects the batch outright (a
 /// permanent error), each event is retried alone so one bad event cannot sink the others.
+/// While the database takes no writes at all (a full disk, a read-only file, a lost
+/// server), the batch waits for it, unacked, instead of spending its attempts.
 async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
     let events: Vec<&Event> = batch.iter().map(|d| d.event.as_ref()).collect();
-    match writer.persist(&events).await {
+    let wanted = || batch.iter().any(Delivery::is_open);
+    let stored = writer
+        .health()
+        .through_outage(wanted, || writer.persist(&events))
+        .await;
+    match stored {
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),
         Err(err) if err.is_transient() || events.len() == 1 => {
             events.iter().map(|_| Err(err.clone())).collect()
@@ -341,11 +348,28 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
             Err(err) => fail(deps, delivery, err.into(), started),
         }
     }
-    match deps.writer.mark_sent(&sent).await {
+    // The provider has these messages: recording that waits out an outage rather than
+    // failing them, since a retry would call the provider a second time.
+    let wanted = || sent_deliveries.iter().any(Delivery::is_open);
+    let recorded = deps
+        .writer
+        .health()
+        .through_outage(wanted, || deps.writer.mark_sent(&sent))
+        .await;
+    match recorded {
         Ok(()) => ack_all(&sent_deliveries).await,
-        // The provider has the message but we could not record it: the retry will call the
-        // provider again with the same idempotency key, which it de-duplicates.
+        // Not recorded and not waiting any longer (shutdown, or the failure is this
+        // statement's own): the retry calls the provider again with the same idempotency key.
         Err(err) => {
+            for delivery in &sent_deliveries {
+                let event = &delivery.event;
+                tracing::warn!(
+                    event_id = %event.event_id,
+                    idempotency_key = %event.idempotency_key,
+                    error = %err,
+                    "the provider accepted this message but it could not be recorded as sent; its retry sends it again"
+                );
+            }
             for delivery in sent_deliveries {
                 fail(deps, delivery, err.clone().into(), started);
             }

@@ -246,13 +246,18 @@ fn rewrite(head: &[u8]) -> Vec<u8> {
         _ => ApiError::MalformedRequest,
     };
     let body = problem.problem_json(status);
+    let request_id = super::hygiene::new_id();
+    // The client's mistake, not the server's: actix-http's own line for it (level error)
+    // is filtered out (see `telemetry::init_logging`); this one is at debug, like every
+    // other refusal of a client's request (see `http::auth`).
+    tracing::debug!(status = status.as_u16(), request_id = %request_id, "request refused before routing: {problem}");
     // The request's id, like every answer (no request could be read, so a new one).
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\nx-content-type-options: nosniff\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error"),
         body.len(),
-        super::hygiene::new_id(),
+        request_id,
     )
     .into_bytes();
     for h in response

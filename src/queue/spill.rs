@@ -50,12 +50,11 @@ impl SpillDir {
         );
         let path = self.dir.join(&name);
         let temporary = self.dir.join(format!("{name}.tmp"));
-        let mut file = io::BufWriter::new(fs::File::create(&temporary)?);
-        for event in events {
-            serde_json::to_writer(&mut file, event)?;
-            file.write_all(b"\n")?;
+        if let Err(err) = write_synced(&temporary, events) {
+            // A partial file (a full disk) must not take the space another write needs.
+            let _ = fs::remove_file(&temporary);
+            return Err(err);
         }
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(&temporary, &path)?;
         // The rename itself survives a power loss only once the directory is synced.
         if let Ok(dir) = fs::File::open(&self.dir) {
@@ -104,6 +103,15 @@ impl SpillDir {
         }
         Ok(files)
     }
+}
+
+fn write_synced(path: &Path, events: &[Event]) -> io::Result<()> {
+    let mut file = io::BufWriter::new(fs::File::create(path)?);
+    for event in events {
+        serde_json::to_writer(&mut file, event)?;
+        file.write_all(b"\n")?;
+    }
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 #[cfg(test)]

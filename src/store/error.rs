@@ -56,9 +56,10 @@ fn sqlx_is_transient(err: &sqlx::Error) -> bool {
                 return !(code.starts_with("22") || code.starts_with("23"));
             }
             // SQLite primary result codes (the low byte of the extended code): busy, locked,
-            // I/O, full disk, cannot open, protocol.
+            // read-only (a filesystem turned read-only, a file's permissions: an operator
+            // fixes it), I/O, full disk, cannot open, protocol.
             match code.parse::<i32>() {
-                Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 13 | 14 | 15),
+                Ok(n) => matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14 | 15),
                 Err(_) => false,
             }
         }

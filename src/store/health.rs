@@ -5,8 +5,11 @@
 //! - PostgreSQL: the privileges the service needs on each table (`has_table_privilege`,
 //!   one privilege at a time: with several it answers whether *any* is held), and that the
 //!   session may write at all (not a read-only server or transaction).
-//! - SQLite: a write transaction that deletes nothing and is rolled back (it fails on a
-//!   read-only or locked file), taken in turn with the workers' writes.
+//! - SQLite: a read of every table.
+//!
+//! Whether writes succeed is not probed here: a probe would queue behind the writer (and
+//! a write that changes nothing succeeds on a full disk). The writer's own outcomes say
+//! it ([`super::outage`]): readiness fails from the first failed write until one commits.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
@@ -31,8 +34,15 @@ pub struct Unhealthy {
     pub error: String,
 }
 
-/// `db` is the caller's pool; on SQLite the check takes its turn with `writer`'s writes.
+/// `db` is the caller's pool; `writer` is the one whose writes tell whether the database
+/// takes them.
 pub async fn check(db: &DatabaseConnection, writer: &MessageWriter) -> Result<(), Unhealthy> {
+    if let Some(outage) = writer.health().failing() {
+        return Err(Unhealthy {
+            what: "not taking writes",
+            error: outage.error,
+        });
+    }
     db.execute_unprepared("SELECT 1")
         .await
         .map_err(|e| Unhealthy {
@@ -67,9 +77,10 @@ pub async fn check(db: &DatabaseConnection, writer: &MessageWriter) -> Result<()
             }
             Ok(())
         }
-        _ => writer
-            .check_writable(&tables_read_sql())
+        _ => db
+            .execute_unprepared(&tables_read_sql())
             .await
+            .map(|_| ())
             .map_err(|e| cannot_use(e.to_string())),
     }
 }

@@ -7,10 +7,12 @@ pub mod failures;
 pub mod health;
 pub mod keys;
 mod nodelay;
+pub mod outage;
 pub mod pending;
 pub mod progress;
 pub mod read;
 pub mod redrive;
+mod reuse;
 pub mod status;
 pub mod writer;
 
@@ -73,16 +75,26 @@ async fn open(
                     Ok(())
                 })
             })
+            .after_release(reuse::postgres_reusable)
         });
     }
     if settings.is_sqlite() {
         create_sqlite_directory(url)?;
         let busy_timeout = settings.busy_timeout;
+        let synchronous = match settings.sqlite_synchronous {
+            crate::config::SqliteSynchronous::Normal => {
+                sea_orm::sqlx::sqlite::SqliteSynchronous::Normal
+            }
+            crate::config::SqliteSynchronous::Full => {
+                sea_orm::sqlx::sqlite::SqliteSynchronous::Full
+            }
+        };
+        options.map_sqlx_sqlite_pool_opts(|pool| pool.after_release(reuse::sqlite_reusable));
         options.map_sqlx_sqlite_opts(move |o| {
-            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            use sea_orm::sqlx::sqlite::SqliteJournalMode;
             let o = o
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(synchronous)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .statement_cache_capacity(STATEMENT_CACHE)
@@ -100,9 +112,25 @@ async fn open(
     Ok(Database::connect(options).await?)
 }
 
-/// Applies pending migrations.
+/// Any fixed number: the key of the PostgreSQL advisory lock that migrations hold.
+const MIGRATION_LOCK: i64 = 0x6d73_675f_6d69_6772; // "msg_migr"
+
+/// Applies pending migrations, one process at a time: an orchestrator starts several
+/// processes at once on a fresh database, and two migrators racing each other fail on
+/// PostgreSQL's catalog ("duplicate key value violates unique constraint
+/// pg_type_typname_nsp_index") or SQLite's ("table already exists"). All of it runs in one
+/// write transaction that first takes a lock the others wait for: PostgreSQL's advisory
+/// lock, SQLite's write lock (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`). The last in
+/// finds nothing left to apply.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
-    migration::Migrator::up(db, None).await?;
+    use sea_orm::{ConnectionTrait, DbBackend};
+    let txn = writer::begin_write(db).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await?;
+    }
+    migration::Migrator::up(&txn, None).await?;
+    txn.commit().await?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::outage::WriteHealth;
 use super::status::{self, MessageStatus, Which};
 use super::StoreError;
 use crate::domain::Event;
@@ -75,6 +76,7 @@ pub struct MessageWriter {
     db: DatabaseConnection,
     conversations: Arc<Mutex<HashMap<ConversationKey, i64>>>,
     turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    health: WriteHealth,
 }
 
 impl MessageWriter {
@@ -84,6 +86,7 @@ impl MessageWriter {
             db,
             conversations: Arc::default(),
             turn: sqlite.then(Arc::default),
+            health: WriteHealth::default(),
         }
     }
 
@@ -91,16 +94,18 @@ impl MessageWriter {
         &self.db
     }
 
-    /// Whether the database takes writes: runs `reads`, then opens a write transaction (in
-    /// turn with the workers' writes), deletes nothing, and rolls back. For readiness.
-    pub async fn check_writable(&self, reads: &str) -> Result<(), StoreError> {
-        self.db.execute_unprepared(reads).await?;
-        let _turn = self.take_turn().await;
-        let txn = begin_write(&self.db).await?;
-        txn.execute_unprepared("DELETE FROM pending_events WHERE id < 0")
-            .await?;
-        txn.rollback().await?;
-        Ok(())
+    /// Whether the database takes this writer's writes (see [`super::outage`]).
+    pub fn health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    /// Reports an outcome to [`Self::health`]: a commit that wrote rows ends an outage.
+    fn observe<T>(&self, result: &Result<T, StoreError>, wrote: impl FnOnce(&T) -> bool) {
+        match result {
+            Ok(value) if wrote(value) => self.health.succeeded(),
+            Ok(_) => {}
+            Err(err) => self.health.failed(err),
+        }
     }
 
     /// Waits for this writer's turn to write (SQLite; `None` on PostgreSQL).
@@ -116,11 +121,21 @@ impl MessageWriter {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let result = self.persist_once(events).await;
+        // A batch of repeats writes nothing, and so proves nothing about a full disk.
+        self.observe(&result, |p| p.iter().any(|p| p.inserted));
+        result
+    }
+
+    async fn persist_once(&self, events: &[&Event]) -> Result<Vec<Persisted>, StoreError> {
         let keys: Vec<ConversationKey> = events.iter().map(|e| ConversationKey::of(e)).collect();
         let known = self.known_conversations(&keys);
         let _turn = self.take_turn().await;
         let txn = begin_write(&self.db).await?;
         let (persisted, learned) = persist_in(&txn, events, &keys, known).await?;
+        // Nothing counts as stored before this returns Ok: on an error the transaction is
+        // rolled back on drop, and a connection it leaves inside it is closed, not reused
+        // (see `super::reuse`).
         txn.commit().await?;
         self.remember(learned);
         Ok(persisted)
@@ -136,15 +151,20 @@ impl MessageWriter {
     /// after 5.3 s). Since it is one `UPDATE … FROM (VALUES …)`, the wait costs nothing
     /// measurable.
     pub async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), StoreError> {
+        if sent.is_empty() {
+            return Ok(());
+        }
         let _turn = self.take_turn().await;
-        status::transition(
+        let result = status::transition(
             &self.db,
             Which::Delivered(sent),
             MessageStatus::Queued,
             MessageStatus::Sent,
         )
-        .await?;
-        Ok(())
+        .await
+        .map(|_| ());
+        self.observe(&result, |_| true);
+        result
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, i64>> {

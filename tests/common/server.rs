@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use super::nats::free_port;
@@ -19,8 +20,44 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `serve` with `env` (over a clean environment) and a SQLite file in `dir`
-    /// unless `env` names a `DATABASE_URL`.
+    /// unless `env` names a `DATABASE_URL`; waits for the admin key a first start prints.
     pub fn start(dir: &Path, env: &[(&str, String)]) -> ServerProcess {
+        let (mut server, keys) = Self::spawn(dir, env);
+        server.key = keys
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the server printed no admin key; its log:\n{}",
+                    server.log_text()
+                )
+            });
+        server
+    }
+
+    /// As [`Self::start`] on a database that has keys already: waits for `/healthz`.
+    pub fn start_with_key(dir: &Path, env: &[(&str, String)], key: &str) -> ServerProcess {
+        let (mut server, _) = Self::spawn(dir, env);
+        server.key = key.to_string();
+        let address = server.url.trim_start_matches("http://").to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&address).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "the server exited ({status}); its log:\n{}",
+                    server.log_text()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server does not listen; its log:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, String)]) -> (ServerProcess, mpsc::Receiver<String>) {
         let port = free_port();
         let log = dir.join(format!("server-{port}.log"));
         let mut command = Command::new(BINARY);
@@ -47,7 +84,7 @@ impl ServerProcess {
             .spawn()
             .expect("the server binary starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(key) = line.strip_prefix("initial admin API key: ") {
@@ -55,21 +92,34 @@ impl ServerProcess {
                 }
             }
         });
-        let mut server = ServerProcess {
+        let server = ServerProcess {
             child,
             log,
             url: format!("http://127.0.0.1:{port}"),
             key: String::new(),
         };
-        server.key = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
+        (server, rx)
+    }
+
+    /// Sends a real SIGTERM and waits for the exit: its code and the log.
+    pub fn terminate(mut self, within: Duration) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.expect("kill runs").success());
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
                 panic!(
-                    "the server printed no admin key; its log:\n{}",
-                    server.log_text()
-                )
-            });
-        server
+                    "no exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status.code(), self.log_text())
     }
 
     pub fn log_text(&self) -> String {

@@ -126,6 +126,7 @@ pub async fn send_email(
     responses(
         (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -152,6 +153,7 @@ pub async fn sms_webhook(
     responses(
         (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -194,16 +196,29 @@ async fn accept(
         .map_err(|errors| ApiError::Validation(errors.0))?;
     caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;
+    // Accepting while nothing can be stored would only grow what an outage holds back.
+    if state.writer.health().failing().is_some() {
+        return Err(ApiError::Unavailable(
+            "the database is not taking writes; retry later".into(),
+        ));
+    }
     let event_id = event.event_id;
     let idempotency_key = event.idempotency_key.clone();
-    let reserved = match header {
-        Some(_) => match check_header_key(state, &event).await? {
+    // A key the client chose, or one derived from the provider's message id (a webhook):
+    // both are checked here, so a reused one is refused now rather than dead-lettered later.
+    let derived = header.is_none() && event.provider_message_id.is_some();
+    let reserved = match header.is_some() || derived {
+        true => match check_header_key(state, &event).await? {
             // A true repeat: the original answer, nothing enqueued.
             Seen::Repeat(original) => return Ok(accepted(&idempotency_key, original)),
+            Seen::Conflict if derived => return Err(ApiError::Conflict(
+                "a message with this provider message id was already received with other content"
+                    .into(),
+            )),
             Seen::Conflict => return Err(ApiError::IdempotencyKeyReused),
             Seen::New => true,
         },
-        None => false,
+        false => false,
     };
     let tracer = &state.metrics.tracer;
     let enqueue = tracer.enqueue(&request_trace(req), &mut event, state.backend.name());

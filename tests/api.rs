@@ -313,13 +313,52 @@ async fn idempotency_keys_are_stable_and_scoped() {
     let webhook = json!({"from": "+18045551234", "to": "+12016661234", "type": "sms",
                          "messaging_provider_id": "p-7", "body": "hi"});
     let (_, w1) = app.post_json("/api/webhooks/sms", &webhook).await;
-    let mut redelivered = webhook.clone();
-    redelivered["timestamp"] = json!("2024-11-02T00:00:00Z");
-    let (_, w2) = app.post_json("/api/webhooks/sms", &redelivered).await;
+    let (status, w2) = app.post_json("/api/webhooks/sms", &webhook).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "a redelivery is a repeat");
     assert_eq!(
         w1["idempotency_key"], w2["idempotency_key"],
         "webhooks are keyed by provider id"
     );
+    // The same provider id with other content is refused at once: accepted, it could only
+    // become a dead letter (any holder of a webhook key could fill the DLQ that way).
+    for change in [
+        json!({"body": "other"}),
+        json!({"timestamp": "2024-11-02T00:00:00Z"}),
+    ] {
+        let mut other = webhook.clone();
+        for (field, value) in change.as_object().unwrap() {
+            other[field] = value.clone();
+        }
+        let (status, problem) = app.post_json("/api/webhooks/sms", &other).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{change}: {problem}");
+        assert_eq!(problem["type"], "urn:messaging-server:problem:conflict");
+    }
+}
+
+#[actix_web::test]
+async fn a_webhook_repeating_a_provider_id_with_other_content_is_a_conflict_not_a_dead_letter() {
+    for db in common::databases() {
+        let app = common::spawn_app(db).await;
+        let email = json!({"from": "a@b.com", "to": "c@d.com", "xillio_id": "x-1", "body": "hi"});
+        let (status, _) = app.post_json("/api/webhooks/email", &email).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        app.drained().await;
+        let (status, _) = app.post_json("/api/webhooks/email", &email).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{db:?}: a redelivery");
+        let mut other = email.clone();
+        other["body"] = json!("changed after it was stored");
+        for _ in 0..20 {
+            let (status, _) = app.post_json("/api/webhooks/email", &other).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{db:?}");
+        }
+        app.drained().await;
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 1);
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM dead_letters").await,
+            0,
+            "{db:?}: no dead letter for any of it"
+        );
+    }
 }
 
 #[actix_web::test]

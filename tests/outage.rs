@@ -99,6 +99,7 @@ fn fill(dir: &Path, room: u64) -> PathBuf {
     let path = dir.join("ballast");
     let mut file = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .open(&path)
         .unwrap();

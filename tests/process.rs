@@ -755,21 +755,29 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
     }
 }
 
+/// As an orchestrator rolls out a deployment: four processes start at the same moment on
+/// an empty database. Their migrations take turns (they used to race and two of three
+/// exited with "duplicate key value violates unique constraint pg_type_typname_nsp_index"),
+/// all four serve, and one admin key is printed.
 #[actix_web::test]
-async fn two_servers_starting_at_once_on_a_new_database_print_one_key() {
+async fn four_servers_starting_at_once_on_an_empty_database_all_serve_and_print_one_key() {
     for db in databases() {
         let database = TestDatabase::create(db).await;
-        let migrated = run(&["migrate", "up"], &[("DATABASE_URL", &database.url)]);
-        assert_eq!(migrated.status.code(), Some(0));
-        let (first, second) = futures_util::future::join(
-            Server::start(&database.url, &[]),
-            Server::start(&database.url, &[]),
-        )
-        .await;
-        let outputs = [first.stdout.clone(), second.stdout.clone()];
-        for server in [first, second] {
+        let servers =
+            futures_util::future::join_all((0..4).map(|_| Server::start(&database.url, &[]))).await;
+        for server in &servers {
+            let status = anonymous()
+                .get(server.url("/readyz"))
+                .send()
+                .await
+                .expect("reachable")
+                .status();
+            assert_eq!(status, StatusCode::OK, "{db:?}");
+        }
+        let outputs: Vec<_> = servers.iter().map(|s| s.stdout.clone()).collect();
+        for server in servers {
             let (code, logs) = server.terminate(Duration::from_secs(30));
-            assert_eq!(code, Some(0), "{logs}");
+            assert_eq!(code, Some(0), "{db:?}: {logs}");
         }
         let printed: Vec<String> = outputs
             .iter()
@@ -1154,4 +1162,39 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
         let (code, _) = server.terminate(Duration::from_secs(30));
         assert_eq!(code, Some(0));
     }
+}
+
+/// A client's malformed request is the client's error: answered 400 with a problem, and
+/// never logged as a server error (actix-http logs it at error level on its own).
+#[actix_web::test]
+async fn malformed_http_is_answered_and_not_logged_as_an_error() {
+    use std::io::Write;
+    let database = TestDatabase::create(Db::Sqlite).await;
+    let server = Server::start(
+        &database.url,
+        &[("LOG_LEVEL", "info"), ("MESSAGING__LOG__FORMAT", "json")],
+    )
+    .await;
+    server.printed_key().await;
+    let heads: [&[u8]; 2] = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ];
+    for head in heads {
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        socket.write_all(head).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+    let (code, logs) = server.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        !logs.contains("\"level\":\"ERROR\""),
+        "a client's mistake is not a server error:\n{logs}"
+    );
 }

@@ -392,7 +392,7 @@ async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failu
                 .map_err(runtime)?;
             let mut progress = Progress::new(pending.len() as u64);
             for m in &pending {
-                migration::Migrator::up(&db, Some(1))
+                store::migrate_by(&db, store::Migration::NextUp)
                     .await
                     .map_err(runtime)?;
                 progress.step(&format!("applied {}", m.name()));
@@ -411,7 +411,7 @@ async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failu
                 .collect();
             let mut progress = Progress::new(rolled.len() as u64);
             for name in &rolled {
-                migration::Migrator::down(&db, Some(1))
+                store::migrate_by(&db, store::Migration::LastDown)
                     .await
                     .map_err(runtime)?;
                 progress.step(&format!("rolled back {name}"));

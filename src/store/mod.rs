@@ -123,13 +123,32 @@ const MIGRATION_LOCK: i64 = 0x6d73_675f_6d69_6772; // "msg_migr"
 /// lock, SQLite's write lock (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`). The last in
 /// finds nothing left to apply.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    migrate_by(db, Migration::AllPending).await
+}
+
+/// How far [`migrate_by`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    AllPending,
+    /// The next pending one (`migrate up`, one step at a time for its progress).
+    NextUp,
+    /// Roll back the last applied one.
+    LastDown,
+}
+
+/// As [`migrate`], for one step up or down.
+pub async fn migrate_by(db: &DatabaseConnection, how: Migration) -> Result<(), StoreError> {
     use sea_orm::{ConnectionTrait, DbBackend};
     let txn = writer::begin_write(db).await?;
     if db.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await?;
     }
-    migration::Migrator::up(&txn, None).await?;
+    match how {
+        Migration::AllPending => migration::Migrator::up(&txn, None).await?,
+        Migration::NextUp => migration::Migrator::up(&txn, Some(1)).await?,
+        Migration::LastDown => migration::Migrator::down(&txn, Some(1)).await?,
+    }
     txn.commit().await?;
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct WriteHealth(Arc<Inner>);
 struct Inner {
     /// Commits that wrote something, since start.
     successes: AtomicU64,
+    /// Whether `failing` holds an outage: read by every request, so no lock on that path.
+    is_failing: AtomicBool,
     failing: Mutex<Option<Failing>>,
     /// Set at shutdown: held writes give up and take the ordinary failure path.
     released: AtomicBool,
@@ -46,7 +48,14 @@ impl WriteHealth {
     /// A commit that wrote rows.
     pub fn succeeded(&self) {
         self.0.successes.fetch_add(1, Ordering::Release);
-        let ended = self.lock().take();
+        if !self.0.is_failing.load(Ordering::Acquire) {
+            return;
+        }
+        let ended = {
+            let mut failing = self.lock();
+            self.0.is_failing.store(false, Ordering::Release);
+            failing.take()
+        };
         if let Some(outage) = ended {
             tracing::warn!(
                 lasted_ms = u64::try_from(outage.since.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -70,12 +79,16 @@ impl WriteHealth {
                     since: Instant::now(),
                     error: err.to_string(),
                 });
+                self.0.is_failing.store(true, Ordering::Release);
             }
         }
     }
 
     /// The outage in progress, if any.
     pub fn failing(&self) -> Option<Failing> {
+        if !self.0.is_failing.load(Ordering::Acquire) {
+            return None;
+        }
         self.lock().clone()
     }
 

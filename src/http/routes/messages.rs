@@ -209,6 +209,9 @@ async fn accept(
     let derived = header.is_none() && event.provider_message_id.is_some();
     let reserved = match header.is_some() || derived {
         true => match check_header_key(state, &event).await? {
+            // A provider's redelivery is enqueued again (the worker finds it stored): its
+            // 202 is then backed by this event, not by another request still in flight.
+            Seen::Repeat(_) if derived => false,
             // A true repeat: the original answer, nothing enqueued.
             Seen::Repeat(original) => return Ok(accepted(&idempotency_key, original)),
             Seen::Conflict if derived => return Err(ApiError::Conflict(

@@ -10,6 +10,7 @@ pub mod otlp;
 pub mod server;
 pub mod stub;
 pub mod tls_stub;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

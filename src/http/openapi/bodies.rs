@@ -36,11 +36,11 @@ pub fn add(doc: &mut Value) {
 
 fn schemas_by_name() -> Vec<(String, Value)> {
     let mut all = vec![
-        ("SendSms".to_string(), send_sms()),
         ("SendEmail".to_string(), send_email()),
-        ("SmsWebhook".to_string(), sms_webhook()),
         ("EmailWebhook".to_string(), email_webhook()),
     ];
+    all.extend(send_sms());
+    all.extend(sms_webhook());
     all.extend(metadata_levels());
     all
 }
@@ -203,32 +203,61 @@ fn provider_id(description: &str) -> Value {
     text(MAX_PROVIDER_ID_CHARS, description)
 }
 
-/// `type: "sms"` (no attachments) or `type: "mms"` (1 to 10), with the other fields.
+/// `SendSms` and `SmsWebhook`: one of two objects told apart by `type` (a discriminator,
+/// so that generated clients get one class per kind and exactly one branch matches):
+/// `sms` without attachments, `mms` with 1 to 10. Returns the union and its two branches.
 fn sms_kinds(
+    names: [&str; 3],
     description: &str,
-    mut properties: Vec<(&'static str, Value)>,
+    properties: Vec<(&'static str, Value)>,
     required: &[&str],
-) -> Value {
-    properties.push((
-        "type",
-        json!({"type": "string", "enum": ["sms", "mms"], "description": "`sms` takes no attachments, `mms` 1 to 10."}),
-    ));
-    properties.push((
-        "attachments",
-        json!({"type": ["array", "null"], "maxItems": MAX_ATTACHMENTS, "items": url(), "description": "Attachment URLs: none for sms (null or []), 1 to 10 for mms."}),
-    ));
-    let mut required = required.to_vec();
-    required.push("type");
-    let mut schema = object(description, properties, &required);
-    schema["oneOf"] = json!([
-        {"properties": {"type": {"const": "sms"}, "attachments": {"maxItems": 0}}},
-        {"properties": {"type": {"const": "mms"}, "attachments": {"type": "array", "minItems": 1}}, "required": ["attachments"]},
-    ]);
-    schema
+) -> Vec<(String, Value)> {
+    let [union, sms, mms] = names.map(String::from);
+    let branch = |kind: &str, attachments: Value, extra_required: &[&str]| {
+        let mut properties = properties.clone();
+        properties.push((
+            "type",
+            json!({"type": "string", "const": kind, "description": "`sms` takes no attachments, `mms` 1 to 10."}),
+        ));
+        properties.push(("attachments", attachments));
+        let mut required = required.to_vec();
+        required.push("type");
+        required.extend_from_slice(extra_required);
+        let attached = match kind {
+            "sms" => "without attachments",
+            _ => "with 1 to 10 attachments",
+        };
+        object(
+            &format!("{description} `type: \"{kind}\"`: {attached}."),
+            properties,
+            &required,
+        )
+    };
+    let text = branch(
+        "sms",
+        json!({"type": ["array", "null"], "maxItems": 0, "items": url(), "description": "None for sms: absent, null or []."}),
+        &[],
+    );
+    let media = branch(
+        "mms",
+        json!({"type": "array", "minItems": 1, "maxItems": MAX_ATTACHMENTS, "items": url(), "description": "Attachment URLs, 1 to 10."}),
+        &["attachments"],
+    );
+    let reference = |name: &str| format!("#/components/schemas/{name}");
+    let schema = json!({
+        "description": description,
+        "oneOf": [{"$ref": reference(&sms)}, {"$ref": reference(&mms)}],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {"sms": reference(&sms), "mms": reference(&mms)},
+        },
+    });
+    vec![(union, schema), (sms, text), (mms, media)]
 }
 
-fn send_sms() -> Value {
+fn send_sms() -> Vec<(String, Value)> {
     sms_kinds(
+        ["SendSms", "SendSmsText", "SendMms"],
         "An SMS or MMS to send.",
         vec![
             ("from", phone()),
@@ -242,8 +271,9 @@ fn send_sms() -> Value {
     )
 }
 
-fn sms_webhook() -> Value {
+fn sms_webhook() -> Vec<(String, Value)> {
     sms_kinds(
+        ["SmsWebhook", "SmsWebhookText", "MmsWebhook"],
         "An SMS or MMS received by the provider.",
         vec![
             ("from", phone()),

@@ -112,6 +112,8 @@ fn add_to_operation(operation: &mut Value, endpoint: &Endpoint) {
         }
         None => false,
     };
+    // Open operations say so (`security: []`): no key is needed, as opposed to unstated.
+    operation["security"] = json!([]);
     if guard != Guard::Open {
         let mut requirements: Vec<Value> = guard
             .scopes()

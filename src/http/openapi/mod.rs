@@ -10,6 +10,7 @@
 
 mod bodies;
 mod edge;
+mod examples;
 mod links;
 
 use std::sync::OnceLock;
@@ -17,6 +18,7 @@ use std::sync::OnceLock;
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use serde_json::Value;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::OpenApi;
 
 use super::routes::{self, conversations, dead_letters, messages, operations, stats, status};
@@ -65,6 +67,24 @@ use crate::http::errors::ProblemDoc;
 )]
 struct ApiDoc;
 
+/// A string whose values are fixed: the schema of a view's field that is stored as a
+/// string but takes one of `values` (a `#[schema(schema_with = ...)]` function calls this;
+/// the field's doc comment is not used then, hence `description`). Generated clients name
+/// the enum after its object and `title`, else after the field, which can collide:
+/// `Message` + `status` is `MessageStatus`, the status resource's name.
+pub(crate) fn string_enum<const N: usize>(
+    title: &str,
+    values: [&'static str; N],
+    description: &str,
+) -> Object {
+    ObjectBuilder::new()
+        .title(Some(title))
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .description(Some(description))
+        .build()
+}
+
 /// The document as served.
 pub fn json() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
@@ -73,10 +93,42 @@ pub fn json() -> &'static Value {
 
 fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    // utoipa fills `license` from Cargo.toml's, which names none: an empty name is invalid,
+    // and the document does not invent a license the project has not chosen.
+    if let Some(info) = doc["info"].as_object_mut() {
+        info.remove("license");
+    }
+    // Relative: the server that served this document, wherever it runs.
+    doc["servers"] = serde_json::json!([
+        {"url": "/", "description": "The server this document was fetched from"}
+    ]);
+    reference_page_items(&mut doc);
     bodies::add(&mut doc);
     edge::add(&mut doc, &routes::table());
     links::add(&mut doc);
+    examples::add(&mut doc);
     doc
+}
+
+/// utoipa inlines a generic's argument: `Paged_Message`'s items become a `$ref` to
+/// `Message`, so that each item type is one named schema (and none is left unused).
+fn reference_page_items(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("the document has component schemas");
+    let pages: Vec<(String, String)> = schemas
+        .keys()
+        .filter_map(|name| {
+            let item = name.strip_prefix("Paged_")?;
+            schemas
+                .contains_key(item)
+                .then(|| (name.clone(), item.to_string()))
+        })
+        .collect();
+    for (page, item) in pages {
+        schemas[&page]["properties"]["items"]["items"] =
+            serde_json::json!({"$ref": format!("#/components/schemas/{item}")});
+    }
 }
 
 /// The API document

@@ -3,20 +3,23 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::openapi::schema::Object;
 use utoipa::ToSchema;
 
 use super::paging::{PageQuery, Paged};
+use crate::domain::{Channel, Direction};
 use crate::http::errors::ProblemDoc as Problem;
+use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState, Caller};
 use crate::store::read::{self, MessageWithBody};
+use crate::store::status::MessageStatus;
 
 /// The messages between two addresses on one channel family, for one customer.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Conversation)]
 pub(crate) struct ConversationView {
     id: i64,
-    /// `sms` (SMS and MMS) or `email`.
-    #[schema(pattern = "^(sms|email)$")]
+    #[schema(schema_with = conversation_channel)]
     channel: String,
     /// The two normalized addresses, sorted.
     #[schema(min_items = 2, max_items = 2)]
@@ -47,10 +50,9 @@ impl From<entity::conversations::Model> for ConversationView {
 pub(crate) struct MessageView {
     id: i64,
     conversation_id: i64,
-    /// `outbound` (sent through the API) or `inbound` (received by a webhook).
-    #[schema(pattern = "^(inbound|outbound)$")]
+    #[schema(schema_with = direction)]
     direction: String,
-    #[schema(pattern = "^(sms|mms|email)$")]
+    #[schema(schema_with = message_channel)]
     channel: String,
     from: String,
     to: String,
@@ -64,15 +66,47 @@ pub(crate) struct MessageView {
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     sent_at: DateTime<Utc>,
-    /// `queued` (stored, not handed to the provider yet), `sent`, `failed`
-    /// (dead-lettered) or `received` (inbound).
-    #[schema(pattern = "^(queued|sent|failed|received)$")]
+    #[schema(schema_with = message_status)]
     status: String,
     /// The provider's id: from the provider once sent, or the webhook's id for inbound.
     provider_message_id: Option<String>,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     idempotency_key: String,
     created_at: DateTime<Utc>,
+}
+
+// The values the stored strings take (their enums in `domain` and `store`).
+fn conversation_channel() -> Object {
+    // A conversation's channel is the family: sms and mms share conversations.
+    string_enum(
+        "Channel",
+        [Channel::Sms.family(), Channel::Email.family()],
+        "`sms` (SMS and MMS) or `email`.",
+    )
+}
+
+fn message_channel() -> Object {
+    string_enum(
+        "Channel",
+        [Channel::Sms, Channel::Mms, Channel::Email].map(Channel::as_str),
+        "`sms`, `mms` (an SMS with attachments) or `email`.",
+    )
+}
+
+fn direction() -> Object {
+    string_enum(
+        "Direction",
+        [Direction::Inbound, Direction::Outbound].map(Direction::as_str),
+        "`outbound` (sent through the API) or `inbound` (received by a webhook).",
+    )
+}
+
+fn message_status() -> Object {
+    string_enum(
+        "StoredStatus",
+        MessageStatus::ALL.map(MessageStatus::as_str),
+        "`queued` (stored, not handed to the provider yet), `sent`, `failed` (dead-lettered) or `received` (inbound).",
+    )
 }
 
 impl From<MessageWithBody> for MessageView {

@@ -3,11 +3,14 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::openapi::schema::Object;
 use utoipa::ToSchema;
 
 use super::paging::{PageQuery, Paged};
 use crate::actors::dlq::{Replay, ReplayAll};
+use crate::actors::ErrorKind;
 use crate::http::errors::ProblemDoc as Problem;
+use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState};
 use crate::store::dead_letters;
 
@@ -26,12 +29,19 @@ pub(crate) struct DeadLetterView {
     first_attempt_at: DateTime<Utc>,
     last_attempt_at: DateTime<Utc>,
     last_error: String,
-    /// `transient` (retries exhausted) or `permanent`.
-    #[schema(pattern = "^(transient|permanent)$")]
+    #[schema(schema_with = error_kind)]
     error_kind: String,
     dead_at: DateTime<Utc>,
     /// When it was replayed; null until then.
     replayed_at: Option<DateTime<Utc>>,
+}
+
+fn error_kind() -> Object {
+    string_enum(
+        "ErrorKind",
+        [ErrorKind::Transient, ErrorKind::Permanent].map(ErrorKind::as_str),
+        "`transient` (retries exhausted) or `permanent`.",
+    )
 }
 
 impl From<entity::dead_letters::Model> for DeadLetterView {

@@ -50,14 +50,15 @@ enum AcceptedStatus {
 pub(crate) struct IdempotencyKeyHeader {
     /// 1 to 255 printable ASCII characters (spaces inside only), scoped to the customer and
     /// the route. Without it the key is derived from the message.
-    #[serde(rename = "Idempotency-Key")]
+    // Optional (serde's default) but not nullable: a header is absent or has a value.
+    #[serde(rename = "Idempotency-Key", default)]
     #[param(
         min_length = 1,
         max_length = 255,
         pattern = "^[!-~]([ -~]*[!-~])?$",
         example = "order-1234-sms"
     )]
-    key: Option<String>,
+    key: String,
 }
 
 /// Send an SMS or MMS

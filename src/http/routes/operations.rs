@@ -6,9 +6,11 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use utoipa::openapi::schema::Object;
 use utoipa::ToSchema;
 
 use crate::http::errors::ProblemDoc as Problem;
+use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState};
 use crate::queue::QueueError;
 use crate::store;
@@ -34,13 +36,26 @@ enum ReadyStatus {
 /// What was checked.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ReadyChecks {
-    #[schema(pattern = "^ok$")]
+    #[schema(schema_with = database_ok)]
     database: &'static str,
-    /// The queue backend's name (`memory`, `nats`).
+    #[schema(schema_with = queue_backend)]
     queue: &'static str,
     /// `<n> running`, or `disabled` when this process runs no workers.
     #[schema(pattern = "^([0-9]+ running|disabled)$")]
     workers: String,
+}
+
+fn database_ok() -> Object {
+    string_enum("Database", ["ok"], "The database answered.")
+}
+
+/// The queue backends' names (`QueueBackend::name`).
+pub(crate) fn queue_backend() -> Object {
+    string_enum(
+        "QueueBackend",
+        ["memory", "nats"],
+        "The queue backend's name.",
+    )
 }
 
 /// Every check passed.

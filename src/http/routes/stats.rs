@@ -17,7 +17,7 @@ use crate::store;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     pub sampled_at: DateTime<Utc>,
-    /// The queue backend (`memory`, `nats`).
+    #[schema(schema_with = operations::queue_backend)]
     pub queue_backend: String,
     /// Events accepted and not finished (waiting, retrying, in flight); shared by every
     /// process with `nats`.

@@ -101,9 +101,10 @@ enum CustomersAction {
 enum KeysAction {
     /// Create an API key; prints the key alone on stdout (it is not stored, only its hash).
     Create {
-        /// The customer's id (see `customers list`).
+        /// The customer's id, a UUID (see `customers list`).
+        // Parsed in `keys`, so a name instead of an id gets one line saying what an id is.
         #[arg(long)]
-        customer: uuid::Uuid,
+        customer: String,
         #[arg(long)]
         name: String,
         /// send, webhook or admin; repeat for several.
@@ -117,6 +118,40 @@ enum KeysAction {
         #[arg(value_name = "ID_OR_PREFIX")]
         key: String,
     },
+}
+
+impl Command {
+    /// Whether the command opens the server's database without being one that may create
+    /// it (only `serve` and `migrate up` may): run from the wrong directory, a relative
+    /// SQLite path would otherwise quietly start an empty database there.
+    fn needs_existing_database(&self) -> bool {
+        match self {
+            Command::Migrate { action } => !matches!(action, MigrateAction::Up),
+            Command::Dlq { action } => !matches!(action, DlqAction::Replay { .. }),
+            Command::Customers { .. } | Command::Keys { .. } => true,
+            Command::Serve { .. } | Command::Status { .. } | Command::Config { .. } => false,
+        }
+    }
+}
+
+/// A SQLite `database.url` must name an existing file (see [`Command::needs_existing_database`]);
+/// the error names the file, the setting, and what to do.
+fn require_existing_database(settings: &Settings) -> Result<(), String> {
+    let Some(path) = settings.database.sqlite_path() else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&path).unwrap_or(path);
+    Err(format!(
+        "no database at {} (database.url = {:?}; a relative path is taken from the current \
+         directory, or from the config file's when set there): run this where the server \
+         runs, or set DATABASE_URL to the server's database; `messaging-server migrate up` \
+         creates a new one",
+        shown.display(),
+        settings.database.url
+    ))
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -198,6 +233,12 @@ pub fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve { role: Role::All });
+    if command.needs_existing_database() {
+        if let Err(message) = require_existing_database(&settings) {
+            eprintln!("messaging-server: {message}");
+            return ExitCode::from(2);
+        }
+    }
     if let Command::Config {
         action: ConfigAction::Check,
     } = command
@@ -541,6 +582,7 @@ async fn keys(settings: &Settings, action: KeysAction) -> Result<(), Failure> {
             scopes,
         } => {
             let scopes = scopes.into_iter().collect();
+            let customer = parse_customer(&customer)?;
             let (row, key) = keys::create(&db, customer, &name, scopes)
                 .await
                 .map_err(keys_failure)?;
@@ -592,6 +634,15 @@ async fn admin_database(settings: &Settings) -> Result<sea_orm::DatabaseConnecti
         store::require_migrated(&db).await.map_err(runtime)?;
     }
     Ok(db)
+}
+
+fn parse_customer(text: &str) -> Result<uuid::Uuid, Failure> {
+    text.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "--customer {text:?} is not a customer id: a customer id is a UUID, as \
+             `messaging-server customers list` shows (`customers create --name …` prints a new one)"
+        ))
+    })
 }
 
 /// Mistakes in what the operator typed are usage errors (exit 2); the rest are runtime.

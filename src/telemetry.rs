@@ -295,7 +295,8 @@ pub fn http_method(method: &str) -> &'static str {
 /// Installs the global log subscriber; a second call (tests) keeps the first.
 pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_filter(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -309,6 +310,21 @@ pub fn init_logging(settings: &LogSettings) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// `level` with sea-orm-migration's chatter moved below `info`: it logs two `info` lines
+/// ("Applying all pending migrations", "No pending migrations") at every start and every
+/// CLI database command, which say nothing the CLI does not. They show with a `debug` or
+/// `trace` filter, or one that names `sea_orm_migration`.
+pub fn log_filter(level: &str) -> String {
+    let verbose = ["debug", "trace", "sea_orm_migration"]
+        .iter()
+        .any(|word| level.contains(word));
+    match verbose {
+        true => level.to_string(),
+        false if level.trim().is_empty() => "info,sea_orm_migration=warn".to_string(),
+        false => format!("{level},sea_orm_migration=warn"),
+    }
 }
 
 /// An address as logs may show it: enough to tell numbers apart, not enough to contact
@@ -345,7 +361,21 @@ pub fn event_span(event: &crate::domain::Event) -> tracing::Span {
 
 #[cfg(test)]
 mod tests {
-    use super::{http_method, mask_address};
+    use super::{http_method, log_filter, mask_address};
+
+    #[test]
+    fn migration_chatter_is_below_info_unless_asked_for() {
+        assert_eq!(log_filter("info"), "info,sea_orm_migration=warn");
+        assert_eq!(
+            log_filter("warn,sqlx=error"),
+            "warn,sqlx=error,sea_orm_migration=warn"
+        );
+        assert_eq!(log_filter("debug"), "debug");
+        assert_eq!(
+            log_filter("info,sea_orm_migration=info"),
+            "info,sea_orm_migration=info"
+        );
+    }
 
     #[test]
     fn unknown_methods_share_one_label_value() {

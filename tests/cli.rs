@@ -336,7 +336,11 @@ fn a_config_files_relative_sqlite_path_is_beside_the_file_wherever_commands_run(
         &[],
     );
     assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
-    assert_eq!(stderr(&created), "", "nothing but the id");
+    assert_eq!(
+        stderr(&created),
+        "",
+        "no migration INFO lines, nothing but the id"
+    );
     let id = stdout(&created).trim().to_string();
     let listed = run_in(&a, &["customers", "list", "--config", config], &[]);
     assert!(

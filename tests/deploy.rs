@@ -1,7 +1,7 @@
 //! The Grafana dashboard and Prometheus alerts in deploy/: they parse, they only query
 //! metrics the service exposes, and every alert leads to its runbook.
 //!
-//! The promtool checks need `promtool` (Debian package `prometheus`; `.ci/run` installs it).
+//! The promtool checks need `promtool` (Debian package `prometheus`; `make test` installs it).
 
 mod common;
 

@@ -50,9 +50,14 @@ impl Drop for Server {
     }
 }
 
-/// Starts `serve` on `database` with `env`; returns it and, on a first start, the admin key
-/// it printed.
-async fn start(dir: &Path, database: &str, env: &[(String, String)]) -> (Server, Option<String>) {
+/// Starts `serve` on `database` with `env`; returns it and, on a first start (`first`), the
+/// admin key it printed.
+async fn start(
+    dir: &Path,
+    database: &str,
+    env: &[(String, String)],
+    first: bool,
+) -> (Server, Option<String>) {
     let port = free_port();
     let mut command = Command::new(BINARY);
     command
@@ -87,7 +92,9 @@ async fn start(dir: &Path, database: &str, env: &[(String, String)]) -> (Server,
         matches!(client.get(&health).send().await, Ok(r) if r.status().is_success())
     })
     .await;
-    (server, rx.try_recv().ok())
+    // Printed before the server answers, but read by another thread: wait for it.
+    let key = first.then(|| rx.recv_timeout(Duration::from_secs(10)).ok());
+    (server, key.flatten())
 }
 
 /// Polls `/api/stats` until nothing is queued, retrying or in flight.
@@ -218,7 +225,7 @@ async fn the_readme_examples_give_the_answers_it_shows() {
     std::fs::create_dir_all(&dir).unwrap();
     let database = format!("sqlite://{}?mode=rwc", dir.join("readme.db").display());
 
-    let (mut server, key) = start(&dir, &database, &[]).await;
+    let (mut server, key) = start(&dir, &database, &[], true).await;
     let key = key.expect("the first start prints an admin key");
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -238,7 +245,7 @@ async fn the_readme_examples_give_the_answers_it_shows() {
                 // Stopped once idle, as a reader would before typing the next start.
                 settle(&client, &server, &key).await;
                 drop(server);
-                server = start(&dir, &database, &env).await.0;
+                server = start(&dir, &database, &env, false).await.0;
                 continue;
             }
         }

@@ -46,7 +46,7 @@ pub fn databases() -> Vec<Db> {
 }
 
 /// Whether the PostgreSQL half of the suite runs. Outside CI it is optional; in CI (`CI`
-/// set, as CI services and `.ci/run` do) a missing `TEST_DATABASE_URL` fails the test
+/// set, as CI services and `make test` do) a missing `TEST_DATABASE_URL` fails the test
 /// instead of silently skipping half of it.
 pub fn postgres_configured() -> bool {
     let configured = std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty());

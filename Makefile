@@ -1,12 +1,18 @@
 # Shortcuts for the usual commands; each target is one line you can also type yourself.
 
-.PHONY: run test bench lint migrate ci
+.PHONY: run test install bench lint migrate ci
 
 run:
 	cargo run --release
 
+# The whole suite: installs the tools the tests drive when missing (scripts/test.sh).
+# Extra cargo test arguments: make test ARGS='--test api'
 test:
-	cargo test
+	bash scripts/test.sh $(ARGS)
+
+# The binary on PATH (~/.cargo/bin/messaging-server), for the CLI commands.
+install:
+	cargo install --locked --path .
 
 bench:
 	bash bench/run.sh

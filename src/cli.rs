@@ -2,6 +2,7 @@
 //! or usage.
 
 mod progress;
+mod serve;
 mod server;
 mod status;
 
@@ -13,9 +14,8 @@ use migration::MigratorTrait;
 
 use self::progress::Progress;
 use self::server::{CallError, Server};
-use crate::actors::queue::{Close, StopWorkers, WaitUntilDrained};
 use crate::config::{QueueBackendKind, Settings, Sources};
-use crate::startup::{self, Application};
+use crate::startup;
 use crate::store::keys::{self, Scope};
 use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
@@ -101,9 +101,10 @@ enum CustomersAction {
 enum KeysAction {
     /// Create an API key; prints the key alone on stdout (it is not stored, only its hash).
     Create {
-        /// The customer's id (see `customers list`).
+        /// The customer's id, a UUID (see `customers list`).
+        // Parsed in `keys`, so a name instead of an id gets one line saying what an id is.
         #[arg(long)]
-        customer: uuid::Uuid,
+        customer: String,
         #[arg(long)]
         name: String,
         /// send, webhook or admin; repeat for several.
@@ -117,6 +118,40 @@ enum KeysAction {
         #[arg(value_name = "ID_OR_PREFIX")]
         key: String,
     },
+}
+
+impl Command {
+    /// Whether the command opens the server's database without being one that may create
+    /// it (only `serve` and `migrate up` may): run from the wrong directory, a relative
+    /// SQLite path would otherwise quietly start an empty database there.
+    fn needs_existing_database(&self) -> bool {
+        match self {
+            Command::Migrate { action } => !matches!(action, MigrateAction::Up),
+            Command::Dlq { action } => !matches!(action, DlqAction::Replay { .. }),
+            Command::Customers { .. } | Command::Keys { .. } => true,
+            Command::Serve { .. } | Command::Status { .. } | Command::Config { .. } => false,
+        }
+    }
+}
+
+/// A SQLite `database.url` must name an existing file (see [`Command::needs_existing_database`]);
+/// the error names the file, the setting, and what to do.
+fn require_existing_database(settings: &Settings) -> Result<(), String> {
+    let Some(path) = settings.database.sqlite_path() else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&path).unwrap_or(path);
+    Err(format!(
+        "no database at {} (database.url = {:?}; a relative path is taken from the current \
+         directory, or from the config file's when set there): run this where the server \
+         runs, or set DATABASE_URL to the server's database; `messaging-server migrate up` \
+         creates a new one",
+        shown.display(),
+        settings.database.url
+    ))
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -198,6 +233,12 @@ pub fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve { role: Role::All });
+    if command.needs_existing_database() {
+        if let Err(message) = require_existing_database(&settings) {
+            eprintln!("messaging-server: {message}");
+            return ExitCode::from(2);
+        }
+    }
     if let Command::Config {
         action: ConfigAction::Check,
     } = command
@@ -221,7 +262,7 @@ pub fn main() -> ExitCode {
                     }
                     Role::Worker => startup::Role::Worker,
                 };
-                serve(settings, role).await
+                serve::serve(settings, role).await
             }
             Command::Migrate { action } => migrate(&settings, action).await,
             Command::Dlq { action } => dlq(&settings, action).await,
@@ -259,126 +300,6 @@ enum Failure {
 
 fn runtime(err: impl std::fmt::Display) -> Failure {
     Failure::Runtime(err.to_string())
-}
-
-/// Serves until SIGTERM or SIGINT, then stops accepting (finishing requests in flight), and:
-/// - memory backend: lets the workers drain the queue until `server.shutdown_timeout`,
-///   writes whatever is still queued to the database for the next start;
-/// - nats: the workers stop fetching and finish their batch until `server.shutdown_timeout`,
-///   then hand back what they still hold (the stream keeps everything else);
-///
-/// and exits 0 — or 1 when queued events could be saved neither in the database nor in a
-/// spill file (each is then in the log, and the error says how many).
-async fn serve(settings: Settings, role: startup::Role) -> Result<(), Failure> {
-    let shutdown_timeout = settings.server.shutdown_timeout;
-    let workers_enabled = role != startup::Role::Api;
-    let memory = settings.queue.backend == QueueBackendKind::Memory;
-    let mut app = Application::build_role(settings, role, startup::Hooks::default())
-        .await
-        .map_err(runtime)?;
-    if let Some(key) = app.take_initial_admin_key() {
-        // stdout, not the log: keys never reach logs. Shown this once only.
-        println!("initial admin API key: {key}");
-        println!(
-            "Store it now: it will not be shown again (only its hash is kept). \
-             Create more keys with `messaging-server keys create`."
-        );
-    }
-    let queue = app.state().queue.clone();
-    let writer = app.state().writer.clone();
-    let http_db = app.state().db.clone();
-    // The pipeline's pool: the HTTP handlers' connections stop with the server (startup.rs).
-    let db = writer.connection().clone();
-    let spill = app.state().spill.clone();
-    let metrics = app.state().metrics.clone();
-    let auth = app.state().auth.clone();
-    let server = app.server_handle();
-    let running = actix_web::rt::spawn(app.run_until_stopped());
-
-    wait_for_signal().await;
-    let deadline = crate::time::deadline(shutdown_timeout);
-    tracing::info!("shutdown requested: no longer accepting requests");
-    // Batches waiting out a database outage go back to the queue, to be drained if the
-    // database recovers in time, saved otherwise.
-    writer.health().release_holds();
-    auth.stop_upkeep().await;
-    server.stop(true).await;
-    let _ = running.await;
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    if workers_enabled && memory {
-        let drained = queue.send(WaitUntilDrained(left)).await.unwrap_or(false);
-        tracing::info!(drained, "workers stopped taking events");
-    } else if !memory {
-        let finished = queue.send(StopWorkers(left)).await.unwrap_or(false);
-        tracing::info!(
-            finished,
-            "workers stopped; the stream keeps everything not finished"
-        );
-    }
-    let left = queue.send(Close).await.map_err(runtime)?;
-    let saved = save_queued(&db, &spill, left).await;
-    // The last OTLP push (metrics and buffered spans); a no-op without export.
-    metrics.shutdown();
-    // Closed here, inside the runtime: a pooled connection dropped after it has stopped
-    // panics in sqlx ("requires a Tokio context").
-    close_pool(&http_db).await;
-    close_pool(&db).await;
-    saved?;
-    tracing::info!("shutdown complete");
-    Ok(())
-}
-
-/// Saves what the memory queue still held at shutdown (see [`startup::save_unfinished`]).
-async fn save_queued(
-    db: &sea_orm::DatabaseConnection,
-    spill: &crate::queue::spill::SpillDir,
-    left: Vec<crate::domain::Event>,
-) -> Result<(), Failure> {
-    if left.is_empty() {
-        return Ok(());
-    }
-    let count = left.len();
-    match startup::save_unfinished(db, spill, left).await {
-        Ok(saved) => {
-            tracing::info!(
-                in_database = saved.in_database,
-                in_file = saved.in_file.as_ref().map_or(0, |(_, n)| *n),
-                file = saved.in_file.as_ref().map(|(p, _)| p.display().to_string()),
-                "queued events saved; they are re-enqueued at the next start"
-            );
-            Ok(())
-        }
-        Err(unsaved) => {
-            let message = format!(
-                "{} of {count} queued events could be saved neither in the database nor in {}: {}; each is in the log (level error, \"queued event could not be saved anywhere\")",
-                unsaved.count,
-                spill.path().display(),
-                unsaved.error
-            );
-            tracing::error!("{message}");
-            Err(Failure::Runtime(message))
-        }
-    }
-}
-
-/// Closes a pool, waiting a little for connections in use to come back.
-async fn close_pool(db: &sea_orm::DatabaseConnection) {
-    let closing = db.close_by_ref();
-    match tokio::time::timeout(std::time::Duration::from_secs(5), closing).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "closing the database pool failed"),
-        Err(_) => tracing::warn!("database connections still in use 5 s after shutdown"),
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
 
 async fn migrate(settings: &Settings, action: MigrateAction) -> Result<(), Failure> {
@@ -579,6 +500,7 @@ async fn keys(settings: &Settings, action: KeysAction) -> Result<(), Failure> {
             scopes,
         } => {
             let scopes = scopes.into_iter().collect();
+            let customer = parse_customer(&customer)?;
             let (row, key) = keys::create(&db, customer, &name, scopes)
                 .await
                 .map_err(keys_failure)?;
@@ -630,6 +552,15 @@ async fn admin_database(settings: &Settings) -> Result<sea_orm::DatabaseConnecti
         store::require_migrated(&db).await.map_err(runtime)?;
     }
     Ok(db)
+}
+
+fn parse_customer(text: &str) -> Result<uuid::Uuid, Failure> {
+    text.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "--customer {text:?} is not a customer id: a customer id is a UUID, as \
+             `messaging-server customers list` shows (`customers create --name …` prints a new one)"
+        ))
+    })
 }
 
 /// Mistakes in what the operator typed are usage errors (exit 2); the rest are runtime.

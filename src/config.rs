@@ -122,6 +122,16 @@ impl DatabaseSettings {
         (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
     }
 
+    /// A relative SQLite path taken from `dir` (the config file's directory that set it).
+    fn resolve_sqlite_path(&mut self, dir: &Path) {
+        let Some(path) = self.sqlite_path().filter(|p| p.is_relative()) else {
+            return;
+        };
+        let query = self.url.split_once('?').map_or("", |(_, q)| q);
+        let separator = if query.is_empty() { "" } else { "?" };
+        self.url = format!("sqlite://{}{separator}{query}", dir.join(path).display());
+    }
+
     pub fn pool_size(&self) -> u32 {
         match self.max_connections {
             0 if self.is_sqlite() => Self::SQLITE_POOL,
@@ -530,7 +540,25 @@ impl Settings {
             }
         }
         let config = builder.build().map_err(load_error)?;
-        let settings: Settings = config.try_deserialize().map_err(load_error)?;
+        let mut settings: Settings = config.try_deserialize().map_err(load_error)?;
+        if let Some(path) = &sources.file {
+            // A relative SQLite path written in a config file means beside that file, so
+            // every command given the same file opens the same database wherever it runs
+            // (not when the environment overrides it: then it is the shell's, relative to
+            // the current directory).
+            let in_file = Config::builder()
+                .add_source(File::from(path.as_path()).format(FileFormat::Toml))
+                .build()
+                .ok()
+                .and_then(|c| c.get_string("database.url").ok());
+            if in_file.as_deref() == Some(settings.database.url.as_str()) {
+                let dir = std::fs::canonicalize(path)
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .unwrap_or_default();
+                settings.database.resolve_sqlite_path(&dir);
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }

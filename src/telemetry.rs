@@ -295,19 +295,8 @@ pub fn http_method(method: &str) -> &'static str {
 /// Installs the global log subscriber; a second call (tests) keeps the first.
 pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // actix-http's dispatcher logs every unparsable request head at error level ("stream
-    // error: request parse error"): a client's mistake, which src/http/connection.rs answers
-    // and logs at debug. The dispatcher's few other lines (payload stream errors) go with
-    // it, unless the operator's filter names actix_http.
-    let filter = match settings.level.contains("actix_http") {
-        true => filter,
-        false => filter.add_directive(
-            "actix_http::h1::dispatcher=off"
-                .parse()
-                .expect("a valid directive"),
-        ),
-    };
+    let filter = EnvFilter::try_new(log_filter(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -321,6 +310,33 @@ pub fn init_logging(settings: &LogSettings) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// `level` with two libraries' misplaced lines filtered:
+/// - sea-orm-migration logs two `info` lines ("Applying all pending migrations", "No
+///   pending migrations") at every start and every CLI database command, which say nothing
+///   the CLI does not; they show with a `debug` or `trace` filter, or one that names
+///   `sea_orm_migration`;
+/// - actix-http's dispatcher logs every unparsable request head at `error` ("stream error:
+///   request parse error"): a client's mistake, which src/http/connection.rs answers and
+///   logs at `debug`. The dispatcher's few other lines (payload stream errors) go with it,
+///   unless the filter names `actix_http`.
+pub fn log_filter(level: &str) -> String {
+    let level = match level.trim() {
+        "" => "info",
+        level => level,
+    };
+    let verbose = ["debug", "trace", "sea_orm_migration"]
+        .iter()
+        .any(|word| level.contains(word));
+    let mut filter = level.to_string();
+    if !verbose {
+        filter.push_str(",sea_orm_migration=warn");
+    }
+    if !level.contains("actix_http") {
+        filter.push_str(",actix_http::h1::dispatcher=off");
+    }
+    filter
 }
 
 /// An address as logs may show it: enough to tell numbers apart, not enough to contact
@@ -357,7 +373,29 @@ pub fn event_span(event: &crate::domain::Event) -> tracing::Span {
 
 #[cfg(test)]
 mod tests {
-    use super::{http_method, mask_address};
+    use super::{http_method, log_filter, mask_address};
+
+    #[test]
+    fn misplaced_library_lines_are_filtered_unless_asked_for() {
+        let off = "actix_http::h1::dispatcher=off";
+        assert_eq!(
+            log_filter("info"),
+            format!("info,sea_orm_migration=warn,{off}")
+        );
+        assert_eq!(
+            log_filter("warn,sqlx=error"),
+            format!("warn,sqlx=error,sea_orm_migration=warn,{off}")
+        );
+        assert_eq!(log_filter("debug"), format!("debug,{off}"));
+        assert_eq!(
+            log_filter("info,sea_orm_migration=info"),
+            format!("info,sea_orm_migration=info,{off}")
+        );
+        assert_eq!(
+            log_filter("info,actix_http=debug"),
+            "info,actix_http=debug,sea_orm_migration=warn"
+        );
+    }
 
     #[test]
     fn unknown_methods_share_one_label_value() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -21,8 +21,14 @@ fn temp_dir() -> PathBuf {
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(&std::env::temp_dir(), args, env)
+}
+
+/// `args` run from the directory `cwd`, over a clean environment plus `env`.
+fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BINARY);
     command
+        .current_dir(cwd)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -191,13 +197,27 @@ async fn dlq_replay_all_and_status_against_a_running_server() {
     ] {
         assert!(text.contains(&expected), "{expected:?} in:\n{text}");
     }
-    let keyless = run(&["status", "--server", &server.url], &[]);
-    assert_eq!(keyless.status.code(), Some(1));
-    assert!(
-        stderr(&keyless).contains("needs an admin key"),
-        "{}",
-        stderr(&keyless)
-    );
+    // Without a key, or with one the server does not know: one line naming the variable.
+    for (args, env) in [
+        (vec!["status"], vec![]),
+        (vec!["dlq", "replay", "1"], vec![]),
+        (
+            vec!["dlq", "replay", "--all"],
+            vec![("MESSAGING_API_KEY", "msk_0123")],
+        ),
+    ] {
+        let args = [args, vec!["--server", &server.url]].concat();
+        let refused = run(&args, &env);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        let text = stderr(&refused);
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(text.contains("401"), "{args:?}: {text}");
+        let hint = match env.is_empty() {
+            true => "needs an admin API key: set MESSAGING_API_KEY",
+            false => "does not know the API key in MESSAGING_API_KEY",
+        };
+        assert!(text.contains(hint), "{args:?}: {text}");
+    }
 
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let unreachable = run(&["status", "--server", &nobody], &with_key);
@@ -213,6 +233,9 @@ async fn dlq_replay_all_and_status_against_a_running_server() {
 
 #[actix_web::test]
 async fn status_exits_1_when_the_deployment_is_not_ready() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let dir = temp_dir();
     let mut nats = NatsServer::start().await;
     let server = ServerProcess::start(
@@ -256,5 +279,111 @@ async fn status_exits_1_when_the_deployment_is_not_ready() {
     .await;
     assert!(last.contains("queue"), "names what is not ready: {last}");
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Database commands run from a directory other than the server's must not quietly start
+/// an empty database there (the default URL's path is relative): they refuse, naming the
+/// file and the setting. `migrate up` is the command that creates one.
+#[test]
+fn database_commands_refuse_a_missing_sqlite_file_instead_of_creating_it() {
+    let elsewhere = temp_dir();
+    for args in [
+        vec!["keys", "list"],
+        vec!["customers", "create", "--name", "Acme"],
+        vec!["dlq", "list"],
+        vec!["migrate", "status"],
+    ] {
+        let out = run_in(&elsewhere, &args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        let expected = format!(
+            "no database at {}",
+            elsewhere.join("data/messaging.db").display()
+        );
+        assert!(text.contains(&expected), "{args:?}: {text}");
+        assert!(text.contains("DATABASE_URL"), "{args:?}: {text}");
+        assert!(
+            !elsewhere.join("data").exists(),
+            "{args:?} created a database"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}
+
+/// A relative SQLite path in a config file is taken from the file's directory: with the
+/// same `--config`, commands run from anywhere share one database. Their stderr stays
+/// empty (sea-orm-migration's INFO lines are below the default `info`).
+#[test]
+fn a_config_files_relative_sqlite_path_is_beside_the_file_wherever_commands_run() {
+    let deployment = temp_dir();
+    let config = deployment.join("messaging.toml");
+    std::fs::write(
+        &config,
+        "[database]\nurl = \"sqlite://data/m.db?mode=rwc\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (a, b) = (temp_dir(), temp_dir());
+
+    let up = run_in(&a, &["migrate", "up", "--config", config], &[]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    assert!(deployment.join("data/m.db").is_file());
+    let created = run_in(
+        &b,
+        &["customers", "create", "--name", "Acme", "--config", config],
+        &[],
+    );
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    assert_eq!(
+        stderr(&created),
+        "",
+        "no migration INFO lines, nothing but the id"
+    );
+    let id = stdout(&created).trim().to_string();
+    let listed = run_in(&a, &["customers", "list", "--config", config], &[]);
+    assert!(
+        stdout(&listed).contains(&format!("{id}\tAcme")),
+        "{}",
+        stdout(&listed)
+    );
+    assert_eq!(stderr(&listed), "");
+    for dir in [&a, &b] {
+        assert!(
+            !dir.join("data").exists(),
+            "a database in {}",
+            dir.display()
+        );
+    }
+    for dir in [deployment, a, b] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A customer's name where its id belongs: one line saying what an id is, exit 2.
+#[test]
+fn a_customer_name_instead_of_an_id_is_explained_in_one_line() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("k.db").display());
+    let env = [("DATABASE_URL", url.as_str())];
+    assert_eq!(run(&["migrate", "up"], &env).status.code(), Some(0));
+    let out = run(
+        &[
+            "keys",
+            "create",
+            "--customer",
+            "Acme",
+            "--name",
+            "k",
+            "--scope",
+            "send",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("a customer id is a UUID"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

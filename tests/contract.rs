@@ -1,5 +1,5 @@
-//! The published contract, checked from outside: Schemathesis (installed by `.ci/run` into
-//! a virtual environment) reads `/openapi.json` from the real binary and runs all its checks
+//! The published contract, checked from outside: Schemathesis (from tests/requirements.txt,
+//! installed by `make test` into a virtual environment) reads `/openapi.json` from the real binary and runs all its checks
 //! against it with an admin key: no server error, no answer that breaks the document, every
 //! schema-valid request accepted and every invalid one refused, 401 without the key, 405
 //! with `Allow` for other methods. On both databases.
@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,27 +16,11 @@ use std::time::{Duration, Instant};
 use common::{databases, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
-/// Where `.ci/run` installs it; `SCHEMATHESIS` overrides.
-const DEFAULT_SCHEMATHESIS: &str = "/var/tmp/messaging-server-venv/bin/schemathesis";
 const KEY_LINE: &str = "initial admin API key: ";
 /// Test cases per operation and phase, and a fixed seed: a few minutes, the same cases
 /// on every run.
 const MAX_EXAMPLES: &str = "40";
 const SEED: &str = "20261127";
-
-fn schemathesis() -> PathBuf {
-    let path = std::env::var_os("SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEMATHESIS));
-    assert!(
-        path.is_file(),
-        "schemathesis is not installed at {}: `bash .ci/run` installs it (python3 -m venv \
-         /var/tmp/messaging-server-venv && /var/tmp/messaging-server-venv/bin/pip install \
-         schemathesis), or set SCHEMATHESIS to its path",
-        path.display()
-    );
-    path
-}
 
 struct Server {
     child: Child,
@@ -184,7 +168,9 @@ const DEAD_LETTERS: usize = 40;
 
 #[actix_web::test]
 async fn schemathesis_finds_nothing_against_the_published_document() {
-    let schemathesis = schemathesis();
+    let Some(schemathesis) = common::require_tool("schemathesis") else {
+        return;
+    };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     for db in databases() {
         let database = TestDatabase::create(db).await;

@@ -650,6 +650,9 @@ async fn requests_refused_by_the_http_parser_get_problems_not_resets() {
 /// `ca_file`, the message is sent; without it, the certificate is refused.
 #[actix_web::test]
 async fn the_http_provider_sends_over_https_to_a_trusted_certificate_only() {
+    if common::require_tool("openssl").is_none() {
+        return;
+    }
     let stub = common::tls_stub::TlsStub::start().await;
     let start = |ca_file: String| {
         let url = stub.url.clone();

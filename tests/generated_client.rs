@@ -121,7 +121,7 @@ fn start(dir: &Path, stub: &StubProvider, database: &TestDatabase) -> ServerProc
 
 #[actix_web::test]
 async fn a_generated_python_client_does_the_whole_api() {
-    let Some(generator) = tools::require("openapi-python-client") else {
+    let Some(generator) = tools::require_tool("openapi-python-client") else {
         return;
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

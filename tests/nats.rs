@@ -54,6 +54,9 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[actix_web::test]
 async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let database = TestDatabase::create(db).await;
@@ -136,6 +139,9 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
 
 #[actix_web::test]
 async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![Answer::Status(503, None)], Answer::Accept);
@@ -185,6 +191,9 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
 
 #[actix_web::test]
 async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let url = nats.url();
@@ -226,6 +235,9 @@ async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
 
 #[actix_web::test]
 async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let url = nats.url();
@@ -290,6 +302,9 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
 
 #[actix_web::test]
 async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let mut nats = NatsServer::start().await;
         let url = nats.url();
@@ -364,6 +379,9 @@ async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
 
 #[actix_web::test]
 async fn a_replayed_dead_letter_is_republished_even_within_the_duplicate_window() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![], Answer::Status(400, None));
@@ -410,6 +428,9 @@ async fn a_replayed_dead_letter_is_republished_even_within_the_duplicate_window(
 
 #[actix_web::test]
 async fn a_full_stream_refuses_with_503_and_a_mismatched_stream_stops_start_up() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let nats = NatsServer::start().await;
     let url = nats.url();
     let app = spawn_on(
@@ -753,6 +774,9 @@ fn process_env(database_url: &str, nats_url: &str) -> Vec<(&'static str, String)
 
 #[actix_web::test]
 async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let database = postgres().await;
     let nats = NatsServer::start().await;
     let env = process_env(&database.url, &nats.url());
@@ -805,6 +829,9 @@ async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
 
 #[actix_web::test]
 async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let database = postgres().await;
     let mut cluster = NatsCluster::start().await;
     let mut env = process_env(&database.url, &cluster.urls());
@@ -848,6 +875,9 @@ async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
 
 #[actix_web::test]
 async fn a_worker_stopped_with_sigterm_hands_back_what_it_holds_and_exits_0() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let database = postgres().await;
     let nats = NatsServer::start().await;
     let mut env = process_env(&database.url, &nats.url());

@@ -62,8 +62,8 @@ fn text(output: &Output) -> String {
 
 /// npm tools are node scripts: without node they are as missing as without the package.
 fn require_node_tool(name: &str) -> Option<PathBuf> {
-    tools::require("node")?;
-    tools::require(name)
+    tools::require_tool("node")?;
+    tools::require_tool(name)
 }
 
 #[actix_web::test]
@@ -108,7 +108,7 @@ async fn redocly_lint_finds_no_problem() {
 
 #[actix_web::test]
 async fn openapi_spec_validator_finds_no_error() {
-    let Some(validator) = tools::require("openapi-spec-validator") else {
+    let Some(validator) = tools::require_tool("openapi-spec-validator") else {
         return;
     };
     let dir = Scratch::new("spec-validator");
@@ -129,7 +129,7 @@ async fn typescript_types_compile_strictly() {
     let Some(generator) = require_node_tool("openapi-typescript") else {
         return;
     };
-    let Some(tsc) = tools::require("tsc") else {
+    let Some(tsc) = tools::require_tool("tsc") else {
         return;
     };
     let dir = Scratch::new("typescript");

@@ -820,7 +820,10 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
     let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
 
-    // Works before the first start: the database is migrated on the way.
+    // Works before the first start, once `migrate up` has created the database (the other
+    // commands never create a SQLite file: tests/cli.rs).
+    let up = run(&["migrate", "up"], &env);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
     let created = run(&["customers", "create", "--name", "Acme"], &env);
     assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
     let customer = stdout(&created);

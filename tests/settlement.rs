@@ -655,6 +655,9 @@ async fn the_re_driver_survives_a_panic() {
 /// at the same time: each stored-but-unsent message is claimed by one, and sent once.
 #[actix_web::test]
 async fn two_nats_workers_re_drive_each_message_once() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         let database = TestDatabase::create(db).await;

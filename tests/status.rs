@@ -385,6 +385,9 @@ async fn the_status_is_scoped_to_the_key_s_customer() {
 
 #[actix_web::test]
 async fn nats_statuses_from_pending_to_sent_received_and_dead_lettered() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     for db in databases() {
         let nats = NatsServer::start().await;
         // SMS answered 400 (dead-lettered); email by the default mock (sent).

@@ -149,6 +149,10 @@ async fn status_of_any(app: &TestApp, key: &str) -> Option<String> {
 /// dead-lettered (422).
 async fn survives_a_panic(site: Site, actor: &str) {
     for backend in [QueueBackendKind::Memory, QueueBackendKind::Nats] {
+        // Without nats-server only the NATS half is skipped (with its line; failed in CI).
+        if backend == QueueBackendKind::Nats && common::require_tool("nats-server").is_none() {
+            continue;
+        }
         for db in databases() {
             survives_a_panic_on(site, actor, backend, db).await;
         }

@@ -493,6 +493,9 @@ async fn a_collector_in_trouble_costs_one_warning_and_never_holds_up_messages() 
 /// (here from the caller's own `traceparent`).
 #[actix_web::test]
 async fn api_and_worker_processes_on_nats_join_one_trace() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let receiver = OtlpReceiver::start();
     let nats = NatsServer::start().await;
     let database = TestDatabase::create(Db::Sqlite).await;

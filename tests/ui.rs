@@ -3,13 +3,13 @@
 //! `node tests/ui/console.test.mjs` (Playwright driving Debian's chromium), which switches
 //! the stub to accepting, loads the queue, and replays a dead letter from the page.
 //!
-//! Needs node, `npm ci --prefix tests/ui` and chromium (`.ci/run` installs them). The
+//! Needs node, `npm ci --prefix tests/ui` and chromium (`make test` installs them). The
 //! screenshot goes to `UI_SCREENSHOT` when set (`UI_SCREENSHOT=docs/console.png` refreshes
 //! the README's picture), else to a temporary file.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,24 +17,6 @@ use common::server::ServerProcess;
 use common::stub::{Answer, StubProvider};
 use common::{eventually, sms};
 use serde_json::Value;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn require_tools(root: &Path) {
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "the browser test needs node (Debian package nodejs) on PATH"
-    );
-    assert!(
-        root.join("tests/ui/node_modules/playwright-core").is_dir(),
-        "the browser test needs playwright-core: run `npm ci --prefix tests/ui` (as .ci/run does)"
-    );
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does)"
-    );
-}
 
 async fn get_json(client: &awc::Client, url: &str, key: &str) -> (u16, Value) {
     match client.get(url).bearer_auth(key).send().await {
@@ -50,7 +32,11 @@ async fn get_json(client: &awc::Client, url: &str, key: &str) -> (u16, Value) {
 #[actix_web::test]
 async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    require_tools(&root);
+    if !common::require_tools(&["node", "chromium", "playwright-core"]) {
+        return;
+    }
+    let node = common::require_tool("node").unwrap();
+    let chromium = common::require_tool("chromium").unwrap();
     let dir = std::env::temp_dir().join(format!("ms-console-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let stub = StubProvider::start(Vec::new(), Answer::Status(400, None));
@@ -104,13 +90,13 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
     let node_screenshot = screenshot.clone();
     // Blocking wait on its own thread: the stub provider answers from this test's runtime.
     let output = actix_web::rt::task::spawn_blocking(move || {
-        Command::new("node")
+        Command::new(node)
             .arg(script)
             .env("CONSOLE_URL", node_base)
             .env("ADMIN_KEY", node_key)
             .env("PROVIDER_CONTROL_URL", control)
             .env("SCREENSHOT", node_screenshot)
-            .env("CHROMIUM", CHROMIUM)
+            .env("CHROMIUM", chromium)
             .stdin(Stdio::null())
             .output()
     })

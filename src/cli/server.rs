@@ -11,6 +11,8 @@ use serde_json::Value;
 pub struct Refused {
     pub status: u16,
     pub detail: String,
+    /// What to do about a 401 or 403: which key to set, and where.
+    pub hint: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -24,7 +26,13 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Unreachable(e) => write!(f, "cannot reach the server: {e}"),
-            CallError::Refused(r) => write!(f, "server answered {}: {}", r.status, r.detail),
+            CallError::Refused(r) => {
+                write!(f, "server answered {}: {}", r.status, r.detail)?;
+                match r.hint {
+                    Some(hint) => write!(f, "; {hint}"),
+                    None => Ok(()),
+                }
+            }
             CallError::Unreadable(e) => write!(f, "unreadable answer: {e}"),
         }
     }
@@ -78,9 +86,24 @@ impl Server {
                 .ok()
                 .and_then(|p| p["detail"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            let status = response.status().as_u16();
+            let hint = match (status, &self.key) {
+                (401, None) => Some(
+                    "this command needs an admin API key: set MESSAGING_API_KEY (or pass --api-key)",
+                ),
+                (401, Some(_)) => Some(
+                    "the server does not know the API key in MESSAGING_API_KEY (or --api-key): \
+                     is it this server's, and not revoked?",
+                ),
+                (403, _) => Some(
+                    "this command needs a key with the admin scope in MESSAGING_API_KEY (or --api-key)",
+                ),
+                _ => None,
+            };
             return Err(CallError::Refused(Refused {
-                status: response.status().as_u16(),
+                status,
                 detail,
+                hint,
             }));
         }
         serde_json::from_slice(&body).map_err(|e| CallError::Unreadable(e.to_string()))

@@ -30,7 +30,7 @@ pub async fn run(server: &Server) -> Result<Outcome, String> {
             if let Err(why) = &readiness {
                 println!("server        {}\nready         NO: {why}", server.base);
             }
-            return Err(explain(err));
+            return Err(err.to_string());
         }
     };
     print!("{}", report(&server.base, &readiness, &first, &second));
@@ -55,16 +55,6 @@ async fn readiness(server: &Server) -> Result<String, String> {
         }
         Err(CallError::Refused(refused)) => Err(refused.detail),
         Err(other) => Err(other.to_string()),
-    }
-}
-
-fn explain(err: CallError) -> String {
-    match err {
-        CallError::Refused(r) if r.status == 401 || r.status == 403 => format!(
-            "{err}; `status` needs an admin key: MESSAGING_API_KEY or --api-key",
-            err = CallError::Refused(r)
-        ),
-        other => other.to_string(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! What the workers did, summed up in one `info` line every [`INTERVAL`].
 //!
 //! A line per stored event at `info` cost 15–22% of the end-to-end rate (formatting and
-//! writing ~10,000 JSON lines a second on the thread the workers run on; see README,
-//! Performance). So each event's own line is at `debug`, failures stay at `warn` one by
+//! writing ~10,000 JSON lines a second on the thread the workers run on; see bench/README.md,
+//! Results). So each event's own line is at `debug`, failures stay at `warn` one by
 //! one, and `info` gets this summary.
 
 use std::sync::atomic::{AtomicU64, Ordering};

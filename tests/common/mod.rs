@@ -12,6 +12,9 @@ pub mod stub;
 pub mod tls_stub;
 pub mod tools;
 
+#[allow(unused_imports)] // each test binary uses a different part of the harness
+pub use tools::{require_tool, require_tools};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,13 +46,12 @@ pub fn databases() -> Vec<Db> {
 }
 
 /// Whether the PostgreSQL half of the suite runs. Outside CI it is optional; in CI (`CI`
-/// set, as CI services and `.ci/run` do) a missing `TEST_DATABASE_URL` fails the test
+/// set, as CI services and `make test` do) a missing `TEST_DATABASE_URL` fails the test
 /// instead of silently skipping half of it.
 pub fn postgres_configured() -> bool {
     let configured = std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty());
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     assert!(
-        configured || !ci,
+        configured || !tools::ci(),
         "CI is set but TEST_DATABASE_URL is not: the PostgreSQL half of the suite would be skipped"
     );
     configured

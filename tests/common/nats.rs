@@ -61,7 +61,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server runs (Debian package nats-server; .ci/run installs it)");
+            .expect("nats-server runs (Debian package nats-server; make test installs it)");
         self.child = Some(child);
     }
 

@@ -1,42 +1,109 @@
-//! External tools some tests run (Python and npm packages that `make test` installs): found
-//! on PATH, in the suite's virtual environment or in tests/ui/node_modules/.bin. Without
-//! one, such a test is skipped with one line, except in CI, where it fails.
+//! External programs some tests drive (nats-server, promtool, chromium, schemathesis, …).
+//!
+//! `make test` (scripts/test.sh) installs all of them. A plain `cargo test` on a machine
+//! without one skips the tests that need it, each with one line saying what is missing
+//! and how to get it; with `CI` set (CI services, `make test`) a missing tool fails the
+//! test instead, so CI never passes with half the suite skipped.
 
 use std::path::{Path, PathBuf};
 
 /// The virtual environment `make test` installs tests/requirements.txt into.
-pub const VENV_BIN: &str = "/var/tmp/messaging-server-venv/bin";
+pub const DEFAULT_VENV: &str = "/var/tmp/messaging-server-venv";
 
-fn node_bin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/node_modules/.bin")
-}
-
-/// Where `name` is: PATH first, then the virtual environment, then tests/ui's packages.
-pub fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from(VENV_BIN), node_bin()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Like `common::postgres_configured`: any value but empty, `0` or `false` means CI.
-fn in_ci() -> bool {
+/// Whether a missing tool or database must fail the test rather than skip it.
+pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
-/// `name`'s path, or `None` after saying that it is missing (the caller returns: skipped).
-/// In CI a missing tool is a failure: a skipped contract check would pass silently.
-pub fn require(name: &str) -> Option<PathBuf> {
-    let found = find(name);
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// How to get `tool` without `make test`.
+fn hint(tool: &str) -> String {
+    match tool {
+        "nats-server" => "apt-get install nats-server".into(),
+        "promtool" => "apt-get install prometheus".into(),
+        "openssl" => "apt-get install openssl".into(),
+        "chromium" => "apt-get install chromium".into(),
+        "node" | "npm" => "apt-get install nodejs npm".into(),
+        "playwright-core" => "npm ci --prefix tests/ui".into(),
+        _ if npm_tool(tool) => "npm ci --prefix tests/ui".into(),
+        _ => format!(
+            "python3 -m venv {venv} && {venv}/bin/pip install -r tests/requirements.txt",
+            venv = venv().display()
+        ),
+    }
+}
+
+/// Tools that come from tests/ui/package.json rather than tests/requirements.txt.
+fn npm_tool(tool: &str) -> bool {
+    matches!(tool, "redocly" | "openapi-typescript" | "tsc")
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("MESSAGING_VENV").map_or_else(|| PathBuf::from(DEFAULT_VENV), PathBuf::from)
+}
+
+/// Where `tool` is, looking in order at: the environment variable named after it
+/// (`SCHEMATHESIS`, `NATS_SERVER`, …: an explicit override), `PATH`, the test venv's
+/// `bin`, and `tests/ui/node_modules/.bin` (the last two so that a plain `cargo test`
+/// after one `make test` finds what it installed).
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let var = tool.to_uppercase().replace('-', "_");
+    if let Some(path) = std::env::var_os(var).map(PathBuf::from) {
+        return path.is_file().then_some(path);
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push(venv().join("bin"));
+    dirs.push(repo().join("tests/ui/node_modules/.bin"));
+    dirs.into_iter()
+        .map(|dir| dir.join(tool))
+        .find(|path| is_executable(path))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `Some(path)` when `tool` is installed. Otherwise prints one line naming the test, the
+/// tool and how to get it, and returns `None` for the test to return early; under `CI`
+/// it panics with that line instead.
+pub fn require_tool(tool: &str) -> Option<PathBuf> {
+    let found = if tool == "playwright-core" {
+        Some(repo().join("tests/ui/node_modules/playwright-core")).filter(|p| p.is_dir())
+    } else {
+        find_tool(tool)
+    };
     if found.is_none() {
-        assert!(
-            !in_ci(),
-            "{name} is not installed (CI is set, so this fails instead of skipping): make test installs it"
-        );
-        eprintln!("skipped: {name} is not installed; make test installs it");
+        missing(tool);
     }
     found
+}
+
+fn missing(tool: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    let line = format!(
+        "{test}: needs `{tool}`, which is not installed; `make test` installs it (or: {})",
+        hint(tool)
+    );
+    assert!(!ci(), "{line} [a failure, not a skip: CI is set]");
+    // Straight to stderr: libtest captures eprintln! of passing tests, and this line is
+    // the only sign that a test did not really run.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {line}");
+}
+
+/// Every tool in `tools` (see [`require_tool`]); `false` when any is missing.
+pub fn require_tools(tools: &[&str]) -> bool {
+    // Each missing one gets its line, not only the first (so no short-circuiting `all`).
+    let found: Vec<bool> = tools.iter().map(|t| require_tool(t).is_some()).collect();
+    found.into_iter().all(|f| f)
 }
 
 /// The Python beside an installed Python tool (its virtual environment's, with the

@@ -14,6 +14,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+# tests/outage.rs mounts test filesystems (mount, mkfs.ext4, fsck.ext4): root's tools.
+export PATH="$PATH:/usr/sbin:/sbin"
+
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -46,6 +49,7 @@ declare -A package=(
     [node]=nodejs
     [npm]=npm
     [openssl]=openssl           # tests/edge.rs: a CA for the HTTPS provider stub
+    [mkfs.ext4]=e2fsprogs       # tests/outage.rs: a filesystem that turns read-only
 )
 missing=()
 for tool in "${!package[@]}"; do

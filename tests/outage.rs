@@ -292,6 +292,9 @@ async fn a_full_disk_on_sqlite_refuses_new_work_and_loses_nothing_it_accepted() 
 /// that report it in progress.
 #[actix_web::test]
 async fn a_full_disk_with_the_nats_queue_loses_nothing_it_accepted() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
     let nats = common::nats::NatsServer::start().await;
     let env = vec![
         ("QUEUE_BACKEND", "nats".to_string()),
@@ -377,6 +380,9 @@ async fn sigterm_on_a_full_disk_reports_what_it_could_not_save_and_exits_non_zer
 async fn a_filesystem_turned_read_only_loses_nothing_across_a_restart() {
     let dir = test_dir("read-only");
     let image = dir.join("ext4.img");
+    if common::require_tool("mkfs.ext4").is_none() {
+        return;
+    }
     let Some(disk) = Mount::ext4(&dir.join("disk"), &image) else {
         return;
     };

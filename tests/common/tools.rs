@@ -25,6 +25,7 @@ fn hint(tool: &str) -> String {
         "nats-server" => "apt-get install nats-server".into(),
         "promtool" => "apt-get install prometheus".into(),
         "openssl" => "apt-get install openssl".into(),
+        "mkfs.ext4" => "apt-get install e2fsprogs".into(),
         "chromium" => "apt-get install chromium".into(),
         "node" | "npm" => "apt-get install nodejs npm".into(),
         "playwright-core" => "npm ci --prefix tests/ui".into(),

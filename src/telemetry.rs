@@ -392,8 +392,8 @@ mod tests {
             format!("info,sea_orm_migration=info,{off}")
         );
         assert_eq!(
-            log_filter("info,actix_http=debug"),
-            "info,actix_http=debug,sea_orm_migration=warn"
+            log_filter("info,actix_http=warn"),
+            "info,actix_http=warn,sea_orm_migration=warn"
         );
     }
 

@@ -354,7 +354,7 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
     let recorded = deps
         .writer
         .health()
-        .through_outage(wanted, || deps.writer.mark_sent(&sent))
+        .until_written(wanted, || deps.writer.mark_sent(&sent))
         .await;
     match recorded {
         Ok(()) => ack_all(&sent_deliveries).await,

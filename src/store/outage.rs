@@ -21,6 +21,12 @@ const HOLD_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two tries of a held write: how late recovery is noticed.
 const HOLD_MAX: Duration = Duration::from_secs(1);
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    WhileNothingCommits,
+    UntilWritten,
+}
+
 /// Shared by every clone of the writer.
 #[derive(Clone, Default)]
 pub struct WriteHealth(Arc<Inner>);
@@ -112,6 +118,35 @@ impl WriteHealth {
     pub async fn through_outage<T, F, Fut>(
         &self,
         wanted: impl Fn() -> bool,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.hold(Hold::WhileNothingCommits, wanted, write).await
+    }
+
+    /// As [`Self::through_outage`], but not given up when other writes succeed: for a
+    /// write whose retry would cost more than waiting (the record of a provider's
+    /// acceptance: retried, the message would be sent again). On a nearly full disk some
+    /// commits do succeed (into WAL pages a checkpoint freed) while others fail.
+    pub async fn until_written<T, F, Fut>(
+        &self,
+        wanted: impl Fn() -> bool,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.hold(Hold::UntilWritten, wanted, write).await
+    }
+
+    async fn hold<T, F, Fut>(
+        &self,
+        how: Hold,
+        wanted: impl Fn() -> bool,
         mut write: F,
     ) -> Result<T, StoreError>
     where
@@ -125,7 +160,8 @@ impl WriteHealth {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            let others_succeeded = successes_at_failure.is_some_and(|n| n != self.successes());
+            let others_succeeded = how == Hold::WhileNothingCommits
+                && successes_at_failure.is_some_and(|n| n != self.successes());
             if !err.is_transient()
                 || others_succeeded
                 || !wanted()
@@ -195,6 +231,29 @@ mod tests {
             .await;
         assert!(result.is_err());
         assert_eq!(tries, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_must_not_be_retried_waits_even_while_others_succeed() {
+        let health = WriteHealth::default();
+        let mut tries = 0;
+        let result = health
+            .until_written(
+                || true,
+                || {
+                    tries += 1;
+                    health.succeeded();
+                    let outcome = if tries < 6 {
+                        Err(unavailable())
+                    } else {
+                        Ok(())
+                    };
+                    std::future::ready(outcome)
+                },
+            )
+            .await;
+        assert!(result.is_ok());
+        assert_eq!(tries, 6);
     }
 
     #[tokio::test(start_paused = true)]

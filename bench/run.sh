@@ -201,6 +201,8 @@ make_key() {  # DIR (its keys.log gets the command's messages)
     BENCH_API_KEY=""
     if [[ $AUTH == 1 ]]; then
         AUTH_ENV="AUTH_REQUIRED=true"
+        # A fresh database: only `migrate up` (or `serve`) creates one.
+        env DATABASE_URL="$URL" LOG_LEVEL=warn "$BIN" migrate up >/dev/null 2>>"$1/keys.log"
         BENCH_API_KEY=$(env DATABASE_URL="$URL" LOG_LEVEL=warn "$BIN" keys create \
             --customer "$DEFAULT_CUSTOMER" --name bench --scope send 2>>"$1/keys.log")
     fi

@@ -255,6 +255,22 @@ fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Readiness turns 200 by itself once writes work again, and requests are accepted.
+async fn recovered(server: &ServerProcess, tally: &mut Tally) {
+    eventually(
+        Duration::from_secs(30),
+        "/readyz 200 once writes work again",
+        || async { readyz(server).await == StatusCode::OK },
+    )
+    .await;
+    let before = tally.accepted.len();
+    send_until(server, tally, Duration::from_secs(30), |t| {
+        t.accepted.len() >= before + 50
+    })
+    .await;
+    assert!(tally.accepted.len() >= before + 50, "accepting again");
+}
+
 /// Sends until 20 requests were refused, checks readiness followed at once, and
 /// returns what was accepted.
 async fn load_into_outage(server: &ServerProcess) -> Tally {
@@ -323,18 +339,7 @@ async fn full_disk(name: &str, mut env: Vec<(&'static str, String)>) {
     assert!(tally.refused > refused, "refusing while the disk is full");
 
     std::fs::remove_file(ballast).unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "/readyz 200 once space is back",
-        || async { readyz(&server).await == StatusCode::OK },
-    )
-    .await;
-    let before = tally.accepted.len();
-    send_until(&server, &mut tally, Duration::from_secs(30), |t| {
-        t.accepted.len() >= before + 50
-    })
-    .await;
-    assert!(tally.accepted.len() >= before + 50, "accepting again");
+    recovered(&server, &mut tally).await;
     assert_every_acceptance_kept(&server, &stub, &tally, &[]).await;
     let log = server.log_text();
     assert!(!log.contains("panicked"), "{log}");
@@ -476,17 +481,6 @@ async fn postgres_refusing_writes_refuses_new_work_and_loses_nothing_it_accepted
     database
         .admin_execute("DROP TRIGGER disk_full ON messages")
         .await;
-    eventually(
-        Duration::from_secs(30),
-        "/readyz 200 once writes work",
-        || async { readyz(&server).await == StatusCode::OK },
-    )
-    .await;
-    let before = tally.accepted.len();
-    send_until(&server, &mut tally, Duration::from_secs(30), |t| {
-        t.accepted.len() >= before + 50
-    })
-    .await;
-    assert!(tally.accepted.len() >= before + 50, "accepting again");
+    recovered(&server, &mut tally).await;
     assert_every_acceptance_kept(&server, &stub, &tally, &[]).await;
 }

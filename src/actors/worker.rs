@@ -23,6 +23,7 @@ use super::ProcessingError;
 use crate::domain::{Direction, Event};
 use crate::providers::{OutboundMessage, Providers};
 use crate::queue::Delivery;
+use crate::store::outage::Hold;
 use crate::store::status::MessageStatus;
 use crate::store::writer::{MessageWriter, Persisted};
 use crate::store::StoreError;
@@ -226,7 +227,9 @@ async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persist
     let wanted = || batch.iter().any(Delivery::is_open);
     let stored = writer
         .health()
-        .through_outage(wanted, || writer.persist(&events))
+        .hold(Hold::WhileNothingCommits, wanted, || {
+            writer.persist(&events)
+        })
         .await;
     match stored {
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),
@@ -354,7 +357,7 @@ async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Inst
     let recorded = deps
         .writer
         .health()
-        .until_written(wanted, || deps.writer.mark_sent(&sent))
+        .hold(Hold::UntilWritten, wanted, || deps.writer.mark_sent(&sent))
         .await;
     match recorded {
         Ok(()) => ack_all(&sent_deliveries).await,

@@ -21,9 +21,14 @@ const HOLD_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two tries of a held write: how late recovery is noticed.
 const HOLD_MAX: Duration = Duration::from_secs(1);
 
+/// How long [`WriteHealth::hold`] waits for a failing write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
+pub enum Hold {
+    /// While no other write commits (a batch: retried, it costs only an attempt).
     WhileNothingCommits,
+    /// Even while others commit: for a write whose retry would cost more than waiting (the
+    /// record of a provider's acceptance: retried, the message would be sent again). On a
+    /// nearly full disk some commits do succeed (into WAL pages a checkpoint freed).
     UntilWritten,
 }
 
@@ -112,38 +117,11 @@ impl WriteHealth {
     }
 
     /// Runs `write` until it succeeds, or fails in a way waiting cannot fix: a permanent
-    /// error, another write succeeding meanwhile (then the trouble is this write's own,
-    /// and the caller's retry policy decides), `wanted` turning false (what the write was
-    /// for was settled elsewhere), or [`Self::release_holds`].
-    pub async fn through_outage<T, F, Fut>(
-        &self,
-        wanted: impl Fn() -> bool,
-        write: F,
-    ) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        self.hold(Hold::WhileNothingCommits, wanted, write).await
-    }
-
-    /// As [`Self::through_outage`], but not given up when other writes succeed: for a
-    /// write whose retry would cost more than waiting (the record of a provider's
-    /// acceptance: retried, the message would be sent again). On a nearly full disk some
-    /// commits do succeed (into WAL pages a checkpoint freed) while others fail.
-    pub async fn until_written<T, F, Fut>(
-        &self,
-        wanted: impl Fn() -> bool,
-        write: F,
-    ) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        self.hold(Hold::UntilWritten, wanted, write).await
-    }
-
-    async fn hold<T, F, Fut>(
+    /// error, `wanted` turning false (what the write was for was settled elsewhere),
+    /// [`Self::release_holds`], or (with [`Hold::WhileNothingCommits`]) another write
+    /// succeeding meanwhile: then the trouble is this write's own, and the caller's retry
+    /// policy decides.
+    pub async fn hold<T, F, Fut>(
         &self,
         how: Hold,
         wanted: impl Fn() -> bool,
@@ -189,7 +167,8 @@ mod tests {
         let health = WriteHealth::default();
         let mut tries = 0;
         let result = health
-            .through_outage(
+            .hold(
+                Hold::WhileNothingCommits,
                 || true,
                 || {
                     tries += 1;
@@ -219,7 +198,8 @@ mod tests {
         let health = WriteHealth::default();
         let mut tries = 0;
         let result: Result<(), _> = health
-            .through_outage(
+            .hold(
+                Hold::WhileNothingCommits,
                 || true,
                 || {
                     tries += 1;
@@ -238,7 +218,8 @@ mod tests {
         let health = WriteHealth::default();
         let mut tries = 0;
         let result = health
-            .until_written(
+            .hold(
+                Hold::UntilWritten,
                 || true,
                 || {
                     tries += 1;
@@ -260,19 +241,28 @@ mod tests {
     async fn permanent_errors_released_holds_and_settled_work_end_the_wait() {
         let health = WriteHealth::default();
         let rejected: Result<(), _> = health
-            .through_outage(
+            .hold(
+                Hold::WhileNothingCommits,
                 || true,
                 || std::future::ready(Err(StoreError::Rejected("constraint".into()))),
             )
             .await;
         assert!(matches!(rejected, Err(StoreError::Rejected(_))));
         let unwanted: Result<(), _> = health
-            .through_outage(|| false, || std::future::ready(Err(unavailable())))
+            .hold(
+                Hold::WhileNothingCommits,
+                || false,
+                || std::future::ready(Err(unavailable())),
+            )
             .await;
         assert!(unwanted.is_err());
         health.release_holds();
         let released: Result<(), _> = health
-            .through_outage(|| true, || std::future::ready(Err(unavailable())))
+            .hold(
+                Hold::WhileNothingCommits,
+                || true,
+                || std::future::ready(Err(unavailable())),
+            )
             .await;
         assert!(released.is_err());
     }

@@ -20,8 +20,7 @@ pub fn sqlite_reusable(
     _: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        if conn.is_in_transaction() {
-            tracing::warn!("closing a database connection left inside a transaction (a failed commit or rollback)");
+        if left_in_transaction(&*conn) {
             return Ok(false);
         }
         let mut handle = conn.lock_handle().await?;
@@ -43,11 +42,16 @@ pub fn postgres_reusable(
     conn: &mut sqlx::PgConnection,
     _: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
-    Box::pin(async move {
-        if conn.is_in_transaction() {
-            tracing::warn!("closing a database connection left inside a transaction (a failed commit or rollback)");
-            return Ok(false);
-        }
-        Ok(true)
-    })
+    Box::pin(async move { Ok(!left_in_transaction(&*conn)) })
+}
+
+/// By sqlx's count; said in the log, since it follows a failed commit or rollback.
+fn left_in_transaction(conn: &impl Connection) -> bool {
+    let left = conn.is_in_transaction();
+    if left {
+        tracing::warn!(
+            "closing a database connection left inside a transaction (a failed commit or rollback)"
+        );
+    }
+    left
 }

@@ -90,7 +90,22 @@ fn url() -> Value {
         "0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
     let name = format!("[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?(?::{port})?");
     let after_v6 = format!("[^:/?#@{WS_OR_CONTROL}][^/?#@{WS_OR_CONTROL}]*");
-    let v6 = format!("\\[[0-9A-Fa-f:.]+\\](?::{port}|{after_v6})?");
+    // An IPv6 address as RFC 4291 writes it (what the server parses; embedded IPv4 forms
+    // aside): a looser pattern let generators send hosts like `[3dE]`.
+    let h = "[0-9A-Fa-f]{1,4}";
+    let ipv6 = [
+        format!("(?:{h}:){{7}}{h}"),
+        format!("(?:{h}:){{1,7}}:"),
+        format!("(?:{h}:){{1,6}}:{h}"),
+        format!("(?:{h}:){{1,5}}(?::{h}){{1,2}}"),
+        format!("(?:{h}:){{1,4}}(?::{h}){{1,3}}"),
+        format!("(?:{h}:){{1,3}}(?::{h}){{1,4}}"),
+        format!("(?:{h}:){{1,2}}(?::{h}){{1,5}}"),
+        format!("{h}:(?::{h}){{1,6}}"),
+        format!(":(?:(?::{h}){{1,7}}|:)"),
+    ]
+    .join("|");
+    let v6 = format!("\\[(?:{ipv6})\\](?::{port}|{after_v6})?");
     json!({
         "type": "string",
         "description": "An absolute http or https URL.",

@@ -52,6 +52,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub queue: QueueSettings,
     pub worker: WorkerSettings,
+    pub delivery: DeliverySettings,
     pub retry: RetrySettings,
     pub dlq: DlqSettings,
     pub providers: ProvidersSettings,
@@ -367,12 +368,19 @@ pub struct WorkerSettings {
     pub enabled: bool,
     pub concurrency: usize,
     pub batch_size: usize,
-    /// An outbound message `queued` this long, with no event in the queue, is sent again.
+}
+
+/// The delivery stage (SPEC §13): senders claim due outbound messages from the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// How often a sender looks for due messages it was not told about (retries coming
+    /// due, messages stored by another process, leases run out).
     #[serde(deserialize_with = "duration")]
-    pub redrive_after: Duration,
-    /// How often stored-but-unsent messages are looked for (and once at start).
+    pub poll_interval: Duration,
+    /// How long a claim lasts: a message whose sender died is due again after it.
     #[serde(deserialize_with = "duration")]
-    pub redrive_interval: Duration,
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +441,16 @@ pub struct ProviderSettings {
     pub webhook_tolerance: Duration,
     /// PEM file of extra CAs trusted for an `https://` url ("" = public roots only).
     pub ca_file: String,
+    /// Provider calls in flight at most.
+    pub concurrency: usize,
+    /// Provider calls per unit of time at most ("" = no limit).
+    #[serde(deserialize_with = "optional_rate")]
+    pub rate: Option<Rate>,
+    /// Consecutive transient failures that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before one trial call.
+    #[serde(deserialize_with = "duration")]
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -594,8 +612,7 @@ impl Settings {
         }
         for (key, value) in [
             ("server.stall_timeout", self.server.stall_timeout),
-            ("worker.redrive_after", self.worker.redrive_after),
-            ("worker.redrive_interval", self.worker.redrive_interval),
+            ("delivery.poll_interval", self.delivery.poll_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than 0s"));
@@ -640,6 +657,35 @@ impl Settings {
             if !p.ca_file.is_empty() {
                 crate::providers::tls_config(&p.ca_file)
                     .map_err(|e| invalid(&format!("providers.{name}.ca_file"), e))?;
+            }
+            if p.concurrency == 0 {
+                return Err(invalid(
+                    &format!("providers.{name}.concurrency"),
+                    "must be at least 1",
+                ));
+            }
+            if p.breaker_failures == 0 {
+                return Err(invalid(
+                    &format!("providers.{name}.breaker_failures"),
+                    "must be at least 1",
+                ));
+            }
+            if p.breaker_cooldown.is_zero() {
+                return Err(invalid(
+                    &format!("providers.{name}.breaker_cooldown"),
+                    "must be longer than 0s",
+                ));
+            }
+            // A lease shorter than a call could run out mid-call and let another sender
+            // call the provider a second time for the same message.
+            if self.delivery.lease < p.timeout * 2 + Duration::from_secs(5) {
+                return Err(invalid(
+                    "delivery.lease",
+                    format!(
+                        "must be at least twice providers.{name}.timeout plus 5s ({:?})",
+                        p.timeout * 2 + Duration::from_secs(5)
+                    ),
+                ));
             }
         }
         if self.auth.cache_ttl.is_zero() {
@@ -803,6 +849,14 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         })
 }
 
+fn optional_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 fn optional_seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = String::deserialize(d)?;
     let text = text.trim();
@@ -836,8 +890,12 @@ mod tests {
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.server.body_timeout, Duration::from_secs(30));
         assert_eq!(s.server.stall_timeout, Duration::from_secs(30));
-        assert_eq!(s.worker.redrive_after, Duration::from_secs(300));
-        assert_eq!(s.worker.redrive_interval, Duration::from_secs(60));
+        assert_eq!(s.delivery.poll_interval, Duration::from_millis(250));
+        assert_eq!(s.delivery.lease, Duration::from_secs(60));
+        assert_eq!(s.providers.sms.concurrency, 500);
+        assert_eq!(s.providers.sms.rate, None);
+        assert_eq!(s.providers.sms.breaker_failures, 5);
+        assert_eq!(s.providers.sms.breaker_cooldown, Duration::from_secs(30));
         assert_eq!(s.database.url, "sqlite://data/messaging.db?mode=rwc");
         assert_eq!(s.queue.backend, QueueBackendKind::Memory);
         assert_eq!(s.queue.capacity, 10_000);
@@ -1032,9 +1090,25 @@ mod tests {
                 "server.stall_timeout",
             ),
             (
-                "MESSAGING__WORKER__REDRIVE_AFTER",
+                "MESSAGING__DELIVERY__POLL_INTERVAL",
                 "0s",
-                "worker.redrive_after",
+                "delivery.poll_interval",
+            ),
+            ("MESSAGING__DELIVERY__LEASE", "5s", "delivery.lease"),
+            (
+                "MESSAGING__PROVIDERS__SMS__CONCURRENCY",
+                "0",
+                "providers.sms.concurrency",
+            ),
+            (
+                "MESSAGING__PROVIDERS__EMAIL__RATE",
+                "fast",
+                "providers.email.rate",
+            ),
+            (
+                "MESSAGING__PROVIDERS__SMS__BREAKER_FAILURES",
+                "0",
+                "providers.sms.breaker_failures",
             ),
             (
                 "MESSAGING__TELEMETRY__OTLP_ENDPOINT",

@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod providers;

@@ -13,9 +13,11 @@ use crate::actors::faults::{FaultHook, Faults};
 use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
+use crate::actors::sender::SenderSpec;
 use crate::actors::worker::{BeforePersist, WorkerDeps, WorkerThread};
-use crate::actors::{DlqActor, QueueActor, Redriver, RetryScheduler};
+use crate::actors::{DlqActor, QueueActor, RetryScheduler, Sender};
 use crate::config::{QueueBackendKind, Settings};
+use crate::delivery::LaneDeps;
 use crate::domain::Event;
 use crate::http::idempotency::RecentKeys;
 use crate::http::{self, observe_request, request_context, AppState, Auth};
@@ -187,6 +189,36 @@ impl Application {
             db.clone(),
             faults.clone(),
         );
+        // The delivery stage: a sender per provider, on a thread of their own (provider
+        // calls are futures local to it), wherever workers run.
+        let sender_thread = settings.worker.enabled.then(WorkerThread::start);
+        let senders: Vec<actix::Addr<Sender>> = match &sender_thread {
+            None => Vec::new(),
+            Some(thread) => {
+                let deps = LaneDeps {
+                    writer: writer.clone(),
+                    metrics: metrics.clone(),
+                    policy: RetryPolicy::from(&settings.retry),
+                    lease: settings.delivery.lease,
+                };
+                [
+                    ("sms", providers.sms.clone(), &settings.providers.sms),
+                    ("email", providers.email.clone(), &settings.providers.email),
+                ]
+                .into_iter()
+                .map(|(name, provider, provider_settings)| {
+                    let spec = SenderSpec {
+                        name,
+                        provider,
+                        settings: provider_settings.clone(),
+                        deps: deps.clone(),
+                        poll: settings.delivery.poll_interval,
+                    };
+                    Sender::start_supervised(spec, &thread.handle())
+                })
+                .collect()
+            }
+        };
         let (workers, progress) = (Workers::default(), Progress::default());
         let pool = settings.worker.enabled.then(|| WorkerPool {
             concurrency: settings.worker.concurrency,
@@ -196,7 +228,7 @@ impl Application {
                 writer: writer.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),
-                providers,
+                senders: senders.clone(),
                 before_persist: hooks.before_persist,
                 max_attempts: settings.retry.max_attempts,
                 queue: backend.name(),
@@ -209,21 +241,12 @@ impl Application {
         let queue = QueueActor::new(backend.clone(), memory_queue.clone(), metrics.clone(), pool)
             .with_faults(faults.clone())
             .start_supervised();
-        let redriver = settings.worker.enabled.then(|| {
-            Redriver::start(
-                db.clone(),
-                backend.clone(),
-                metrics.clone(),
-                settings.worker.redrive_after,
-                settings.worker.redrive_interval,
-                faults.clone(),
-            )
-        });
         let pipeline = Arc::new(Pipeline {
             queue: queue.clone(),
             retry,
             dlq: dlq.clone(),
-            redriver,
+            senders,
+            sender_thread,
             worker_count: if settings.worker.enabled {
                 settings.worker.concurrency
             } else {

@@ -43,8 +43,8 @@ pub struct Metrics {
     pub actor_restarts: Counter<u64>,
     /// Dead letters the database refused even in their encoded form: logged whole instead.
     pub dlq_write_failures: Counter<u64>,
-    /// Stored outbound messages left `queued` and handed to the queue again.
-    pub redriven: Counter<u64>,
+    /// Provider receipts and the delivery stage's gauges.
+    pub delivery: Arc<DeliveryGauges>,
     /// `http.server.request.duration` (OpenTelemetry semantic conventions); its `_count`
     /// is the request count.
     pub http_duration: Histogram<f64>,
@@ -59,7 +59,26 @@ pub struct Metrics {
 }
 
 /// The `actor` label values of `messaging_actor_restarts_total`.
-pub const ACTORS: [&str; 5] = ["queue", "worker", "retry_scheduler", "dlq", "redriver"];
+pub const ACTORS: [&str; 5] = ["queue", "worker", "retry_scheduler", "dlq", "sender"];
+
+/// The delivery stage's gauges (SPEC §13), per provider where labelled.
+#[derive(Debug, Default)]
+pub struct DeliveryGauges {
+    /// Outbound messages due and not held by a sender; refreshed from the database before
+    /// each scrape (right whichever process stored them).
+    pub due: AtomicU64,
+    /// Provider calls in flight: sms, email.
+    pub in_flight: [AtomicI64; 2],
+    /// Circuit state (0 closed, 1 half-open, 2 open): sms, email.
+    pub circuit: [AtomicI64; 2],
+}
+
+impl DeliveryGauges {
+    /// The index of a provider (`sms`, `email`) in the arrays above.
+    pub fn slot(provider: &str) -> usize {
+        usize::from(provider != "sms")
+    }
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -121,6 +140,36 @@ impl Metrics {
             .with_description("PersistenceWorker actors running")
             .with_callback(move |gauge| gauge.observe(active.load(Ordering::Relaxed), &[]))
             .build();
+        let delivery = Arc::new(DeliveryGauges::default());
+        let gauges = delivery.clone();
+        meter
+            .u64_observable_gauge("messaging_delivery_due")
+            .with_description("Outbound messages due for a provider call and not held by a sender")
+            .with_callback(move |gauge| gauge.observe(gauges.due.load(Ordering::Relaxed), &[]))
+            .build();
+        let gauges = delivery.clone();
+        meter
+            .i64_observable_gauge("messaging_delivery_in_flight")
+            .with_description("Provider calls in flight, by provider")
+            .with_callback(move |gauge| {
+                for provider in ["sms", "email"] {
+                    let n =
+                        gauges.in_flight[DeliveryGauges::slot(provider)].load(Ordering::Relaxed);
+                    gauge.observe(n, &[KeyValue::new("provider", provider)]);
+                }
+            })
+            .build();
+        let gauges = delivery.clone();
+        meter
+            .i64_observable_gauge("messaging_provider_circuit_state")
+            .with_description("A provider's circuit breaker: 0 closed, 1 half-open, 2 open")
+            .with_callback(move |gauge| {
+                for provider in ["sms", "email"] {
+                    let n = gauges.circuit[DeliveryGauges::slot(provider)].load(Ordering::Relaxed);
+                    gauge.observe(n, &[KeyValue::new("provider", provider)]);
+                }
+            })
+            .build();
         let is_ready = ready.clone();
         meter
             .u64_observable_gauge("messaging_ready")
@@ -161,10 +210,7 @@ impl Metrics {
                 "messaging_dlq_write_failures",
                 "Dead letters the database refused even encoded; the event was logged whole instead",
             ),
-            redriven: counter(
-                "messaging_redriven",
-                "Stored outbound messages left queued (a crash) and handed to the queue again",
-            ),
+            delivery,
             http_duration: seconds(
                 "http.server.request.duration",
                 "Duration of HTTP server requests, by method, route and status",
@@ -198,7 +244,6 @@ impl Metrics {
             &self.retries,
             &self.dead_lettered,
             &self.dlq_write_failures,
-            &self.redriven,
         ] {
             counter.add(0, &[]);
         }

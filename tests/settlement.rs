@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +13,12 @@ use chrono::Utc;
 use common::nats::NatsServer;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, Db, TestApp, TestDatabase};
-use messaging_server::actors::faults::{FaultHook, Site};
+use futures_util::future::LocalBoxFuture;
+use messaging_server::actors::faults::FaultHook;
 use messaging_server::actors::queue::Close;
 use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
 use messaging_server::domain::{Accept, Event, IntoEvent, SendSms};
-use messaging_server::providers::Providers;
+use messaging_server::providers::{OutboundMessage, Provider, ProviderError, Providers, Receipt};
 use messaging_server::startup::{self, Application, Hooks};
 use messaging_server::store::dead_letters;
 use messaging_server::store::writer::MessageWriter;
@@ -535,126 +535,155 @@ async fn store_unsent(database: &TestDatabase, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn redrive_soon(settings: &mut Settings) {
-    settings.worker.redrive_after = Duration::from_millis(300);
-    settings.worker.redrive_interval = Duration::from_millis(100);
-}
-
 #[actix_web::test]
 async fn stored_but_unsent_messages_are_sent_once_at_start() {
     for db in databases() {
         let database = TestDatabase::create(db).await;
         let keys = store_unsent(&database, 30).await;
         let stub = StubProvider::start(vec![], Answer::Accept);
-        let app = start(
-            database,
-            |s| {
-                use_stub(s, &stub);
-                redrive_soon(s);
-            },
-            None,
-        )
-        .await;
-        eventually(
-            Duration::from_secs(20),
-            "re-driven messages sent",
-            || async {
-                app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                    .await
-                    == 30
-            },
-        )
+        let app = start(database, |s| use_stub(s, &stub), None).await;
+        eventually(Duration::from_secs(20), "stored messages sent", || async {
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await
+                == 30
+        })
         .await;
         app.drained().await;
         for key in &keys {
             assert_eq!(stub.accepted(key), 1, "{db:?}: {key} sent once");
         }
         assert_eq!(stub.calls().len(), 30);
-        assert_eq!(metric(&app, "messaging_redriven_total", "").await, 30.0);
         assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 30);
         app.assert_counters_match().await;
     }
 }
 
+/// A retry is scheduled in the database: the provider is called again only when it is due
+/// (not before its Retry-After), and meanwhile the status resource says when.
 #[actix_web::test]
-async fn a_message_waiting_for_its_retry_is_not_re_driven() {
+async fn a_delivery_retry_waits_in_the_database_until_it_is_due() {
     for db in databases() {
         let database = TestDatabase::create(db).await;
-        // The retry waits ~2 s: many sweeps see the message `queued` and older than
-        // redrive_after meanwhile; its event is in the queue, so none takes it.
         let stub = StubProvider::start(vec![Answer::Status(503, Some(2))], Answer::Accept);
         let app = start(
             database,
             |s| {
                 use_stub(s, &stub);
-                redrive_soon(s);
                 s.retry.max_delay = Duration::from_secs(5);
             },
             None,
         )
         .await;
         let key = send_ok(&app, "waits for its retry").await;
-        app.drained().await;
-        let calls: Vec<Answer> = stub.calls().iter().map(|c| c.answer).collect();
+        let seen = std::sync::Mutex::new(None);
+        eventually(Duration::from_secs(10), "the retry scheduled", || {
+            let (app, key, seen) = (&app, &key, &seen);
+            async move {
+                let (_, body) = app.get(&format!("/api/messages/{key}")).await;
+                let waiting = body["status"] == "failed" && body["next_attempt_at"].is_string();
+                if waiting {
+                    *seen.lock().unwrap() = Some(body);
+                }
+                waiting
+            }
+        })
+        .await;
+        let waiting = seen.into_inner().unwrap().unwrap();
+        assert_eq!(waiting["attempts"], 1, "{db:?}: {waiting}");
+        eventually(Duration::from_secs(15), "sent after the retry", || async {
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await
+                == 1
+        })
+        .await;
+        let calls = stub.calls();
+        let answers: Vec<Answer> = calls.iter().map(|c| c.answer).collect();
         assert_eq!(
-            calls,
+            answers,
             [Answer::Status(503, Some(2)), Answer::Accept],
             "{db:?}"
         );
+        assert!(
+            calls[1].at - calls[0].at >= Duration::from_secs(2),
+            "{db:?}: Retry-After honoured"
+        );
         assert_eq!(stub.accepted(&key), 1);
-        assert_eq!(metric(&app, "messaging_redriven_total", "").await, 0.0);
+        let (_, done) = app.get(&format!("/api/messages/{key}")).await;
+        assert_eq!(done["status"], "sent", "{db:?}: {done}");
+        assert!(done.get("next_attempt_at").is_none(), "{db:?}: {done}");
+    }
+}
+
+/// A provider whose call panics for one body: that message fails alone.
+struct PanicsOnBoom;
+
+impl Provider for PanicsOnBoom {
+    fn name(&self) -> &'static str {
+        "sms"
+    }
+
+    fn send(
+        &self,
+        message: OutboundMessage,
+    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+        Box::pin(async move {
+            if message.body == "boom" {
+                panic!("injected fault in a provider call");
+            }
+            Ok(Receipt {
+                provider_message_id: format!("ok-{}", message.idempotency_key),
+            })
+        })
     }
 }
 
 #[actix_web::test]
-async fn the_re_driver_survives_a_panic() {
+async fn a_panicking_provider_call_fails_its_message_alone() {
     for db in databases() {
         let database = TestDatabase::create(db).await;
-        let keys = store_unsent(&database, 5).await;
-        let stub = StubProvider::start(vec![], Answer::Accept);
-        let fired = Arc::new(AtomicBool::new(false));
-        let flag = fired.clone();
-        let hook: FaultHook = Arc::new(move |site, _| {
-            if site == Site::Redrive && !flag.swap(true, Ordering::SeqCst) {
-                panic!("injected fault in the re-driver");
-            }
-            None
-        });
-        let app = start(
-            database,
-            |s| {
-                use_stub(s, &stub);
-                redrive_soon(s);
-            },
-            Some(hook),
-        )
+        let mut settings = common::test_settings(&database.url);
+        settings.retry.max_attempts = 3;
+        let providers = Providers::from_settings(&settings.providers);
+        let hooks = Hooks {
+            providers: Some(Providers {
+                sms: Arc::new(PanicsOnBoom),
+                email: providers.email,
+            }),
+            ..Hooks::default()
+        };
+        let app = spawn_on(database, move |s| *s = settings, hooks).await;
+        let boom = send_ok(&app, "boom").await;
+        let mut fine = Vec::new();
+        for i in 0..5 {
+            fine.push(send_ok(&app, &format!("fine {i}")).await);
+        }
+        eventually(Duration::from_secs(20), "the others sent", || async {
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await
+                == 5
+        })
         .await;
         eventually(
             Duration::from_secs(20),
-            "re-driven after the panic",
-            || async {
-                app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                    .await
-                    == 5
+            "the panicking one dead-lettered",
+            || {
+                let (app, boom) = (&app, &boom);
+                async move {
+                    let (_, body) = app.get(&format!("/api/messages/{boom}")).await;
+                    body["status"] == "dead_lettered"
+                }
             },
         )
         .await;
-        assert!(fired.load(Ordering::SeqCst));
-        for key in &keys {
-            assert_eq!(stub.accepted(key), 1, "{db:?}");
-        }
-        assert_eq!(
-            metric(&app, "messaging_actor_restarts_total", "actor=\"redriver\"").await,
-            1.0
-        );
+        assert!(metric(&app, "messaging_actor_restarts_total", "actor=\"sender\"").await >= 1.0);
         assert_ready(&app).await;
     }
 }
 
-/// Two worker processes (here: two applications) on one NATS stream and one database sweep
-/// at the same time: each stored-but-unsent message is claimed by one, and sent once.
+/// Two worker processes (here: two applications) on one NATS stream and one database claim
+/// due messages at the same time: each is claimed by one, and sent once.
 #[actix_web::test]
-async fn two_nats_workers_re_drive_each_message_once() {
+async fn two_nats_workers_send_each_message_once() {
     if common::require_tool("nats-server").is_none() {
         return;
     }
@@ -665,7 +694,6 @@ async fn two_nats_workers_re_drive_each_message_once() {
         let stub = StubProvider::start(vec![], Answer::Accept);
         let configure = |s: &mut Settings| {
             use_stub(s, &stub);
-            redrive_soon(s);
             s.queue.backend = QueueBackendKind::Nats;
             s.queue.nats.url = nats.url();
             s.queue.nats.ack_wait = Duration::from_secs(2);
@@ -686,28 +714,25 @@ async fn two_nats_workers_re_drive_each_message_once() {
         let other_state = other.state().clone();
         actix_web::rt::spawn(other.run_until_stopped());
 
-        eventually(
-            Duration::from_secs(30),
-            "re-driven messages sent",
-            || async {
-                first
-                    .scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                    .await
-                    == 40
-            },
-        )
+        eventually(Duration::from_secs(30), "stored messages sent", || async {
+            first
+                .scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await
+                == 40
+        })
         .await;
         for key in &keys {
             assert_eq!(stub.accepted(key), 1, "{db:?}: {key} sent once");
         }
         assert_eq!(stub.calls().len(), 40, "{db:?}: no call twice");
-        let by_first = metric(&first, "messaging_redriven_total", "").await;
+        let label = "outcome=\"sent\",provider=\"sms\"";
+        let by_first = metric(&first, "messaging_provider_requests_total", label).await;
         let (text, _) = other_state.metrics.render();
-        let by_other = sample(&text, "messaging_redriven_total", "");
+        let by_other = sample(&text, "messaging_provider_requests_total", label);
         assert_eq!(
             by_first + by_other,
             40.0,
-            "{db:?}: each claimed by one worker"
+            "{db:?}: each called by one worker"
         );
     }
 }

@@ -37,6 +37,13 @@ pub struct Model {
     /// Hash of the request the message was accepted from; null for messages stored before
     /// fingerprints existed.
     pub request_fingerprint: Option<String>,
+    /// Outbound and `queued`: when a sender may next claim it (the delivery stage).
+    pub next_attempt_at: Option<DateTimeUtc>,
+    /// The claim of the sender holding it, until `lease_until`; only that sender settles it.
+    pub lease_until: Option<DateTimeUtc>,
+    pub lease_token: Option<String>,
+    /// Provider attempts so far (claims), reset by a dead-letter replay.
+    pub delivery_attempts: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m20261128_000001_create_api_keys;
 mod m20261128_000002_add_request_fingerprint;
 mod m20261129_000001_index_queued_messages;
 mod m20261201_000001_create_event_failures;
+mod m20261204_000001_schedule_deliveries;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_add_request_fingerprint::Migration),
             Box::new(m20261201_000001_create_event_failures::Migration),
             Box::new(m20261129_000001_index_queued_messages::Migration),
+            Box::new(m20261204_000001_schedule_deliveries::Migration),
         ]
     }
 }

@@ -187,6 +187,10 @@ async fn check_schema(db: &DatabaseConnection) {
             created_at: Set(sent_at),
             updated_at: Set(sent_at),
             request_fingerprint: Set(Some(format!("{key:0>64}"))),
+            next_attempt_at: Set(Some(sent_at)),
+            lease_until: Set(None),
+            lease_token: Set(None),
+            delivery_attempts: Set(0),
         };
     let m1 = Message::insert(new_message("k1", c1.id, t1))
         .exec_with_returning(db)

@@ -347,7 +347,9 @@ impl Handler<Ping> for DlqActor {
     fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
-/// Puts a dead letter's event back on the queue as a new first attempt.
+/// Puts a dead letter's event back on the queue as a new first attempt. Atomic: of two
+/// replays at once, one takes the dead letter (a conditional update) and the other gets
+/// [`DlqError::AlreadyReplayed`]; a failed re-enqueue gives it back, replayable.
 async fn replay(
     db: &DatabaseConnection,
     backend: &dyn QueueBackend,
@@ -360,21 +362,34 @@ async fn replay(
         dead_letters::event_of(&row).map_err(|e| DlqError::Unreadable(row.id, e))?;
     event.attempt = 0;
     event.accepted_at = Utc::now();
-    // Order matters. The message goes back to `queued` first, or the worker would find it
-    // `failed` and not send it; the event is published before the dead letter is marked
-    // replayed, so a failed publish leaves it replayable (a repeated replay is harmless:
-    // the idempotency key makes the second one a no-op).
-    status::transition(
-        db,
-        Which::OfEvent(&event),
-        MessageStatus::Failed,
-        MessageStatus::Queued,
-    )
-    .await?;
-    backend.republish(vec![event]).await?;
-    dead_letters::mark_replayed(db, row.id).await?;
+    if !dead_letters::claim_replay(db, row.id).await? {
+        return Err(DlqError::AlreadyReplayed(row.id));
+    }
+    let requeued = async {
+        // The message goes back to `queued`, due at once with fresh attempts (the delivery
+        // stage sends it); the event is published too, for a dead letter whose event was
+        // never stored (the idempotency key makes a stored one's repeat a no-op).
+        status::transition(
+            db,
+            Which::OfEvent(&event),
+            MessageStatus::Failed,
+            MessageStatus::Queued,
+        )
+        .await?;
+        backend.republish(vec![event]).await?;
+        Ok::<(), DlqError>(())
+    };
+    if let Err(err) = requeued.await {
+        if let Err(undo) = dead_letters::unclaim_replay(db, row.id).await {
+            tracing::warn!(dead_letter_id = row.id, error = %undo, "a failed replay could not be given back; it shows as replayed");
+        }
+        return Err(err);
+    }
     Ok(())
 }
+
+/// Dead letters replay-all takes per page.
+const REPLAY_PAGE: u64 = 500;
 
 impl Handler<Replay> for DlqActor {
     type Result = ResponseFuture<Result<(), DlqError>>;
@@ -396,12 +411,22 @@ impl Handler<ReplayAll> for DlqActor {
     fn handle(&mut self, _: ReplayAll, _: &mut Self::Context) -> Self::Result {
         let (db, backend) = (self.db.clone(), self.backend.clone());
         Box::pin(async move {
-            let mut replayed = 0;
-            for row in dead_letters::pending(&db).await? {
-                replay(&db, backend.as_ref(), row).await?;
-                replayed += 1;
+            let (mut replayed, mut after) = (0, 0);
+            loop {
+                let page = dead_letters::pending_after(&db, after, REPLAY_PAGE).await?;
+                let Some(last) = page.last() else {
+                    return Ok(replayed);
+                };
+                after = last.id;
+                for row in page {
+                    match replay(&db, backend.as_ref(), row).await {
+                        Ok(()) => replayed += 1,
+                        // Taken by a concurrent replay meanwhile: theirs, not an error.
+                        Err(DlqError::AlreadyReplayed(_)) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
             }
-            Ok(replayed)
         })
     }
 }

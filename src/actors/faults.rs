@@ -22,8 +22,6 @@ pub enum Site {
     Retry,
     /// DlqActor, parking an event.
     DeadLetter,
-    /// The re-driver, starting a sweep.
-    Redrive,
 }
 
 /// What a wedged actor waits for.

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 
+use super::sender::Drain;
 use super::supervision::Ping;
-use super::{DlqActor, PersistenceWorker, QueueActor, Redriver, RetryScheduler};
+use super::worker::WorkerThread;
+use super::{DlqActor, PersistenceWorker, QueueActor, RetryScheduler, Sender};
 use crate::queue::QueueBackend;
 
 /// How long an actor may take to answer a ping before it counts as wedged.
@@ -71,8 +73,10 @@ pub struct Pipeline {
     pub queue: Addr<QueueActor>,
     pub retry: Addr<RetryScheduler>,
     pub dlq: Addr<DlqActor>,
-    /// `None` without workers in this process (an API-only role).
-    pub redriver: Option<Addr<Redriver>>,
+    /// The delivery stage's senders, one per provider (none in an API-only role), and the
+    /// thread they run on.
+    pub senders: Vec<Addr<Sender>>,
+    pub sender_thread: Option<WorkerThread>,
     /// Configured workers (0 without workers here).
     pub worker_count: usize,
     pub workers: Workers,
@@ -99,27 +103,22 @@ impl Pipeline {
                     .await;
             [queue, retry, dlq]
         };
-        let redriver = async {
-            match &self.redriver {
-                Some(addr) => Some(ping(addr).await),
-                None => None,
-            }
-        };
+        let senders = join_all(self.senders.iter().map(ping));
         let workers = join_all(self.workers.all().into_iter().map(|slot| async move {
             match slot {
                 Some(worker) => ping(&worker).await.is_ok(),
                 None => false,
             }
         }));
-        let (answers, redriver, workers) =
-            futures_util::future::join3(pings, redriver, workers).await;
+        let (answers, senders, workers) =
+            futures_util::future::join3(pings, senders, workers).await;
         for (name, answer) in names.into_iter().zip(answers) {
             if let Err(why) = answer {
                 report.down.push(format!("{name} ({why})"));
             }
         }
-        if let Some(Err(why)) = redriver {
-            report.down.push(format!("re-driver ({why})"));
+        for why in senders.into_iter().filter_map(Result::err) {
+            report.down.push(format!("sender ({why})"));
         }
         if self.worker_count > 0 {
             let alive = workers.into_iter().filter(|ok| *ok).count();
@@ -140,6 +139,20 @@ impl Pipeline {
             }
         }
         report
+    }
+}
+
+impl Pipeline {
+    /// Stops the senders claiming and waits, until `deadline`, for their calls in flight to
+    /// settle. Returns how many calls were still in flight (their messages are due again
+    /// when their lease runs out).
+    pub async fn drain_senders(&self, deadline: std::time::Instant) -> usize {
+        let drains = self.senders.iter().map(|s| s.send(Drain(deadline)));
+        join_all(drains)
+            .await
+            .into_iter()
+            .map(|left| left.unwrap_or(0))
+            .sum()
     }
 }
 

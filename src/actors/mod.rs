@@ -4,16 +4,18 @@
 //! HTTP handlers --Enqueue--> QueueActor --ProcessBatch--> PersistenceWorker (pool, supervised)
 //! PersistenceWorker --Failed--> RetryScheduler --retry later--> queue backend
 //!                                             --DeadLetter--> DlqActor
-//! Redriver --stored but never sent--> queue backend
+//! PersistenceWorker --Due--> Sender (one per provider) --claims due messages--> database
 //! ```
+//! Ingest ends at the commit; delivery is its own stage, driven from the database
+//! (`crate::delivery`).
 //! Every actor is supervised (`supervision`); `health` tells readiness whether they work.
 
 pub mod dlq;
 pub mod faults;
 pub mod health;
 pub mod queue;
-pub mod redrive;
 pub mod retry;
+pub mod sender;
 pub mod supervision;
 pub mod worker;
 
@@ -21,8 +23,8 @@ use std::time::Duration;
 
 pub use dlq::DlqActor;
 pub use queue::QueueActor;
-pub use redrive::Redriver;
 pub use retry::RetryScheduler;
+pub use sender::Sender;
 pub use worker::PersistenceWorker;
 
 use crate::providers::ProviderError;

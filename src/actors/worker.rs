@@ -1,9 +1,9 @@
-//! PersistenceWorker: stores a batch of events in one transaction, then hands the new
-//! outbound messages to their provider.
+//! PersistenceWorker: stores a batch of events in one transaction and acks them.
 //!
-//! Successes are acked on the queue (after the commit and, for outbound messages, after
-//! the provider call and `mark_sent`); each failure is claimed and goes to the
-//! RetryScheduler, which settles it. A panic
+//! Ingest ends at the commit: successes are acked on the queue then, outbound messages
+//! included, which are due work in the database from that moment; the senders of the
+//! delivery stage are told (`Due`) and call the providers. Each failure is claimed and
+//! goes to the RetryScheduler, which settles it. A panic
 //! while processing is caught (actix would otherwise kill the actor for good): the worker
 //! reports the batch as failed and stops itself, and its Supervisor restarts it.
 
@@ -18,10 +18,10 @@ use futures_util::FutureExt;
 
 use super::faults::{Faults, Site};
 use super::retry::{Failed, RetryScheduler};
+use super::sender::{Due, Sender};
 use super::supervision::{self, Ping};
 use super::ProcessingError;
 use crate::domain::{Direction, Event};
-use crate::providers::{OutboundMessage, Providers};
 use crate::queue::Delivery;
 use crate::store::outage::Hold;
 use crate::store::status::MessageStatus;
@@ -40,7 +40,8 @@ pub struct WorkerDeps {
     pub writer: MessageWriter,
     pub retry: Addr<RetryScheduler>,
     pub metrics: Arc<Metrics>,
-    pub providers: Providers,
+    /// The delivery stage's senders, told when outbound messages were stored.
+    pub senders: Vec<Addr<Sender>>,
     pub before_persist: Option<BeforePersist>,
     /// `retry.max_attempts`: an event delivered this often already is not processed again.
     pub max_attempts: u32,
@@ -185,7 +186,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
         }
     }
     let stored = store(&deps.writer, &valid).await;
-    let mut to_send = Vec::new();
+    let mut due = false;
     let mut done = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
@@ -195,17 +196,18 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
             Ok(persisted) => {
                 record_stored(&deps, &delivery.event, &persisted, started);
                 let outbound = delivery.event.direction == Direction::Outbound;
-                if outbound && persisted.status == MessageStatus::Queued {
-                    to_send.push((delivery, persisted.message_id));
-                } else {
-                    done.push(delivery);
-                }
+                due |= outbound && persisted.status == MessageStatus::Queued;
+                done.push(delivery);
             }
             Err(err) => fail(&deps, delivery, err.into(), started),
         }
     }
+    if due {
+        for sender in &deps.senders {
+            sender.do_send(Due);
+        }
+    }
     ack_all(&done).await;
-    deliver(&deps, to_send, started).await;
 }
 
 /// Acks what is finished. A lost ack only means a redelivery, which stores nothing twice.
@@ -317,65 +319,4 @@ fn fail(deps: &WorkerDeps, delivery: Delivery, error: ProcessingError, started: 
     deps.metrics.failed(error.kind().as_str());
     log_outcome(&delivery.event, "failed", started, Some(&error));
     deps.retry.do_send(Failed { claim, error });
-}
-
-/// Sends stored outbound messages to their providers concurrently, then records the
-/// successes (`sent` + provider id) in one statement.
-async fn deliver(deps: &WorkerDeps, to_send: Vec<(Delivery, i64)>, started: Instant) {
-    if to_send.is_empty() {
-        return;
-    }
-    let calls = to_send.iter().map(|(delivery, _)| {
-        let provider = deps.providers.for_channel(delivery.event.channel);
-        let message = OutboundMessage::from_event(&delivery.event);
-        async move {
-            let call = provider.send(message);
-            let result = telemetry::provider_call(&delivery.event, provider.name(), call).await;
-            let outcome = match &result {
-                Ok(_) => "sent",
-                Err(e) => e.outcome(),
-            };
-            deps.metrics.provider_request(provider.name(), outcome);
-            result
-        }
-    });
-    let results = futures_util::future::join_all(calls).await;
-    let mut sent = Vec::new();
-    let mut sent_deliveries = Vec::new();
-    for ((delivery, message_id), result) in to_send.into_iter().zip(results) {
-        match result {
-            Ok(receipt) => {
-                sent.push((message_id, receipt.provider_message_id));
-                sent_deliveries.push(delivery);
-            }
-            Err(err) => fail(deps, delivery, err.into(), started),
-        }
-    }
-    // The provider has these messages: recording that waits out an outage rather than
-    // failing them, since a retry would call the provider a second time.
-    let wanted = || sent_deliveries.iter().any(Delivery::is_open);
-    let recorded = deps
-        .writer
-        .health()
-        .hold(Hold::UntilWritten, wanted, || deps.writer.mark_sent(&sent))
-        .await;
-    match recorded {
-        Ok(()) => ack_all(&sent_deliveries).await,
-        // Not recorded and not waiting any longer (shutdown, or the failure is this
-        // statement's own): the retry calls the provider again with the same idempotency key.
-        Err(err) => {
-            for delivery in &sent_deliveries {
-                let event = &delivery.event;
-                tracing::warn!(
-                    event_id = %event.event_id,
-                    idempotency_key = %event.idempotency_key,
-                    error = %err,
-                    "the provider accepted this message but it could not be recorded as sent; its retry sends it again"
-                );
-            }
-            for delivery in sent_deliveries {
-                fail(deps, delivery, err.clone().into(), started);
-            }
-        }
-    }
 }

@@ -31,6 +31,7 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
         );
     }
     let queue = app.state().queue.clone();
+    let pipeline = app.state().pipeline.clone();
     let writer = app.state().writer.clone();
     let http_db = app.state().db.clone();
     // The pipeline's pool: the HTTP handlers' connections stop with the server (startup.rs).
@@ -59,6 +60,14 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
         tracing::info!(
             finished,
             "workers stopped; the stream keeps everything not finished"
+        );
+    }
+    // Provider calls in flight finish and are recorded; none starts any more.
+    let calls_left = pipeline.drain_senders(deadline).await;
+    if calls_left > 0 {
+        tracing::warn!(
+            calls_left,
+            "provider calls still in flight at the shutdown deadline; their messages are due again when their lease runs out"
         );
     }
     let left = queue.send(Close).await.map_err(runtime)?;

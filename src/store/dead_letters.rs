@@ -24,13 +24,21 @@ pub struct NewDeadLetter<'a> {
 /// The key under which the encoded form of an event is kept (see [`insert_encoded`]).
 pub const ENCODED_EVENT: &str = "event_json_hex";
 
-/// Stores the dead letter and marks its message `failed`, atomically.
-pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<Model, StoreError> {
+/// Stores the dead letter row alone (the caller changes the message's status with it).
+pub async fn insert_row<C: ConnectionTrait>(
+    db: &C,
+    new: &NewDeadLetter<'_>,
+) -> Result<Model, StoreError> {
     let event = serde_json::to_value(new.event)
         .map_err(|e| StoreError::Rejected(format!("event cannot be encoded: {e}")))?;
-    let row = row(event, new.event.idempotency_key.as_str().to_string(), &new);
+    let row = row(event, new.event.idempotency_key.as_str().to_string(), new);
+    Ok(Entity::insert(row).exec_with_returning(db).await?)
+}
+
+/// Stores the dead letter and marks its message `failed`, atomically.
+pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<Model, StoreError> {
     let txn = writer::begin_write(db).await?;
-    let model = Entity::insert(row).exec_with_returning(&txn).await?;
+    let model = insert_row(&txn, &new).await?;
     status::transition(
         &txn,
         Which::OfEvent(new.event),
@@ -50,15 +58,8 @@ pub async fn insert_encoded(
     db: &DatabaseConnection,
     new: NewDeadLetter<'_>,
 ) -> Result<Model, StoreError> {
-    let json = serde_json::to_vec(new.event)
-        .map_err(|e| StoreError::Rejected(format!("event cannot be encoded: {e}")))?;
-    let event = serde_json::json!({ ENCODED_EVENT: hex::encode(json) });
-    let key = new.event.idempotency_key.as_str();
-    let storable_key = is_storable(key);
-    let model = Entity::insert(row(event, stored_key(key), &new))
-        .exec_with_returning(db)
-        .await?;
-    if storable_key {
+    let model = insert_encoded_row(db, &new).await?;
+    if is_storable(new.event.idempotency_key.as_str()) {
         if let Err(err) = status::transition(
             db,
             Which::OfEvent(new.event),
@@ -71,6 +72,20 @@ pub async fn insert_encoded(
         }
     }
     Ok(model)
+}
+
+/// The row of [`insert_encoded`] alone.
+pub async fn insert_encoded_row<C: ConnectionTrait>(
+    db: &C,
+    new: &NewDeadLetter<'_>,
+) -> Result<Model, StoreError> {
+    let json = serde_json::to_vec(new.event)
+        .map_err(|e| StoreError::Rejected(format!("event cannot be encoded: {e}")))?;
+    let event = serde_json::json!({ ENCODED_EVENT: hex::encode(json) });
+    let key = new.event.idempotency_key.as_str();
+    Ok(Entity::insert(row(event, stored_key(key), new))
+        .exec_with_returning(db)
+        .await?)
 }
 
 /// The event a dead letter holds, in either form ([`insert`] or [`insert_encoded`]).
@@ -185,11 +200,18 @@ pub async fn get(db: &DatabaseConnection, id: i64) -> Result<Option<Model>, Stor
     Ok(Entity::find_by_id(id).one(db).await?)
 }
 
-/// Dead letters not replayed yet, oldest first.
-pub async fn pending(db: &DatabaseConnection) -> Result<Vec<Model>, StoreError> {
+/// Up to `limit` dead letters not replayed yet with an id above `after`, oldest first
+/// (replay-all walks them page by page instead of loading them whole).
+pub async fn pending_after(
+    db: &DatabaseConnection,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<Model>, StoreError> {
     Ok(Entity::find()
         .filter(Column::ReplayedAt.is_null())
+        .filter(Column::Id.gt(after))
         .order_by_asc(Column::Id)
+        .limit(limit)
         .all(db)
         .await?)
 }
@@ -201,10 +223,23 @@ pub async fn count_pending(db: &DatabaseConnection) -> Result<u64, StoreError> {
         .await?)
 }
 
-/// Records that the dead letter was replayed.
-pub async fn mark_replayed(db: &DatabaseConnection, id: i64) -> Result<(), StoreError> {
-    Entity::update_many()
+/// Takes the dead letter for a replay: true for exactly one of several concurrent
+/// callers (a conditional update), false when it was replayed already.
+pub async fn claim_replay(db: &DatabaseConnection, id: i64) -> Result<bool, StoreError> {
+    let moved = Entity::update_many()
         .col_expr(Column::ReplayedAt, Utc::now().into())
+        .filter(Column::Id.eq(id))
+        .filter(Column::ReplayedAt.is_null())
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(moved == 1)
+}
+
+/// Gives a claimed replay back (its event could not be re-enqueued): replayable again.
+pub async fn unclaim_replay(db: &DatabaseConnection, id: i64) -> Result<(), StoreError> {
+    Entity::update_many()
+        .col_expr(Column::ReplayedAt, Option::<DateTime<Utc>>::None.into())
         .filter(Column::Id.eq(id))
         .exec(db)
         .await?;

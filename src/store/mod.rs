@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod dead_letters;
+pub mod delivery;
 mod error;
 pub mod failures;
 pub mod health;
@@ -11,7 +12,6 @@ pub mod outage;
 pub mod pending;
 pub mod progress;
 pub mod read;
-pub mod redrive;
 mod reuse;
 pub mod status;
 pub mod writer;

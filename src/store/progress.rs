@@ -73,6 +73,8 @@ pub struct Resolved {
     pub conversation_id: Option<i64>,
     pub provider_message_id: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// When the next delivery attempt is due, while a failed one is waiting for it.
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// Reads the facts about `key` that belong to `customer` (`None`: any customer's). Three
@@ -193,6 +195,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
             conversation_id: Some(m.conversation_id),
             provider_message_id: m.provider_message_id.clone(),
             updated_at: m.updated_at,
+            next_attempt_at: None,
         };
         return Some(match MessageStatus::parse(&m.status) {
             Some(MessageStatus::Received) => Resolved {
@@ -206,7 +209,11 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
             // A message is `failed` once its event is dead-lettered; a replay moves it back.
             Some(MessageStatus::Failed) => dead(base),
             Some(MessageStatus::Queued) | None => match retrying(Some(m.updated_at)) {
-                Some(f) => failed(f, base),
+                Some(f) => Resolved {
+                    // Not while a sender holds it (then the lease's end is no schedule).
+                    next_attempt_at: m.next_attempt_at.filter(|_| m.lease_token.is_none()),
+                    ..failed(f, base)
+                },
                 None => base,
             },
         });
@@ -219,6 +226,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
         conversation_id: None,
         provider_message_id: None,
         updated_at: Utc::now(),
+        next_attempt_at: None,
     };
     if facts
         .dead_letter
@@ -273,6 +281,10 @@ mod tests {
             idempotency_key: "k".into(),
             created_at: at(0),
             updated_at: at(updated),
+            next_attempt_at: None,
+            lease_until: None,
+            lease_token: None,
+            delivery_attempts: 0,
             request_fingerprint: None,
         }
     }

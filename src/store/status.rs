@@ -77,11 +77,22 @@ impl fmt::Display for MessageStatus {
 /// Which messages a status change applies to.
 #[derive(Debug, Clone, Copy)]
 pub enum Which<'a> {
-    /// Messages by id, each with the id its provider gave it (recorded with the change).
-    Delivered(&'a [(i64, String)]),
+    /// Messages a sender holds, each with the id its provider gave it (recorded with the
+    /// change). Fenced: a message whose lease passed to another sender is left alone.
+    Delivered(&'a [Delivered]),
+    /// One message a sender holds (fenced the same way).
+    Held { id: i64, lease_token: &'a str },
     /// The message stored for this event: its idempotency key, unless the event reused
     /// the key of another request (another fingerprint), whose message it is not.
     OfEvent(&'a Event),
+}
+
+/// A provider's acceptance of a message held under `lease_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub id: i64,
+    pub lease_token: String,
+    pub provider_message_id: String,
 }
 
 /// Moves the selected messages from `from` to `to`, leaving any message in another status
@@ -100,12 +111,32 @@ pub async fn transition<C: ConnectionTrait>(
     if let Which::Delivered(sent) = which {
         return delivered(db, sent, from, to).await;
     }
+    let now = Utc::now();
     let mut update = Query::update()
         .table(messages::Entity.table_ref())
         .value(Column::Status, to.as_str())
-        .value(Column::UpdatedAt, Utc::now())
+        .value(Column::UpdatedAt, now)
         .and_where(Column::Status.eq(from.as_str()))
         .to_owned();
+    // The delivery schedule lives only while a message is queued: a replay makes it due at
+    // once with fresh attempts; leaving `queued` ends any sender's claim.
+    if to == MessageStatus::Queued {
+        update
+            .value(Column::NextAttemptAt, now)
+            .value(Column::DeliveryAttempts, 0)
+            .value(Column::LeaseUntil, Option::<chrono::DateTime<Utc>>::None)
+            .value(Column::LeaseToken, Option::<String>::None);
+    } else {
+        update
+            .value(Column::NextAttemptAt, Option::<chrono::DateTime<Utc>>::None)
+            .value(Column::LeaseUntil, Option::<chrono::DateTime<Utc>>::None)
+            .value(Column::LeaseToken, Option::<String>::None);
+    }
+    if let Which::Held { id, lease_token } = which {
+        update
+            .and_where(Column::Id.eq(id))
+            .and_where(Column::LeaseToken.eq(lease_token));
+    }
     if let Which::OfEvent(event) = which {
         update.and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()));
         if let Some(fingerprint) = &event.request_fingerprint {
@@ -120,13 +151,13 @@ pub async fn transition<C: ConnectionTrait>(
 }
 
 /// The messages of `sent` with their provider ids, as one `UPDATE … FROM (VALUES …)` (both
-/// databases take it). Not a `CASE id WHEN …` per message: that is compiled and evaluated
-/// in O(n²) for a batch of n. The statuses are written as literals (they come from the
-/// enum): a bound status next to the partial index on queued messages made SQLite compile
-/// the statement twice.
+/// databases take it), each only while its sender's lease token is still the message's.
+/// Not a `CASE id WHEN …` per message: that is compiled and evaluated in O(n²) for a batch
+/// of n. The statuses are written as literals (they come from the enum): a bound status
+/// next to the partial index on queued messages made SQLite compile the statement twice.
 async fn delivered<C: ConnectionTrait>(
     db: &C,
-    sent: &[(i64, String)],
+    sent: &[Delivered],
     from: MessageStatus,
     to: MessageStatus,
 ) -> Result<u64, StoreError> {
@@ -142,22 +173,25 @@ async fn delivered<C: ConnectionTrait>(
             _ => "?".to_string(),
         }
     };
-    let mut values: Vec<Value> = Vec::with_capacity(1 + 2 * sent.len());
+    let mut values: Vec<Value> = Vec::with_capacity(1 + 3 * sent.len());
     let updated_at = param();
     values.push(Utc::now().into());
-    let mut rows = String::with_capacity(sent.len() * 12);
-    for (i, (id, provider_message_id)) in sent.iter().enumerate() {
+    let mut rows = String::with_capacity(sent.len() * 16);
+    for (i, d) in sent.iter().enumerate() {
         if i > 0 {
             rows.push(',');
         }
-        rows.push_str(&format!("({}, {})", param(), param()));
-        values.push((*id).into());
-        values.push(provider_message_id.clone().into());
+        rows.push_str(&format!("({}, {}, {})", param(), param(), param()));
+        values.push(d.id.into());
+        values.push(d.lease_token.clone().into());
+        values.push(d.provider_message_id.clone().into());
     }
     let sql = format!(
         "UPDATE messages SET status = '{to}', updated_at = {updated_at}, \
-         provider_message_id = v.column2 FROM (VALUES {rows}) AS v \
-         WHERE messages.id = v.column1 AND messages.status = '{from}'"
+         provider_message_id = v.column3, next_attempt_at = NULL, lease_until = NULL, \
+         lease_token = NULL FROM (VALUES {rows}) AS v \
+         WHERE messages.id = v.column1 AND messages.lease_token = v.column2 \
+         AND messages.status = '{from}'"
     );
     let statement = Statement::from_sql_and_values(backend, sql, values);
     Ok(db.execute_raw(statement).await?.rows_affected())

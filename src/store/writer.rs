@@ -21,9 +21,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::outage::WriteHealth;
-use super::status::{self, MessageStatus, Which};
+use super::status::{self, Delivered, MessageStatus, Which};
 use super::StoreError;
-use crate::domain::Event;
+use crate::domain::{Direction, Event};
 
 /// Where an event ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,11 @@ impl MessageWriter {
     }
 
     /// Reports an outcome to [`Self::health`]: a commit that wrote rows ends an outage.
-    fn observe<T>(&self, result: &Result<T, StoreError>, wrote: impl FnOnce(&T) -> bool) {
+    pub(crate) fn observe_write<T>(
+        &self,
+        result: &Result<T, StoreError>,
+        wrote: impl FnOnce(&T) -> bool,
+    ) {
         match result {
             Ok(value) if wrote(value) => self.health.succeeded(),
             Ok(_) => {}
@@ -123,7 +127,7 @@ impl MessageWriter {
         }
         let result = self.persist_once(events).await;
         // A batch of repeats writes nothing, and so proves nothing about a full disk.
-        self.observe(&result, |p| p.iter().any(|p| p.inserted));
+        self.observe_write(&result, |p| p.iter().any(|p| p.inserted));
         result
     }
 
@@ -142,17 +146,17 @@ impl MessageWriter {
     }
 
     /// Records provider acceptance: `queued → sent` with the provider's id, in one
-    /// statement. A message no longer `queued` is left alone, so a late duplicate cannot
-    /// overwrite it.
+    /// statement, for the messages whose lease is still their sender's. A message no
+    /// longer `queued` is left alone, so a late duplicate cannot overwrite it.
     ///
     /// In turn with the batches on SQLite: left to SQLite's busy handler, which polls with
     /// sleeps, it could find the lock taken by one batch after another for longer than the
     /// busy timeout (a benchmark run failed 1,000 acceptances with "database is locked"
     /// after 5.3 s). Since it is one `UPDATE … FROM (VALUES …)`, the wait costs nothing
     /// measurable.
-    pub async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), StoreError> {
+    pub async fn mark_sent(&self, sent: &[Delivered]) -> Result<u64, StoreError> {
         if sent.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let _turn = self.take_turn().await;
         let result = status::transition(
@@ -161,9 +165,8 @@ impl MessageWriter {
             MessageStatus::Queued,
             MessageStatus::Sent,
         )
-        .await
-        .map(|_| ());
-        self.observe(&result, |_| true);
+        .await;
+        self.observe_write(&result, |_| true);
         result
     }
 
@@ -462,6 +465,7 @@ async fn insert_messages(
             Column::CreatedAt,
             Column::UpdatedAt,
             Column::RequestFingerprint,
+            Column::NextAttemptAt,
         ])
         .values_from_panic(rows.iter().map(|row| {
             let e = row.event;
@@ -484,6 +488,8 @@ async fn insert_messages(
                 Expr::from(now),
                 Expr::from(now),
                 Expr::from(e.request_fingerprint.clone()),
+                // Due at once: the delivery stage claims it (inbound messages never are).
+                Expr::from((e.direction == Direction::Outbound).then_some(now)),
             ]
         }))
         .on_conflict(

@@ -365,6 +365,14 @@ impl TestApp {
             .await
             .expect("queue actor");
         assert!(drained, "queue did not drain within 30 s");
+        // Ingest ends at the commit; delivery goes on from the database until no outbound
+        // message is left queued (sent, or dead-lettered after its retries).
+        eventually(Duration::from_secs(30), "deliveries settled", || async {
+            self.scalar("SELECT COUNT(*) FROM messages WHERE status = 'queued'")
+                .await
+                == 0
+        })
+        .await;
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {

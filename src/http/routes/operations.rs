@@ -167,13 +167,18 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Reads what the gauges cannot compute themselves: the dead-letter count from the database
-/// (right whichever process wrote the dead letters) and readiness, as `/readyz` sees it.
+/// and the due deliveries (right whichever process wrote them) and readiness, as `/readyz` sees it.
 async fn refresh_gauges(state: web::Data<AppState>) {
-    let (dead_letters, ready) = futures_util::future::join(
+    let (dead_letters, ready, due) = futures_util::future::join3(
         store::dead_letters::count_pending(&state.db),
         readyz(state.clone()),
+        store::delivery::count_due(&state.db),
     )
     .await;
+    match due {
+        Ok(n) => state.metrics.delivery.due.store(n, Ordering::Relaxed),
+        Err(e) => tracing::warn!(error = %e, "cannot count due messages for the metrics"),
+    }
     match dead_letters {
         Ok(n) => state.metrics.dlq_size.store(n, Ordering::Relaxed),
         Err(e) => tracing::warn!(error = %e, "cannot count dead letters for the metrics"),

@@ -33,6 +33,9 @@ pub struct MessageStatusView {
     /// Once sent.
     pub provider_message_id: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// While `failed` with a retry to follow: when the next delivery attempt is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 impl MessageStatusView {
@@ -46,6 +49,7 @@ impl MessageStatusView {
             conversation_id: r.conversation_id,
             provider_message_id: r.provider_message_id,
             updated_at: r.updated_at,
+            next_attempt_at: r.next_attempt_at,
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Sender: one supervised actor per provider, on a thread of its own, running that
+//! provider's delivery lane (see [`crate::delivery`]). Told `Due` when this process stores
+//! outbound messages, and looking every `delivery.poll_interval` for what it was not told
+//! about (retries coming due, messages stored by another process, leases run out).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::supervision::Ping;
+use crate::config::ProviderSettings;
+use crate::delivery::{Lane, LaneDeps};
+use crate::providers::Provider;
+
+/// There are new due messages.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Due;
+
+/// Stop claiming and wait (up to the deadline) for the calls in flight to settle.
+/// Returns how many were still in flight at the deadline.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain(pub Instant);
+
+pub struct Sender {
+    lane: Rc<Lane>,
+    poll: Duration,
+}
+
+/// What a sender is built from (on its own thread: the lane is not `Send`).
+#[derive(Clone)]
+pub struct SenderSpec {
+    pub name: &'static str,
+    pub provider: Arc<dyn Provider>,
+    pub settings: ProviderSettings,
+    pub deps: LaneDeps,
+    pub poll: Duration,
+}
+
+impl Sender {
+    pub fn start_supervised(spec: SenderSpec, thread: &ArbiterHandle) -> Addr<Self> {
+        Supervisor::start_in_arbiter(thread, move |_| Sender {
+            lane: Lane::new(spec.name, spec.provider, &spec.settings, spec.deps),
+            poll: spec.poll,
+        })
+    }
+
+    fn kick(&self) {
+        actix::spawn(self.lane.clone().claim());
+    }
+}
+
+impl Actor for Sender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.kick();
+        ctx.run_interval(self.poll, |act, _| act.kick());
+    }
+}
+
+impl Supervised for Sender {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(provider = self.lane.name, "sender restarting");
+    }
+}
+
+impl Handler<Due> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, _: Due, _: &mut Self::Context) {
+        self.kick();
+    }
+}
+
+impl Handler<Drain> for Sender {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, Drain(deadline): Drain, _: &mut Self::Context) -> Self::Result {
+        self.lane.stop();
+        let lane = self.lane.clone();
+        Box::pin(async move {
+            loop {
+                let busy = {
+                    let state = lane.state.borrow();
+                    state.in_flight + usize::from(state.settling)
+                };
+                if busy == 0 || Instant::now() >= deadline {
+                    return lane.in_flight();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+}
+
+impl Handler<Ping> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}

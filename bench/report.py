@@ -39,6 +39,13 @@ REJECTED = "messaging_queue_enqueue_rejected_total"
 DEPTH = "messaging_queue_depth"
 STORED = 'messaging_worker_processed_total{outcome="stored"}'
 DUPLICATE = 'messaging_worker_processed_total{outcome="duplicate"}'
+DUE = "messaging_delivery_due"
+
+
+def sent_total(m):
+    """Provider calls that succeeded, all providers (the delivery stage's output)."""
+    return sum(v for k, v in m.items()
+               if k.startswith("messaging_provider_requests_total{") and 'outcome="sent"' in k)
 
 
 def read_text(path):
@@ -169,7 +176,9 @@ def sample(csv_path, api_base, metrics_base, *pids):
 
 
 def drain(base, timeout, t_end, api_base=None):
-    """Poll every 50 ms until queue depth is 0 and the stored counter stopped moving.
+    """Poll every 50 ms until queue depth is 0, every stored message is sent (the delivery
+    stage runs after the commit: nothing due, as many sent as stored), and the counters
+    stopped moving.
 
     The drain time is taken at the first poll that showed the final state, measured
     from T_END (wall clock when wrk exited); its resolution is the 50 ms poll interval.
@@ -185,8 +194,9 @@ def drain(base, timeout, t_end, api_base=None):
         now = time.time()
         m = scrape(base)
         depth, stored = m.get(DEPTH, -1), m.get(STORED, 0)
-        state = (depth, stored)
-        if depth == 0:
+        sent, due = sent_total(m), m.get(DUE, 0)
+        state = (depth, stored, sent)
+        if depth == 0 and due == 0 and sent >= stored:
             if first_final_at is None or state != prev:
                 first_final_at = now
             elif now - first_final_at >= hold:
@@ -205,6 +215,7 @@ def drain(base, timeout, t_end, api_base=None):
         "drain_timed_out": timed_out,
         "queue_depth": m.get(DEPTH),
         "stored": m.get(STORED, 0),
+        "sent": sent_total(m),
         "duplicate": m.get(DUPLICATE, 0),
         "enqueued": api.get(ENQUEUED, 0),
         "enqueue_rejected": api.get(REJECTED, 0),
@@ -352,6 +363,8 @@ def load_record(d, settings):
         fails.append(f"{db['db_pending_events']} events left in pending_events after a drained stop")
     if persisted != int(dr["enqueued"]):
         fails.append(f"stored {persisted} != enqueued {int(dr['enqueued'])}")
+    if "sent" in dr and int(dr["sent"]) != persisted:
+        fails.append(f"sent {int(dr['sent'])} != stored {persisted}")
     # wrk drops responses still in flight when its timer ends, so the server may have
     # accepted up to one request per connection more than wrk counted.
     if not (ok2xx <= dr["enqueued"] <= ok2xx + settings["connections"]):

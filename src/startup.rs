@@ -198,7 +198,8 @@ impl Application {
                 let deps = LaneDeps {
                     writer: writer.clone(),
                     metrics: metrics.clone(),
-                    policy: RetryPolicy::from(&settings.retry),
+                    retry: retry.clone(),
+                    dlq: dlq.clone(),
                     lease: settings.delivery.lease,
                 };
                 [

@@ -127,6 +127,8 @@ async fn dlq_replay_all_and_status_against_a_running_server() {
         &[
             ("MESSAGING__PROVIDERS__SMS__MOCK_ERROR_RATE", "1.0".into()),
             ("RETRY_MAX_ATTEMPTS", "1".into()),
+            // Six failures in a row: the circuit stays closed, so the replays fail at once.
+            ("MESSAGING__PROVIDERS__SMS__BREAKER_FAILURES", "100".into()),
         ],
     );
     let client = awc::Client::default();
@@ -194,6 +196,7 @@ async fn dlq_replay_all_and_status_against_a_running_server() {
         "dead letters  3 waiting".to_string(),
         "rates         accepted 0.0/s  stored 0.0/s  sent 0.0/s  failed 0.0/s".to_string(),
         "workers       4 active".to_string(),
+        "delivery      0 due; sms closed (0 in flight), email closed (0 in flight)".to_string(),
     ] {
         assert!(text.contains(&expected), "{expected:?} in:\n{text}");
     }

@@ -192,3 +192,59 @@ async fn an_sms_outage_holds_up_neither_inbound_nor_email_nats() {
         outage(app, stub, &format!("{db:?}, nats")).await;
     }
 }
+
+/// Requests repeating one `Idempotency-Key` while its first request is still waiting to be
+/// enqueued (the queue is full) get 409 `idempotency-key-in-progress`, never a 202: a 202
+/// would point at an event that the first request then fails to create (it gets 503).
+#[actix_web::test]
+async fn no_202_for_a_key_whose_first_request_is_not_enqueued_yet() {
+    let database = TestDatabase::create(common::Db::Sqlite).await;
+    let app = spawn_on(
+        database,
+        |s| {
+            s.worker.enabled = false;
+            s.queue.capacity = 1;
+            s.queue.enqueue_timeout = Duration::from_millis(500);
+        },
+        Hooks::default(),
+    )
+    .await;
+    let (status, _) = app
+        .post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "fills the queue"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let body = sms("+12016661234", "+18045551234", "same key");
+    let tries = (0..10).map(|_| {
+        let request = app
+            .client
+            .post(app.url("/api/messages/sms"))
+            .insert_header(("Idempotency-Key", "order-4711"));
+        app.request(request, Some(&body))
+    });
+    let answers = futures_util::future::join_all(tries).await;
+    let codes: Vec<StatusCode> = answers.iter().map(|(status, _)| *status).collect();
+    assert!(
+        !codes.contains(&StatusCode::ACCEPTED),
+        "no 202 without an event: {answers:?}"
+    );
+    let in_progress: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CONFLICT)
+        .collect();
+    assert!(!in_progress.is_empty(), "{answers:?}");
+    for (_, problem) in in_progress {
+        assert_eq!(
+            problem["type"], "urn:messaging-server:problem:idempotency-key-in-progress",
+            "{problem}"
+        );
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == StatusCode::CONFLICT || *c == StatusCode::SERVICE_UNAVAILABLE),
+        "{codes:?}"
+    );
+}

@@ -695,3 +695,69 @@ async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
         );
     }
 }
+
+/// One event that makes the worker panic, in a batch of 100: the batch is split until it
+/// is alone, so the other 99 are stored on their first attempt and only it is retried
+/// (and dead-lettered when out of attempts).
+#[actix_web::test]
+async fn a_panicking_event_fails_alone_and_its_batch_mates_are_stored_at_once() {
+    for db in databases() {
+        let hooks = Hooks {
+            before_persist: Some(Arc::new(|batch| {
+                if batch.iter().any(|d| d.event.body == "poison") {
+                    panic!("injected fault: a poison event");
+                }
+            })),
+            ..Hooks::default()
+        };
+        let app = spawn_app_with(
+            db,
+            |s| {
+                s.worker.concurrency = 1;
+                s.retry.max_attempts = 2;
+            },
+            hooks,
+        )
+        .await;
+        let customer = app.state.settings.api.default_customer_id;
+        let event = |body: &str| {
+            SendSms {
+                from: Some("+12016661234".into()),
+                to: Some("+18045551234".into()),
+                r#type: Some("sms".into()),
+                body: Some(body.into()),
+                ..Default::default()
+            }
+            .into_event(&Accept {
+                default_customer: customer,
+                idempotency_header: None,
+                endpoint: "/api/messages/sms",
+                now: Utc::now(),
+            })
+            .unwrap()
+        };
+        let mut events: Vec<_> = (0..99).map(|i| event(&format!("fine {i}"))).collect();
+        events.insert(50, event("poison"));
+        let poison = events[50].idempotency_key.as_str().to_string();
+        app.enqueue(events).await;
+        app.drained().await;
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                .await,
+            99,
+            "{db:?}"
+        );
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM event_failures").await,
+            1,
+            "{db:?}: no failed attempt but the poison's"
+        );
+        let letters = dead_letters(&app).await;
+        assert_eq!(letters.len(), 1, "{db:?}");
+        assert_eq!(letters[0]["idempotency_key"], poison);
+        assert_eq!(
+            letters[0]["attempts"], 2,
+            "{db:?}: retried alone, then parked"
+        );
+    }
+}

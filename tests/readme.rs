@@ -20,8 +20,8 @@
 //!   `"<event id>"` (in text, `<…>` stands for a run of characters without a space).
 //!   Derived idempotency keys, ids, counts and statuses are compared exactly.
 //! - Before each command the test waits (polling, with a deadline) until the server's queue
-//!   is empty, as a reader typing the commands one by one would: statuses and counts are
-//!   then final.
+//!   is empty and no message waits for its provider, as a reader typing the commands one
+//!   by one would: statuses and counts are then final.
 
 mod common;
 
@@ -97,18 +97,22 @@ async fn start(
     (server, key.flatten())
 }
 
-/// Polls `/api/stats` until nothing is queued, retrying or in flight.
+/// Polls `/api/stats` until nothing is queued, retrying or in flight, and no outbound
+/// message waits for its provider (the delivery stage runs after the commit).
 async fn settle(client: &awc::Client, server: &Server, key: &str) {
     let url = format!("{}/api/stats", server.url);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut response) = client.get(&url).bearer_auth(key).send().await {
             let stats: Value = response.json().await.unwrap_or_default();
-            if stats["queue_depth"] == 0 {
+            if stats["queue_depth"] == 0 && stats["delivery_unsent"] == 0 {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "the queue did not empty in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the queue and the deliveries did not settle in 30 s"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }

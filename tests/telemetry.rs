@@ -96,24 +96,32 @@ async fn one_message_is_one_trace_from_the_request_to_the_provider_call() {
     let event_id = send(&app, "traced", None).await;
     app.drained().await;
 
-    let trace = trace_of(&receiver, &event_id, 4).await;
-    assert_eq!(trace.len(), 4, "{trace:#?}");
+    let trace = trace_of(&receiver, &event_id, 5).await;
+    assert_eq!(trace.len(), 5, "{trace:#?}");
     let request = one(&trace, "POST /api/messages/sms");
     let enqueue = one(&trace, "enqueue");
     let process = one(&trace, "process");
+    let deliver = one(&trace, "deliver");
     let provider = one(&trace, "provider send");
 
-    // request → enqueue → process → provider send, each the parent of the next.
+    // request → enqueue → {process (stored), deliver (the delivery stage) → provider send}.
     assert_eq!(
         request.parent_span_id, "",
         "a new trace starts at the request"
     );
     assert_eq!(enqueue.parent_span_id, request.span_id);
     assert_eq!(process.parent_span_id, enqueue.span_id);
-    assert_eq!(provider.parent_span_id, process.span_id);
+    assert_eq!(deliver.parent_span_id, enqueue.span_id);
+    assert_eq!(provider.parent_span_id, deliver.span_id);
     assert_eq!(
-        [request.kind, enqueue.kind, process.kind, provider.kind],
-        [SERVER, PRODUCER, CONSUMER, CLIENT]
+        [
+            request.kind,
+            enqueue.kind,
+            process.kind,
+            deliver.kind,
+            provider.kind
+        ],
+        [SERVER, PRODUCER, CONSUMER, CONSUMER, CLIENT]
     );
     assert!(trace.iter().all(|s| s.service == "messaging-test"));
 
@@ -142,7 +150,15 @@ async fn one_message_is_one_trace_from_the_request_to_the_provider_call() {
     assert_eq!(process.events, ["stored"]);
     assert_eq!(
         process.attribute("message.outcome").as_deref(),
+        Some("stored")
+    );
+    assert_eq!(
+        deliver.attribute("message.outcome").as_deref(),
         Some("sent")
+    );
+    assert_eq!(
+        deliver.attribute("messaging.system").as_deref(),
+        Some("database")
     );
     assert_eq!(provider.attribute("provider.name").as_deref(), Some("sms"));
     assert_eq!(
@@ -183,7 +199,7 @@ async fn a_request_traceparent_continues_the_callers_trace() {
     let other = send(&app, "malformed", Some("00-not-a-trace-01")).await;
     app.drained().await;
 
-    let trace = trace_of(&receiver, &event_id, 4).await;
+    let trace = trace_of(&receiver, &event_id, 5).await;
     assert!(trace.iter().all(|s| s.trace_id == trace_id), "{trace:#?}");
     assert_eq!(
         one(&trace, "POST /api/messages/sms").parent_span_id,
@@ -191,7 +207,7 @@ async fn a_request_traceparent_continues_the_callers_trace() {
     );
     one(&trace, "provider send");
 
-    let fresh = trace_of(&receiver, &other, 4).await;
+    let fresh = trace_of(&receiver, &other, 5).await;
     assert_ne!(fresh[0].trace_id, trace_id);
     assert_eq!(one(&fresh, "POST /api/messages/sms").parent_span_id, "");
 }
@@ -207,32 +223,32 @@ async fn every_attempt_of_a_failing_message_is_marked_in_the_same_trace() {
     let event_id = send(&app, "doomed", None).await;
     app.drained().await;
 
-    // request, enqueue, and per attempt a process and a provider span.
-    let trace = trace_of(&receiver, &event_id, 6).await;
-    assert_eq!(trace.len(), 6, "{trace:#?}");
+    // request, enqueue, the process span that stored it, and per delivery attempt a
+    // deliver and a provider span.
+    let trace = trace_of(&receiver, &event_id, 7).await;
+    assert_eq!(trace.len(), 7, "{trace:#?}");
     one(&trace, "enqueue");
-    let processes: Vec<_> = trace.iter().filter(|s| s.name == "process").collect();
-    let attempts: BTreeSet<_> = processes
+    assert_eq!(one(&trace, "process").events, ["stored"]);
+    let deliveries: Vec<_> = trace.iter().filter(|s| s.name == "deliver").collect();
+    let attempts: BTreeSet<_> = deliveries
         .iter()
         .map(|s| s.attribute("message.attempt").unwrap())
         .collect();
     assert_eq!(attempts, BTreeSet::from(["0".to_string(), "1".to_string()]));
     let enqueue_id = &one(&trace, "enqueue").span_id;
-    for process in &processes {
+    for deliver in &deliveries {
         assert_eq!(
-            &process.parent_span_id, enqueue_id,
-            "retries hang off the enqueue"
+            &deliver.parent_span_id, enqueue_id,
+            "attempts hang off the enqueue"
         );
-        assert_eq!(process.status_code, 2, "failed: {process:#?}");
-        // Stored (or found stored, on the retry), then failed at the provider.
-        assert_eq!(process.events.len(), 2, "{process:#?}");
-        assert_eq!(process.events[1], "failed");
+        assert_eq!(deliver.status_code, 2, "failed: {deliver:#?}");
+        assert_eq!(deliver.events, ["failed"], "{deliver:#?}");
         assert_eq!(
-            process.attribute("message.outcome").as_deref(),
+            deliver.attribute("message.outcome").as_deref(),
             Some("failed")
         );
         assert_eq!(
-            process.attribute("error.type").as_deref(),
+            deliver.attribute("error.type").as_deref(),
             Some("transient")
         );
     }
@@ -544,25 +560,27 @@ async fn api_and_worker_processes_on_nats_join_one_trace() {
     let answer: Value = response.json().await.unwrap();
     let event_id = answer["event_id"].as_str().unwrap().to_string();
 
-    let trace = trace_of(&receiver, &event_id, 4).await;
+    let trace = trace_of(&receiver, &event_id, 5).await;
     assert!(trace.iter().all(|s| s.trace_id == trace_id), "{trace:#?}");
     let request = one(&trace, "POST /api/messages/sms");
     let enqueue = one(&trace, "enqueue");
     let process = one(&trace, "process");
+    let deliver = one(&trace, "deliver");
     let provider = one(&trace, "provider send");
     assert_eq!(
         [&request.service, &enqueue.service],
         ["messaging-api", "messaging-api"]
     );
     assert_eq!(
-        [&process.service, &provider.service],
-        ["messaging-worker", "messaging-worker"]
+        [&process.service, &deliver.service, &provider.service],
+        ["messaging-worker", "messaging-worker", "messaging-worker"]
     );
     assert_eq!(
         process.parent_span_id, enqueue.span_id,
         "joined across processes"
     );
-    assert_eq!(provider.parent_span_id, process.span_id);
+    assert_eq!(deliver.parent_span_id, enqueue.span_id);
+    assert_eq!(provider.parent_span_id, deliver.span_id);
     assert_eq!(
         process.attribute("messaging.system").as_deref(),
         Some("nats")

@@ -44,6 +44,8 @@ pub struct Model {
     pub lease_token: Option<String>,
     /// Provider attempts so far (claims), reset by a dead-letter replay.
     pub delivery_attempts: i32,
+    /// The W3C trace context the message was enqueued in (tracing on), for its delivery.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! The delivery stage's schedule on each outbound message (SPEC §13): when it is due
 //! (`next_attempt_at`), which sender holds it and until when (`lease_token`, `lease_until`),
-//! and how many provider attempts it has had (`delivery_attempts`).
+//! how many provider attempts it has had (`delivery_attempts`), and the trace context it
+//! was enqueued in (`traceparent`), so its delivery attempts join the message's trace.
 //!
 //! Messages still `queued` become due at once (they were stored but not sent). The old
 //! partial index for the re-drive sweep gives way to one on the due time, which is what
@@ -18,6 +19,7 @@ enum Messages {
     LeaseUntil,
     LeaseToken,
     DeliveryAttempts,
+    Traceparent,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +43,10 @@ impl MigrationTrait for Migration {
                 .integer()
                 .not_null()
                 .default(0)
+                .to_owned(),
+            ColumnDef::new(Messages::Traceparent)
+                .string()
+                .null()
                 .to_owned(),
         ];
         for mut column in columns {
@@ -83,6 +89,7 @@ impl MigrationTrait for Migration {
             Messages::LeaseUntil,
             Messages::LeaseToken,
             Messages::DeliveryAttempts,
+            Messages::Traceparent,
         ] {
             manager
                 .alter_table(

@@ -31,7 +31,7 @@ use crate::store::StoreError;
 use crate::telemetry::Metrics;
 
 /// The label of this actor in `messaging_actor_restarts_total`.
-const ACTOR: &str = "dlq";
+pub(super) const ACTOR: &str = "dlq";
 
 /// How long to wait before writing a dead letter again when the database refused it.
 const REWRITE_DELAY: Duration = Duration::from_secs(1);
@@ -85,10 +85,10 @@ pub struct Purge;
 pub struct DlqActor {
     db: DatabaseConnection,
     backend: Arc<dyn QueueBackend>,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     retention: Duration,
     purge_interval: Duration,
-    faults: Faults,
+    pub(super) faults: Faults,
 }
 
 impl DlqActor {

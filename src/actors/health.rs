@@ -144,8 +144,8 @@ impl Pipeline {
 
 impl Pipeline {
     /// Stops the senders claiming and waits, until `deadline`, for their calls in flight to
-    /// settle. Returns how many calls were still in flight (their messages are due again
-    /// when their lease runs out).
+    /// settle. Returns how many calls were still in flight then (their messages were given
+    /// back, due at once).
     pub async fn drain_senders(&self, deadline: std::time::Instant) -> usize {
         let drains = self.senders.iter().map(|s| s.send(Drain(deadline)));
         join_all(drains)

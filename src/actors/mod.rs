@@ -5,12 +5,14 @@
 //! PersistenceWorker --Failed--> RetryScheduler --retry later--> queue backend
 //!                                             --DeadLetter--> DlqActor
 //! PersistenceWorker --Due--> Sender (one per provider) --claims due messages--> database
+//! Sender --DeliveryFailed--> RetryScheduler (decides) ; Sender --ParkDelivery--> DlqActor
 //! ```
 //! Ingest ends at the commit; delivery is its own stage, driven from the database
 //! (`crate::delivery`).
 //! Every actor is supervised (`supervision`); `health` tells readiness whether they work.
 
 pub mod dlq;
+pub mod dlq_delivery;
 pub mod faults;
 pub mod health;
 pub mod queue;

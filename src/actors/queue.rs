@@ -345,8 +345,14 @@ impl Pump {
                     hand_back(&held).await;
                     return;
                 }
-                // The worker caught a panic and stopped; its Supervisor restarts it.
-                Ok(Outcome::Panicked(panic)) => format!("panicked: {panic}"),
+                // The worker caught a panic and stopped; its Supervisor restarts it. The
+                // batch is split until the events that panic are alone: only they fail.
+                Ok(Outcome::Panicked(panic)) => {
+                    if !self.isolate(&mut worker, &held).await {
+                        return;
+                    }
+                    format!("panicked: {panic}")
+                }
                 // The worker is gone for good: replace it.
                 Ok(Outcome::Lost(err)) => {
                     tracing::error!(worker = self.index, error = %err, "worker lost; replacing it");
@@ -370,6 +376,38 @@ impl Pump {
                 }
             }
         }
+    }
+
+    /// After a batch panicked: dispatches what it left open again in halves, and halves of
+    /// those that panic again, until each event that panics is alone (left open, for the
+    /// caller to fail); the others are processed on this attempt. Bisection costs about
+    /// 2·log2(n) batches per poison event. Returns false when the pump must stop (the
+    /// deliveries were handed back).
+    async fn isolate(&mut self, worker: &mut Addr<PersistenceWorker>, held: &[Delivery]) -> bool {
+        let mut parts = vec![open_ones(held)];
+        while let Some(part) = parts.pop() {
+            if part.len() < 2 {
+                continue;
+            }
+            let (left, right) = part.split_at(part.len() / 2);
+            for half in [left.to_vec(), right.to_vec()] {
+                let outcome = self.dispatch(worker, half.clone(), &half).await;
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Panicked(_) => parts.push(open_ones(&half)),
+                    Outcome::Lost(err) => {
+                        tracing::error!(worker = self.index, error = %err, "worker lost; replacing it");
+                        *worker = self.start_worker();
+                        parts.push(open_ones(&half));
+                    }
+                    Outcome::Abandoned => {
+                        hand_back(held).await;
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn start_worker(&self) -> Addr<PersistenceWorker> {
@@ -444,6 +482,11 @@ async fn abandoned(phase: &mut watch::Receiver<Phase>) {
         // The actor is gone, and this pump with it.
         std::future::pending::<()>().await;
     }
+}
+
+/// The deliveries nobody settled or claimed yet.
+fn open_ones(deliveries: &[Delivery]) -> Vec<Delivery> {
+    deliveries.iter().filter(|d| d.is_open()).cloned().collect()
 }
 
 /// Gives unsettled deliveries back to the queue for another worker, at once.

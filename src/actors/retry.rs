@@ -39,6 +39,15 @@ pub struct Failed {
     pub error: ProcessingError,
 }
 
+/// A provider call for a stored outbound message failed with `error` (the delivery
+/// stage): retry it after the returned delay, or park it. The sender settles it.
+#[derive(Message)]
+#[rtype(result = "Decision")]
+pub struct DeliveryFailed {
+    pub event: Arc<Event>,
+    pub error: ProcessingError,
+}
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -278,6 +287,90 @@ impl Handler<Failed> for RetryScheduler {
                 self.fallback(failed);
             }
         }
+    }
+}
+
+impl RetryScheduler {
+    fn decide_delivery(&mut self, failed: &DeliveryFailed) -> Decision {
+        let event = &failed.event;
+        let attempts = event.attempt.saturating_add(1);
+        let age = (Utc::now() - event.accepted_at)
+            .to_std()
+            .unwrap_or_default();
+        let error = &failed.error;
+        self.policy.decide(
+            error.kind(),
+            attempts,
+            age,
+            error.retry_after(),
+            self.rng.f64(),
+        )
+    }
+
+    /// What [`Self::fallback`] decides, for a delivery.
+    fn plain_decision(&self, failed: &DeliveryFailed) -> Decision {
+        let attempts = failed.event.attempt.saturating_add(1);
+        if failed.error.kind() == ErrorKind::Permanent {
+            Decision::DeadLetter("permanent failure")
+        } else if attempts >= self.policy.max_attempts {
+            Decision::DeadLetter("out of attempts (retry.max_attempts)")
+        } else {
+            Decision::Retry(self.policy.ceiling(attempts))
+        }
+    }
+
+    fn report_delivery(&self, failed: &DeliveryFailed, decision: Decision) {
+        let event = &failed.event;
+        let attempts = event.attempt.saturating_add(1);
+        let error = &failed.error;
+        match decision {
+            Decision::Retry(delay) => {
+                tracing::info!(
+                    event_id = %event.event_id,
+                    idempotency_key = %event.idempotency_key,
+                    attempt = attempts,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %error,
+                    "delivery retry scheduled"
+                );
+                self.metrics.retries.add(1, &[]);
+                self.record(event.clone(), attempts, error, false);
+            }
+            Decision::DeadLetter(reason) => tracing::warn!(
+                event_id = %event.event_id,
+                idempotency_key = %event.idempotency_key,
+                attempt = attempts,
+                error_kind = error.kind().as_str(),
+                error = %error,
+                reason,
+                "delivery dead-lettered"
+            ),
+        }
+    }
+}
+
+impl Handler<DeliveryFailed> for RetryScheduler {
+    type Result = MessageResult<DeliveryFailed>;
+
+    fn handle(&mut self, failed: DeliveryFailed, ctx: &mut Self::Context) -> Self::Result {
+        let decided = supervision::caught(|| {
+            let stall = self.faults.at(Site::Retry, Some(&failed.event));
+            (self.decide_delivery(&failed), stall)
+        });
+        let decision = match decided {
+            Ok((decision, stall)) => {
+                if let Some(stall) = stall {
+                    ctx.wait(stall.into_actor(self));
+                }
+                decision
+            }
+            Err(panic) => {
+                supervision::restart(ACTOR, &panic, &self.metrics, ctx);
+                self.plain_decision(&failed)
+            }
+        };
+        self.report_delivery(&failed, decision);
+        MessageResult(decision)
     }
 }
 

@@ -19,8 +19,9 @@ use crate::providers::Provider;
 #[rtype(result = "()")]
 pub struct Due;
 
-/// Stop claiming and wait (up to the deadline) for the calls in flight to settle.
-/// Returns how many were still in flight at the deadline.
+/// Stop claiming and wait (up to the deadline) for the calls in flight to settle; those
+/// still in flight then are given back (due at once, for another process). Returns how
+/// many were given back.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Drain(pub Instant);
@@ -88,8 +89,11 @@ impl Handler<Drain> for Sender {
                     let state = lane.state.borrow();
                     state.in_flight + usize::from(state.settling)
                 };
-                if busy == 0 || Instant::now() >= deadline {
-                    return lane.in_flight();
+                if busy == 0 {
+                    return 0;
+                }
+                if Instant::now() >= deadline {
+                    return lane.give_back_in_flight().await;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -62,12 +62,13 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
             "workers stopped; the stream keeps everything not finished"
         );
     }
-    // Provider calls in flight finish and are recorded; none starts any more.
-    let calls_left = pipeline.drain_senders(deadline).await;
-    if calls_left > 0 {
+    // Provider calls in flight finish and are recorded; none starts any more. Those still
+    // in flight at the deadline are given back, due at once for another process.
+    let given_back = pipeline.drain_senders(deadline).await;
+    if given_back > 0 {
         tracing::warn!(
-            calls_left,
-            "provider calls still in flight at the shutdown deadline; their messages are due again when their lease runs out"
+            given_back,
+            "provider calls still in flight at the shutdown deadline; their messages were made due again (their provider may be called a second time, with the same idempotency key)"
         );
     }
     let left = queue.send(Close).await.map_err(runtime)?;

@@ -81,7 +81,8 @@ fn report(base: &str, readiness: &Result<String, String>, first: &Stats, second:
          queue         {backend}, depth {depth}\n\
          dead letters  {dlq}\n\
          rates         accepted {accepted}  stored {stored}  sent {sent}  failed {failed}  (over {seconds:.1} s)\n\
-         workers       {workers} active in this process\n",
+         workers       {workers} active in this process\n\
+         delivery      {delivery}\n",
         backend = second.queue_backend,
         depth = second.queue_depth,
         dlq = second.dlq_size.map_or_else(
@@ -93,7 +94,25 @@ fn report(base: &str, readiness: &Result<String, String>, first: &Stats, second:
         sent = rate(|s| s.totals.sent),
         failed = rate(|s| s.totals.failed),
         workers = second.workers_active,
+        delivery = delivery(second),
     )
+}
+
+/// Due messages, and each provider's circuit in this process.
+fn delivery(stats: &Stats) -> String {
+    let due = stats
+        .delivery_due
+        .map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    let circuits: Vec<String> = stats
+        .providers
+        .iter()
+        .map(|p| format!("{} {} ({} in flight)", p.provider, p.circuit, p.in_flight))
+        .collect();
+    if circuits.is_empty() {
+        format!("{due} due; no senders in this process")
+    } else {
+        format!("{due} due; {}", circuits.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +128,9 @@ mod tests {
             queue_depth: 7,
             dlq_size: Some(2),
             workers_active: 4,
+            delivery_due: Some(0),
+            delivery_unsent: Some(0),
+            providers: Vec::new(),
             ready: true,
             not_ready: None,
             totals: Totals {

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod settle;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -22,8 +23,10 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::actors::retry::RetryPolicy;
+use actix::Addr;
+
 use crate::actors::ProcessingError;
+use crate::actors::{DlqActor, RetryScheduler};
 use crate::config::{ProviderSettings, Rate};
 use crate::domain::Channel;
 use crate::providers::{OutboundMessage, Provider};
@@ -41,7 +44,10 @@ const CLAIM_AT_MOST: usize = 1000;
 pub struct LaneDeps {
     pub writer: MessageWriter,
     pub metrics: Arc<Metrics>,
-    pub policy: RetryPolicy,
+    /// Decides what becomes of a failed attempt.
+    pub retry: Addr<RetryScheduler>,
+    /// Parks what is out of attempts.
+    pub dlq: Addr<DlqActor>,
     pub lease: Duration,
 }
 
@@ -60,6 +66,8 @@ pub struct Lane {
 pub(crate) struct State {
     pub breaker: Breaker,
     pub in_flight: usize,
+    /// The messages whose calls are in flight, with their lease tokens.
+    pub holding: HashMap<i64, String>,
     /// A claim round is running; `again` asks it for one more pass.
     claiming: bool,
     again: bool,
@@ -91,6 +99,7 @@ impl Lane {
             state: RefCell::new(State {
                 breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
                 in_flight: 0,
+                holding: HashMap::new(),
                 claiming: false,
                 again: false,
                 outcomes: Vec::new(),
@@ -124,6 +133,27 @@ impl Lane {
     /// Stops claiming; calls in flight finish and settle.
     pub fn stop(&self) {
         self.state.borrow_mut().stopping = true;
+    }
+
+    /// At the shutdown deadline: the messages whose calls have not returned are made due
+    /// now, for another process, as if this one had died mid-call (their provider may get
+    /// a second call, with the same idempotency key). Returns how many.
+    pub async fn give_back_in_flight(&self) -> usize {
+        let now = chrono::Utc::now();
+        let held: Vec<(i64, String, chrono::DateTime<chrono::Utc>)> = self
+            .state
+            .borrow_mut()
+            .holding
+            .drain()
+            .map(|(id, token)| (id, token, now))
+            .collect();
+        if held.is_empty() {
+            return 0;
+        }
+        if let Err(err) = delivery::reschedule(&self.deps.writer, &held, false).await {
+            tracing::warn!(provider = self.name, error = %err, "could not give back the messages whose calls are in flight; they are due when their lease runs out");
+        }
+        held.len()
     }
 
     /// Claims and starts calls while there is room and work. Several callers at once make
@@ -187,7 +217,15 @@ impl Lane {
                 self.state.borrow_mut().breaker.unused();
             }
             let full = held.len() == wanted;
-            self.state.borrow_mut().in_flight += held.len();
+            {
+                let mut state = self.state.borrow_mut();
+                state.in_flight += held.len();
+                for message in &held {
+                    state
+                        .holding
+                        .insert(message.id, message.lease_token.clone());
+                }
+            }
             for message in held {
                 actix::spawn(self.clone().call(message));
             }
@@ -242,14 +280,20 @@ impl Lane {
         settle::hand_over(self, outcome);
     }
 
-    /// The call itself; a panic in the provider fails this message alone, permanently.
+    /// The call itself, in the attempt's `deliver` span; a panic in the provider fails this
+    /// message alone, permanently.
     async fn send(&self, event: &crate::domain::Event) -> Result<String, ProcessingError> {
+        let trace = self.deps.metrics.tracer.delivery(event);
+        trace.around(self.call_provider(event)).await
+    }
+
+    async fn call_provider(&self, event: &crate::domain::Event) -> Result<String, ProcessingError> {
         let provider = self.provider.clone();
         let attempt = AssertUnwindSafe(async {
             let message = OutboundMessage::from_event(event);
             telemetry::provider_call(event, provider.name(), provider.send(message)).await
         });
-        match attempt.catch_unwind().await {
+        let result = match attempt.catch_unwind().await {
             Ok(Ok(receipt)) => {
                 self.deps.metrics.provider_request(self.name, "sent");
                 Ok(receipt.provider_message_id)
@@ -266,7 +310,11 @@ impl Lane {
                     "the provider call panicked: {reason}"
                 )))
             }
+        };
+        if let Err(err) = &result {
+            telemetry::record_outcome(event, "failed", Some((err.kind().as_str(), err as _)));
         }
+        result
     }
 
     fn observe(&self, result: &Result<String, ProcessingError>) {

@@ -4,10 +4,10 @@
 //! whose lease ran out (it was presumed dead) changes nothing.
 //!
 //! - sent: `queued → sent` with the provider's id;
-//! - failed, worth retrying: due again after the retry policy's backoff (never sooner
-//!   than the provider's `Retry-After`), the failure recorded for the status resource;
-//! - failed for good (a 4xx, out of attempts or age): `queued → failed` and a dead letter,
-//!   in one transaction;
+//! - failed: the RetryScheduler decides. Worth retrying: due again after its backoff
+//!   (never sooner than the provider's `Retry-After`); failed for good (a 4xx, out of
+//!   attempts or age): the DlqActor parks it (`queued → failed` and a dead letter, in one
+//!   transaction);
 //! - never called (the circuit opened while it waited): given back, the attempt refunded,
 //!   due when the circuit lets a trial through.
 //!
@@ -16,17 +16,17 @@
 
 use std::mem;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 
 use super::Lane;
-use crate::actors::retry::Decision;
+use crate::actors::dlq_delivery::ParkDelivery;
+use crate::actors::retry::{Decision, DeliveryFailed};
 use crate::actors::ProcessingError;
 use crate::domain::Event;
-use crate::store::dead_letters::NewDeadLetter;
-use crate::store::delivery::{self, Form};
-use crate::store::failures::{self, Failure};
+use crate::store::delivery;
 use crate::store::outage::Hold;
 use crate::store::status::Delivered;
 use crate::store::StoreError;
@@ -57,11 +57,23 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    fn id(&self) -> i64 {
+        match self {
+            Outcome::Sent { id, .. }
+            | Outcome::Failed { id, .. }
+            | Outcome::NotCalled { id, .. }
+            | Outcome::Unreadable { id, .. } => *id,
+        }
+    }
+}
+
 /// Takes an outcome from a finished call; the lane's settler records it.
 pub fn hand_over(lane: Rc<Lane>, outcome: Outcome) {
     let start = {
         let mut state = lane.state.borrow_mut();
         state.in_flight = state.in_flight.saturating_sub(1);
+        state.holding.remove(&outcome.id());
         state.outcomes.push(outcome);
         !mem::replace(&mut state.settling, true)
     };
@@ -89,9 +101,9 @@ async fn settler(lane: Rc<Lane>) {
 async fn settle(lane: &Lane, batch: Vec<Outcome>) {
     let now = Utc::now();
     let mut sent = Vec::new();
+    let mut sent_keys = Vec::new();
     let mut later = Vec::new();
     let mut given_back = Vec::new();
-    let mut dead = Vec::new();
     let mut unreadable = Vec::new();
     let reopen = lane
         .state
@@ -109,6 +121,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                 event,
             } => {
                 tracing::debug!(provider = lane.name, idempotency_key = %event.idempotency_key, "message sent");
+                sent_keys.push(event.idempotency_key.as_str().to_string());
                 sent.push(Delivered {
                     id,
                     lease_token,
@@ -121,33 +134,30 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                 event,
                 error,
             } => {
-                let attempts = event.attempt.saturating_add(1);
-                let age = (now - event.accepted_at).to_std().unwrap_or_default();
-                let decision = lane.deps.policy.decide(
-                    error.kind(),
-                    attempts,
-                    age,
-                    error.retry_after(),
-                    fastrand::f64(),
-                );
                 lane.deps.metrics.failed(error.kind().as_str());
-                match decision {
-                    Decision::Retry(delay) => {
-                        tracing::info!(
-                            provider = lane.name,
-                            idempotency_key = %event.idempotency_key,
-                            attempt = attempts,
-                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            error = %error,
-                            "delivery retry scheduled"
-                        );
-                        lane.deps.metrics.retries.add(1, &[]);
+                let event = Arc::new(event);
+                let asked = lane.deps.retry.send(DeliveryFailed {
+                    event: event.clone(),
+                    error: error.clone(),
+                });
+                match asked.await {
+                    Ok(Decision::Retry(delay)) => {
                         let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                         later.push((id, lease_token, at));
-                        record(lane, &event, attempts, &error, false).await;
                     }
-                    Decision::DeadLetter(reason) => {
-                        dead.push((id, lease_token, event, error, attempts, reason))
+                    Ok(Decision::DeadLetter(_)) => lane.deps.dlq.do_send(ParkDelivery {
+                        id,
+                        lease_token,
+                        attempts: event.attempt.saturating_add(1),
+                        last_error: error.to_string(),
+                        kind: error.kind(),
+                        event,
+                        writer: lane.deps.writer.clone(),
+                    }),
+                    // Unreachable only while the system stops: the lease runs out and the
+                    // message is due again then.
+                    Err(err) => {
+                        tracing::warn!(provider = lane.name, error = %err, "retry scheduler unreachable; the message is due again when its lease runs out")
                     }
                 }
             }
@@ -173,7 +183,16 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                 "sent messages whose lease had passed to another sender were not recorded by this one"
             ),
             Ok(_) => {}
-            Err(err) => not_recorded(lane, "sent", sent.len(), &err),
+            Err(err) => {
+                for key in &sent_keys {
+                    tracing::warn!(
+                        provider = lane.name,
+                        idempotency_key = %key,
+                        error = %err,
+                        "the provider accepted this message but it could not be recorded as sent; its retry sends it again (when its lease runs out)"
+                    );
+                }
+            }
         }
     }
     for (list, refund) in [(&later, false), (&given_back, true)] {
@@ -189,9 +208,6 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
             not_recorded(lane, "rescheduled", list.len(), &err);
         }
     }
-    for (id, lease_token, event, error, attempts, reason) in dead {
-        dead_letter(lane, id, &lease_token, &event, &error, attempts, reason).await;
-    }
     for (id, lease_token, reason) in unreadable {
         tracing::error!(
             message_id = id,
@@ -201,92 +217,6 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
         if let Err(err) = delivery::fail_unreadable(writer, id, &lease_token).await {
             not_recorded(lane, "failed", 1, &err);
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    lane: &Lane,
-    id: i64,
-    lease_token: &str,
-    event: &Event,
-    error: &ProcessingError,
-    attempts: u32,
-    reason: &'static str,
-) {
-    let last_error = error.to_string();
-    let kind = error.kind();
-    let new = NewDeadLetter {
-        event,
-        attempts,
-        last_error: &last_error,
-        error_kind: kind.as_str(),
-    };
-    let writer = &lane.deps.writer;
-    let mut form = Form::Plain;
-    let stored = loop {
-        let stored = writer
-            .health()
-            .hold(
-                Hold::UntilWritten,
-                || true,
-                || delivery::dead_letter(writer, id, lease_token, &new, form),
-            )
-            .await;
-        // Refused for its content: kept encoded, or, refused even so, logged whole here.
-        form = match (stored, form) {
-            (Err(err), Form::Plain) if !err.is_transient() => {
-                tracing::warn!(idempotency_key = %event.idempotency_key, error = %err, "dead letter refused as it is; storing it encoded");
-                Form::Encoded
-            }
-            (Err(err), Form::Encoded) if !err.is_transient() => {
-                tracing::error!(
-                    idempotency_key = %event.idempotency_key,
-                    error = %err,
-                    event = %serde_json::to_string(event).unwrap_or_default(),
-                    "the database refused a dead letter even encoded; it is logged here and its message marked failed"
-                );
-                lane.deps.metrics.dlq_write_failures.add(1, &[]);
-                Form::Nowhere
-            }
-            (stored, _) => break stored,
-        };
-    };
-    match stored {
-        Ok(true) => {
-            tracing::warn!(
-                provider = lane.name,
-                idempotency_key = %event.idempotency_key,
-                attempt = attempts,
-                error_kind = kind.as_str(),
-                error = %error,
-                reason,
-                "message dead-lettered"
-            );
-            if form != Form::Nowhere {
-                lane.deps.metrics.dead_lettered.add(1, &[]);
-            }
-            record(lane, event, attempts, error, true).await;
-        }
-        Ok(false) => {
-            tracing::warn!(provider = lane.name, idempotency_key = %event.idempotency_key, "not dead-lettered: its lease had passed to another sender")
-        }
-        Err(err) => not_recorded(lane, "dead-lettered", 1, &err),
-    }
-}
-
-/// The failure, for the status resource (`attempts`, `last_error`); best effort.
-async fn record(lane: &Lane, event: &Event, attempts: u32, error: &ProcessingError, dead: bool) {
-    let error_text = error.to_string();
-    let failure = Failure {
-        event,
-        attempts,
-        error: &error_text,
-        error_kind: error.kind().as_str(),
-        dead_lettered: dead,
-    };
-    if let Err(err) = failures::record(lane.deps.writer.connection(), failure).await {
-        tracing::debug!(idempotency_key = %event.idempotency_key, error = %err, "could not record the failed attempt");
     }
 }
 

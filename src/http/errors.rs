@@ -56,6 +56,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new message")]
     IdempotencyKeyReused,
+    #[error("an earlier request with this Idempotency-Key is still being accepted; retry shortly for its answer")]
+    IdempotencyKeyInProgress,
     #[error("the queue is full; retry later")]
     QueueFull,
     #[error("{0}")]
@@ -120,6 +122,9 @@ impl ApiError {
             ApiError::HeadTimeout => ("request-timeout", "Request timeout"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
+            ApiError::IdempotencyKeyInProgress => {
+                ("idempotency-key-in-progress", "Idempotency key in progress")
+            }
             ApiError::QueueFull => ("queue-full", "Queue full"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
@@ -129,7 +134,7 @@ impl ApiError {
     /// Seconds a client should wait before retrying a 503 or a 429.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QueueFull => Some(1),
+            ApiError::QueueFull | ApiError::IdempotencyKeyInProgress => Some(1),
             ApiError::Unavailable(_) => Some(5),
             ApiError::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after)),
             _ => None,
@@ -175,7 +180,7 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout(_) | ApiError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

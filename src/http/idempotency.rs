@@ -20,6 +20,9 @@ pub enum Seen {
     New,
     /// The same request was accepted as this event: answer with it again.
     Repeat(Uuid),
+    /// The same request holds the key and has not been answered yet (its event may still
+    /// fail to be enqueued).
+    InProgress,
     /// Another request holds the key.
     Conflict,
 }
@@ -28,6 +31,8 @@ pub enum Seen {
 struct Entry {
     fingerprint: String,
     event_id: Uuid,
+    /// Its event is in the queue (see [`RecentKeys::confirm`]).
+    enqueued: bool,
 }
 
 /// Two generations of at most `capacity / 2` keys each: when the young one fills, it
@@ -61,10 +66,10 @@ impl RecentKeys {
             .or_else(|| generations[1].get(key))
             .cloned();
         if let Some(entry) = known {
-            return if entry.fingerprint == fingerprint {
-                Seen::Repeat(entry.event_id)
-            } else {
-                Seen::Conflict
+            return match (entry.fingerprint == fingerprint, entry.enqueued) {
+                (true, true) => Seen::Repeat(entry.event_id),
+                (true, false) => Seen::InProgress,
+                (false, _) => Seen::Conflict,
             };
         }
         if generations[0].len() >= self.half {
@@ -76,9 +81,20 @@ impl RecentKeys {
             Entry {
                 fingerprint: fingerprint.to_string(),
                 event_id,
+                enqueued: false,
             },
         );
         Seen::New
+    }
+
+    /// Marks the reservation made for `event_id` enqueued: repeats get its answer from now.
+    pub fn confirm(&self, key: &IdempotencyKey, event_id: Uuid) {
+        let mut generations = self.lock();
+        for generation in generations.iter_mut() {
+            if let Some(entry) = generation.get_mut(key).filter(|e| e.event_id == event_id) {
+                entry.enqueued = true;
+            }
+        }
     }
 
     /// Forgets a reservation made for `event_id` (its enqueue failed).
@@ -112,6 +128,12 @@ mod tests {
         let keys = RecentKeys::new(10);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         assert_eq!(keys.check_and_reserve(&key(1), "fp", a), Seen::New);
+        assert_eq!(
+            keys.check_and_reserve(&key(1), "fp", b),
+            Seen::InProgress,
+            "not enqueued yet: no 202 that nothing backs"
+        );
+        keys.confirm(&key(1), a);
         assert_eq!(keys.check_and_reserve(&key(1), "fp", b), Seen::Repeat(a));
         assert_eq!(keys.check_and_reserve(&key(1), "other", b), Seen::Conflict);
         // Only the reservation's own event releases it.
@@ -126,6 +148,7 @@ mod tests {
         let keys = RecentKeys::new(100);
         for n in 0..1000 {
             keys.check_and_reserve(&key(n), "fp", Uuid::from_u128(n as u128));
+            keys.confirm(&key(n), Uuid::from_u128(n as u128));
         }
         let held: usize = keys.lock().iter().map(HashMap::len).sum();
         assert!(held <= 100, "{held}");

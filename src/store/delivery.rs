@@ -80,7 +80,7 @@ pub async fn claim(
          AND status = 'queued' AND next_attempt_at <= {now_again} \
          RETURNING id, customer_id, channel, from_address, to_address, subject, body_id, \
          attachments, metadata, sent_at, received_at, idempotency_key, \
-         request_fingerprint, provider_message_id, delivery_attempts"
+         request_fingerprint, provider_message_id, delivery_attempts, traceparent"
     );
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let rows = {
@@ -149,6 +149,7 @@ struct ClaimedRow {
     request_fingerprint: Option<String>,
     provider_message_id: Option<String>,
     attempts: i32,
+    traceparent: Option<String>,
 }
 
 fn read_row(row: &sea_orm::QueryResult) -> Result<ClaimedRow, String> {
@@ -169,6 +170,7 @@ fn read_row(row: &sea_orm::QueryResult) -> Result<ClaimedRow, String> {
             request_fingerprint: row.try_get("", "request_fingerprint")?,
             provider_message_id: row.try_get("", "provider_message_id")?,
             attempts: row.try_get("", "delivery_attempts")?,
+            traceparent: row.try_get("", "traceparent")?,
         })
     };
     read().map_err(|e| format!("unreadable row: {e}"))
@@ -199,7 +201,7 @@ fn event_of(m: ClaimedRow, body: String) -> Result<Event, String> {
         accepted_at: m.received_at,
         attempt: u32::try_from(m.attempts.saturating_sub(1)).unwrap_or(0),
         request_fingerprint: m.request_fingerprint,
-        traceparent: None,
+        traceparent: m.traceparent,
     })
 }
 
@@ -313,6 +315,15 @@ pub async fn fail_unreadable(
     )
     .await?;
     Ok(())
+}
+
+/// Outbound messages not settled yet: due, waiting for a retry, or in a provider call.
+pub async fn count_unsent<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(messages::Entity::find()
+        .filter(messages::Column::Status.eq(MessageStatus::Queued.as_str()))
+        .count(db)
+        .await?)
 }
 
 /// Messages due now and not held by any sender (`messaging_delivery_due`).

@@ -285,6 +285,7 @@ mod tests {
             lease_until: None,
             lease_token: None,
             delivery_attempts: 0,
+            traceparent: None,
             request_fingerprint: None,
         }
     }

@@ -466,6 +466,7 @@ async fn insert_messages(
             Column::UpdatedAt,
             Column::RequestFingerprint,
             Column::NextAttemptAt,
+            Column::Traceparent,
         ])
         .values_from_panic(rows.iter().map(|row| {
             let e = row.event;
@@ -490,6 +491,7 @@ async fn insert_messages(
                 Expr::from(e.request_fingerprint.clone()),
                 // Due at once: the delivery stage claims it (inbound messages never are).
                 Expr::from((e.direction == Direction::Outbound).then_some(now)),
+                Expr::from(e.traceparent.clone()),
             ]
         }))
         .on_conflict(

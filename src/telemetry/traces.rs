@@ -4,8 +4,9 @@
 //! ```text
 //! POST /api/messages/sms     server    continues the request's W3C `traceparent`
 //! └─ enqueue                 producer  its context travels in the event's `traceparent`
-//!    └─ process              consumer  one per attempt, in whichever process runs the worker
-//!       └─ provider send     client    outbound messages only
+//!    ├─ process              consumer  one per attempt, in whichever process runs the worker
+//!    └─ deliver              consumer  outbound: one per delivery attempt (the delivery stage)
+//!       └─ provider send     client
 //! ```
 //!
 //! Retries and dead-letter replays carry the same event, so every attempt of a message is a
@@ -102,6 +103,22 @@ impl Tracer {
         system: &'static str,
         events: impl ExactSizeIterator<Item = &'a Event>,
     ) -> BatchTrace {
+        self.consumer_spans("process", system, events)
+    }
+
+    /// The `deliver` span of one delivery attempt of a stored outbound message (the
+    /// delivery stage), a sibling of its `process` span under the span that enqueued it;
+    /// reachable to [`record_outcome`] and [`provider_call`] the same way.
+    pub fn delivery(&self, event: &Event) -> BatchTrace {
+        self.consumer_spans("deliver", "database", std::iter::once(event))
+    }
+
+    fn consumer_spans<'a>(
+        &self,
+        name: &'static str,
+        system: &'static str,
+        events: impl ExactSizeIterator<Item = &'a Event>,
+    ) -> BatchTrace {
         let Some(tracer) = &self.tracer else {
             return BatchTrace(None);
         };
@@ -119,7 +136,7 @@ impl Tracer {
             // The same event twice in one batch (a double replay) shares the first span.
             spans.entry(event.event_id).or_insert_with(|| {
                 let span = tracer
-                    .span_builder("process")
+                    .span_builder(name)
                     .with_kind(SpanKind::Consumer)
                     .with_attributes(attributes)
                     .start_with_context(tracer, &parent);

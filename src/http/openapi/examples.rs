@@ -190,6 +190,25 @@ fn sending(doc: &mut Value) {
             );
         }
     }
+    let in_progress = problem(
+        "idempotency-key-in-progress",
+        "Idempotency key in progress",
+        409,
+        "an earlier request with this Idempotency-Key is still being accepted; retry shortly for its answer",
+    );
+    for operation in ["sendSms", "sendEmail"] {
+        set(
+            doc,
+            operation,
+            Where::Response(409),
+            PROBLEM,
+            &[(
+                "in_progress",
+                "The key's first request not answered yet",
+                in_progress.clone(),
+            )],
+        );
+    }
     let status = |status: &str, provider_id: Value| {
         json!({
             "status": status,
@@ -305,6 +324,12 @@ fn reading(doc: &mut Value) {
         "queue_depth": 0,
         "dlq_size": 0,
         "workers_active": 4,
+        "delivery_due": 0,
+        "delivery_unsent": 0,
+        "providers": [
+            {"provider": "sms", "circuit": "closed", "in_flight": 0},
+            {"provider": "email", "circuit": "closed", "in_flight": 0},
+        ],
         "ready": true,
         "not_ready": null,
         "totals": {"accepted": 2, "rejected": 0, "stored": 2, "duplicates": 0, "sent": 1,

@@ -76,6 +76,7 @@ pub(crate) struct IdempotencyKeyHeader {
         (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub async fn send_sms(
@@ -102,6 +103,7 @@ pub async fn send_sms(
         (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub async fn send_email(
@@ -212,7 +214,7 @@ async fn accept(
         true => match check_header_key(state, &event).await? {
             // A provider's redelivery is enqueued again (the worker finds it stored): its
             // 202 is then backed by this event, not by another request still in flight.
-            Seen::Repeat(_) if derived => false,
+            Seen::Repeat(_) | Seen::InProgress if derived => false,
             // A true repeat: the original answer, nothing enqueued.
             Seen::Repeat(original) => return Ok(accepted(&idempotency_key, original)),
             Seen::Conflict if derived => return Err(ApiError::Conflict(
@@ -220,6 +222,9 @@ async fn accept(
                     .into(),
             )),
             Seen::Conflict => return Err(ApiError::IdempotencyKeyReused),
+            // The first request has not been answered yet: a 202 now could point at an
+            // event that its enqueue then fails to create.
+            Seen::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
             Seen::New => true,
         },
         false => false,
@@ -242,6 +247,9 @@ async fn accept(
             state.recent_keys.release(&idempotency_key, event_id);
         }
         return Err(err);
+    }
+    if reserved {
+        state.recent_keys.confirm(&idempotency_key, event_id);
     }
     span.in_scope(|| {
         tracing::debug!(

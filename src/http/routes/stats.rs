@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::operations;
 use crate::http::{ApiError, AppState};
 use crate::store;
+use crate::telemetry::DeliveryGauges;
 
 /// This process's counters and the gauges an operator watches.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -27,12 +28,33 @@ pub struct Stats {
     pub dlq_size: Option<u64>,
     /// Persistence workers running in this process.
     pub workers_active: i64,
+    /// Outbound messages due for a provider call and not held by a sender (from the
+    /// database: the same in every process); null while the database does not answer.
+    pub delivery_due: Option<u64>,
+    /// Outbound messages not sent or dead-lettered yet: due, waiting for a retry, or in a
+    /// provider call (from the database); null while the database does not answer.
+    pub delivery_unsent: Option<u64>,
+    /// This process's senders, one per provider (none in an API-only process).
+    pub providers: Vec<ProviderState>,
     /// What `/readyz` says of this process.
     pub ready: bool,
     /// Why it is not ready, when it is not.
     pub not_ready: Option<String>,
     /// Counters of this process since it started.
     pub totals: Totals,
+}
+
+/// A provider's sender in this process.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProviderState {
+    /// `sms` or `email`.
+    pub provider: String,
+    /// The circuit breaker: `closed` (calls flow), `half_open` (one trial call), `open`
+    /// (no calls; messages wait, spending no attempts).
+    #[schema(pattern = "^(closed|half_open|open)$")]
+    pub circuit: String,
+    /// Provider calls in flight.
+    pub in_flight: i64,
 }
 
 /// Counters since this process started.
@@ -65,11 +87,36 @@ pub struct Totals {
     responses((status = 200, description = "The summary", body = Stats)),
 )]
 pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (dlq_size, readiness) = futures_util::future::join(
+    let (dlq_size, readiness, (due, unsent)) = futures_util::future::join3(
         store::dead_letters::count_pending(&state.db),
         operations::readyz(state.clone()),
+        futures_util::future::join(
+            store::delivery::count_due(&state.db),
+            store::delivery::count_unsent(&state.db),
+        ),
     )
     .await;
+    let delivery = &state.metrics.delivery;
+    let providers = if state.pipeline.senders.is_empty() {
+        Vec::new()
+    } else {
+        ["sms", "email"]
+            .into_iter()
+            .map(|provider| {
+                let slot = DeliveryGauges::slot(provider);
+                let circuit = match delivery.circuit[slot].load(Ordering::Relaxed) {
+                    0 => "closed",
+                    1 => "half_open",
+                    _ => "open",
+                };
+                ProviderState {
+                    provider: provider.to_string(),
+                    circuit: circuit.to_string(),
+                    in_flight: delivery.in_flight[slot].load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    };
     // During an outage the rest still says what is going on.
     let dlq_size = match dlq_size {
         Ok(n) => {
@@ -89,6 +136,9 @@ pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         queue_depth: state.backend.depth() as u64,
         dlq_size,
         workers_active: state.metrics.workers_active.load(Ordering::Relaxed),
+        delivery_due: due.ok(),
+        delivery_unsent: unsent.ok(),
+        providers,
         ready: readiness.is_ok(),
         not_ready: readiness.err().map(|e| e.to_string()),
         totals: Totals {

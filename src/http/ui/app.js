@@ -135,6 +135,13 @@ function renderStats(stats) {
   // null while the database does not answer.
   setOutput('stat-dlq', stats.dlq_size ?? '–', stats.dlq_size > 0 ? 'bad' : null);
   setOutput('stat-workers', String(stats.workers_active));
+  setOutput('stat-due', stats.delivery_due ?? '–');
+  // The circuit breaker of each provider's sender in this process ('–' without senders).
+  for (const name of ['sms', 'email']) {
+    const p = (stats.providers || []).find((x) => x.provider === name);
+    const label = p ? `${p.circuit.replace('_', '-')}, ${p.in_flight} in flight` : '–';
+    setOutput(`stat-circuit-${name}`, label, p && p.circuit !== 'closed' ? 'bad' : (p ? 'ok' : null));
+  }
   const rates = {};
   for (const field of ['accepted', 'stored', 'sent', 'failed']) {
     rates[field] = rate(stats, before, field, seconds);

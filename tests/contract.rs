@@ -69,6 +69,8 @@ impl Server {
             // dead-letter routes have real ids to find, not only 404s.
             .env("MESSAGING__PROVIDERS__EMAIL__MOCK_ERROR_RATE", "1.0")
             .env("RETRY_MAX_ATTEMPTS", "1")
+            // ... all of them at once: the circuit breaker must not pause the calls.
+            .env("MESSAGING__PROVIDERS__EMAIL__BREAKER_FAILURES", "100000")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -412,8 +412,9 @@ impl Handler<ReplayAll> for DlqActor {
         let (db, backend) = (self.db.clone(), self.backend.clone());
         Box::pin(async move {
             let (mut replayed, mut after) = (0, 0);
+            let upto = dead_letters::last_id(&db).await?;
             loop {
-                let page = dead_letters::pending_after(&db, after, REPLAY_PAGE).await?;
+                let page = dead_letters::pending_after(&db, after, upto, REPLAY_PAGE).await?;
                 let Some(last) = page.last() else {
                     return Ok(replayed);
                 };

@@ -19,9 +19,9 @@ use crate::providers::Provider;
 #[rtype(result = "()")]
 pub struct Due;
 
-/// Stop claiming and wait (up to the deadline) for the calls in flight to settle; those
-/// still in flight then are given back (due at once, for another process). Returns how
-/// many were given back.
+/// Send what is due and wait (up to the deadline) for the calls in flight to settle, then
+/// stop claiming; calls still in flight at the deadline are given back (due at once, for
+/// another process). Returns how many were given back.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Drain(pub Instant);
@@ -81,21 +81,24 @@ impl Handler<Drain> for Sender {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, Drain(deadline): Drain, _: &mut Self::Context) -> Self::Result {
-        self.lane.stop();
         let lane = self.lane.clone();
         Box::pin(async move {
+            // What is due is still sent (the ingest queue was drained into the database
+            // just before), unless the provider's circuit is open; then no claims.
             loop {
-                let busy = {
-                    let state = lane.state.borrow();
-                    state.in_flight + usize::from(state.settling)
-                };
-                if busy == 0 {
-                    return 0;
+                if lane.idle() && (lane.circuit_open() || !lane.has_due().await) {
+                    lane.stop();
+                    // A claim may have started meanwhile: let it finish.
+                    if lane.idle() {
+                        return 0;
+                    }
                 }
                 if Instant::now() >= deadline {
+                    lane.stop();
                     return lane.give_back_in_flight().await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                actix::spawn(lane.clone().claim());
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     }

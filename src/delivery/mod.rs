@@ -118,8 +118,23 @@ impl Lane {
         self.state.borrow().breaker.state(Instant::now())
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.state.borrow().in_flight
+    /// No claim, call or settlement under way.
+    pub fn idle(&self) -> bool {
+        let state = self.state.borrow();
+        state.in_flight == 0 && !state.claiming && !state.settling
+    }
+
+    pub fn circuit_open(&self) -> bool {
+        self.circuit() == Circuit::Open
+    }
+
+    /// Whether messages of this lane are due now (an unreadable answer counts as none).
+    pub async fn has_due(&self) -> bool {
+        let db = self.deps.writer.connection();
+        delivery::count_due_on(db, &self.channels)
+            .await
+            .unwrap_or(0)
+            > 0
     }
 
     pub(crate) fn publish_gauges(&self) {

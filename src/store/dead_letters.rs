@@ -200,16 +200,32 @@ pub async fn get(db: &DatabaseConnection, id: i64) -> Result<Option<Model>, Stor
     Ok(Entity::find_by_id(id).one(db).await?)
 }
 
-/// Up to `limit` dead letters not replayed yet with an id above `after`, oldest first
-/// (replay-all walks them page by page instead of loading them whole).
+/// The newest dead letter's id (0 when there is none).
+pub async fn last_id(db: &DatabaseConnection) -> Result<i64, StoreError> {
+    let last: Option<i64> = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .order_by_desc(Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(last.unwrap_or(0))
+}
+
+/// Up to `limit` dead letters not replayed yet with an id above `after` and at most
+/// `upto`, oldest first (replay-all walks them page by page instead of loading them whole,
+/// and stops at those that existed when it began: a replay that fails again must not feed
+/// the walk forever).
 pub async fn pending_after(
     db: &DatabaseConnection,
     after: i64,
+    upto: i64,
     limit: u64,
 ) -> Result<Vec<Model>, StoreError> {
     Ok(Entity::find()
         .filter(Column::ReplayedAt.is_null())
         .filter(Column::Id.gt(after))
+        .filter(Column::Id.lte(upto))
         .order_by_asc(Column::Id)
         .limit(limit)
         .all(db)

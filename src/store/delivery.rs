@@ -326,6 +326,21 @@ pub async fn count_unsent<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError>
         .await?)
 }
 
+/// Messages of `channels` due now and not held by any sender.
+pub async fn count_due_on<C: ConnectionTrait>(
+    db: &C,
+    channels: &[Channel],
+) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    Ok(messages::Entity::find()
+        .filter(messages::Column::Status.eq(MessageStatus::Queued.as_str()))
+        .filter(messages::Column::NextAttemptAt.lte(Utc::now()))
+        .filter(messages::Column::Channel.is_in(names))
+        .count(db)
+        .await?)
+}
+
 /// Messages due now and not held by any sender (`messaging_delivery_due`).
 pub async fn count_due<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;

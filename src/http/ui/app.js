@@ -135,7 +135,8 @@ function renderStats(stats) {
   // null while the database does not answer.
   setOutput('stat-dlq', stats.dlq_size ?? '–', stats.dlq_size > 0 ? 'bad' : null);
   setOutput('stat-workers', String(stats.workers_active));
-  setOutput('stat-due', stats.delivery_due ?? '–');
+  // Outbound messages stored and not yet sent or dead-lettered: due, retrying or in a call.
+  setOutput('stat-unsent', stats.delivery_unsent ?? '–');
   // The circuit breaker of each provider's sender in this process ('–' without senders).
   for (const name of ['sms', 'email']) {
     const p = (stats.providers || []).find((x) => x.provider === name);

@@ -75,6 +75,8 @@ pub struct Application {
     state: AppState,
     /// The admin key created at this start (first start, no key yet), to be shown once.
     initial_admin_key: Option<String>,
+    /// Refreshes the gauges for OTLP pushes (export enabled only).
+    gauge_refresh: Option<http::GaugeRefresh>,
 }
 
 impl Application {
@@ -276,9 +278,10 @@ impl Application {
             recent_keys: Arc::new(RecentKeys::new(RECENT_KEYS)),
             checkpointer,
         };
-        if settings.telemetry.otlp_enabled() {
-            http::refresh_gauges_every(state.clone(), settings.telemetry.otlp_interval);
-        }
+        let gauge_refresh = settings
+            .telemetry
+            .otlp_enabled()
+            .then(|| http::refresh_gauges_every(state.clone(), settings.telemetry.otlp_interval));
         let data = web::Data::new(state.clone());
         let body_limit = settings.server.body_limit;
         // Signals are handled by the binary (see `run_until_signalled`), which must drain
@@ -312,6 +315,7 @@ impl Application {
             server,
             state,
             initial_admin_key,
+            gauge_refresh,
         })
     }
 
@@ -328,6 +332,11 @@ impl Application {
     /// logged, and only its hash is stored).
     pub fn take_initial_admin_key(&mut self) -> Option<String> {
         self.initial_admin_key.take()
+    }
+
+    /// The OTLP gauge refresher, for the shutdown to stop before the pools close.
+    pub fn take_gauge_refresh(&mut self) -> Option<http::GaugeRefresh> {
+        self.gauge_refresh.take()
     }
 
     pub fn server_handle(&self) -> ServerHandle {

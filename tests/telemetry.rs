@@ -420,7 +420,10 @@ impl Process {
         let stderr = self.stderr.lock().unwrap().clone();
         stderr
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|_| panic!("not JSON: {line:?} in\n{stderr}"))
+            })
             .collect()
     }
 }

@@ -39,6 +39,7 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
     let spill = app.state().spill.clone();
     let metrics = app.state().metrics.clone();
     let auth = app.state().auth.clone();
+    let gauges = app.take_gauge_refresh();
     let server = app.server_handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
 
@@ -73,6 +74,9 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
     }
     let left = queue.send(Close).await.map_err(runtime)?;
     let saved = save_queued(&db, &spill, left).await;
+    if let Some(gauges) = gauges {
+        gauges.stop().await;
+    }
     // The last OTLP push (metrics and buffered spans); a no-op without export.
     metrics.shutdown();
     // Closed here, inside the runtime: a pooled connection dropped after it has stopped

@@ -21,7 +21,7 @@ pub(crate) use hygiene::request_context;
 pub(crate) use middleware::{observe_request, request_trace, require_json_accept};
 pub use routes::stats::{Stats, Totals};
 pub use routes::{
-    configure, configure_operations, refresh_gauges_every, table as route_table, Endpoint, Guard,
-    API_SCOPE,
+    configure, configure_operations, refresh_gauges_every, table as route_table, Endpoint,
+    GaugeRefresh, Guard, API_SCOPE,
 };
 pub use state::AppState;

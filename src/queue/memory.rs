@@ -331,6 +331,10 @@ impl QueueBackend for MemoryQueue {
             if state.closed {
                 Err(QueueError::Closed)
             } else {
+                // Counted like published events, or finishing them would drive the byte
+                // count below what the queue holds (a restore then admitted too much).
+                let bytes: usize = events.iter().map(Event::approx_bytes).sum();
+                state.bytes = state.bytes.saturating_add(bytes);
                 state.ready.extend(events);
                 Ok(())
             }
@@ -476,6 +480,27 @@ mod tests {
         assert_eq!(queue.depth(), 3);
         // Once closed and taken, nothing is held.
         assert_eq!(queue.close_and_take().len(), 3);
+    }
+
+    #[actix_web::test]
+    async fn republished_events_count_their_bytes_until_finished() {
+        let big = |key: &str| Event {
+            body: "x".repeat(64 * 1024),
+            ..event(key)
+        };
+        let size = big("a").approx_bytes();
+        let queue = MemoryQueue::bounded(10_000, 2 * size, Duration::ZERO);
+        // A restore (or a replay) puts events back without a publish.
+        queue.republish(vec![big("a"), big("b")]).await.unwrap();
+        assert_eq!(queue.state().bytes, 2 * size);
+        assert!(
+            matches!(queue.publish(big("c")).await, Err(QueueError::Full { .. })),
+            "restored events take their room"
+        );
+        for delivery in take(&queue, 10).await {
+            delivery.ack().await.unwrap();
+        }
+        assert_eq!(queue.state().bytes, 0, "no drift once they are finished");
     }
 
     #[actix_web::test]

@@ -25,7 +25,7 @@ use super::openapi;
 use super::ui;
 use super::{require_json_accept, ApiError, AppState};
 
-pub use operations::refresh_gauges_every;
+pub use operations::{refresh_gauges_every, GaugeRefresh};
 
 /// Who may call a route: the authentication guard its resource is wrapped in (SPEC §11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,6 +98,15 @@ pub async fn healthz() -> HttpResponse {
     ),
 )]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let checks = readiness(&state).await.map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(Ready {
+        status: ReadyStatus::Ready,
+        checks,
+    }))
+}
+
+/// What `/readyz` answers: the checks, or the detail of a 503.
+async fn readiness(state: &AppState) -> Result<ReadyChecks, String> {
     let (database, queue, pipeline) = futures_util::future::join3(
         store::health::check(&state.db, &state.writer),
         state.backend.check(),
@@ -118,23 +127,17 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         down.extend(pipeline.down);
     }
     if !down.is_empty() {
-        return Err(ApiError::Unavailable(format!(
-            "not ready: {}",
-            down.join(", ")
-        )));
+        return Err(format!("not ready: {}", down.join(", ")));
     }
-    let worker_status = match pipeline.workers_alive {
+    let workers = match pipeline.workers_alive {
         Some(alive) => format!("{alive} running"),
         None => "disabled".to_string(),
     };
-    Ok(HttpResponse::Ok().json(Ready {
-        status: ReadyStatus::Ready,
-        checks: ReadyChecks {
-            database: "ok",
-            queue: state.backend.name(),
-            workers: worker_status,
-        },
-    }))
+    Ok(ReadyChecks {
+        database: "ok",
+        queue: state.backend.name(),
+        workers,
+    })
 }
 
 /// A queue error in a few words.
@@ -159,7 +162,7 @@ fn queue_problem(err: &QueueError) -> &'static str {
 )]
 // Its gauges are refreshed first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    refresh_gauges(state.clone()).await;
+    refresh_gauges(&state).await;
     let (text, content_type) = state.metrics.render();
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
@@ -168,10 +171,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// Reads what the gauges cannot compute themselves: the dead-letter count from the database
 /// and the due deliveries (right whichever process wrote them) and readiness, as `/readyz` sees it.
-async fn refresh_gauges(state: web::Data<AppState>) {
+async fn refresh_gauges(state: &AppState) {
     let (dead_letters, ready, due) = futures_util::future::join3(
         store::dead_letters::count_pending(&state.db),
-        readyz(state.clone()),
+        readiness(state),
         store::delivery::count_due(&state.db),
     )
     .await;
@@ -187,13 +190,34 @@ async fn refresh_gauges(state: web::Data<AppState>) {
 }
 
 /// Refreshes the gauges every `period` for OTLP pushes, which no scrape precedes.
-pub fn refresh_gauges_every(state: AppState, period: Duration) {
-    let state = web::Data::new(state);
-    actix_web::rt::spawn(async move {
+pub fn refresh_gauges_every(state: AppState, period: Duration) -> GaugeRefresh {
+    let looping = state.clone();
+    // On tokio's runtime rather than the System's local set: a runtime drops its tasks with
+    // its context entered, so a query cut off there returns its connection (a local set
+    // drops them after, where sqlx panics; in-process tests end that way).
+    let task = tokio::spawn(async move {
         let mut tick = actix_web::rt::time::interval(period);
         loop {
             tick.tick().await;
-            refresh_gauges(state.clone()).await;
+            refresh_gauges(&looping).await;
         }
     });
+    GaugeRefresh { task, state }
+}
+
+/// The OTLP gauge refresher; stopped by `serve` before the database pools close.
+pub struct GaugeRefresh {
+    task: tokio::task::JoinHandle<()>,
+    state: AppState,
+}
+
+impl GaugeRefresh {
+    /// Ends the loop (inside the runtime: a pooled connection it held is returned, not
+    /// dropped after the runtime, where sqlx panics) and refreshes once more for the
+    /// last push.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        refresh_gauges(&self.state).await;
+    }
 }

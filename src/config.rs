@@ -416,6 +416,8 @@ pub struct ProvidersSettings {
 pub enum ProviderKind {
     Mock,
     Http,
+    /// Twilio's Messages API (SMS and MMS only; see `providers::twilio`).
+    Twilio,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +453,20 @@ pub struct ProviderSettings {
     /// How long an open circuit stays open before one trial call.
     #[serde(deserialize_with = "duration")]
     pub breaker_cooldown: Duration,
+    /// kind = "twilio": the account (`AC` and 32 hex digits).
+    #[serde(default)]
+    pub account_sid: String,
+    /// kind = "twilio": the account's auth token, or read from `auth_token_file`.
+    #[serde(default)]
+    pub auth_token: Secret,
+    #[serde(default)]
+    pub auth_token_file: String,
+    /// kind = "twilio": where Twilio's API is ("" = https://api.twilio.com).
+    #[serde(default)]
+    pub base_url: String,
+    /// kind = "twilio": send through this Messaging Service instead of from `from`.
+    #[serde(default)]
+    pub messaging_service_sid: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -577,6 +593,20 @@ impl Settings {
                 settings.database.resolve_sqlite_path(&dir);
             }
         }
+        for (name, p) in [
+            ("sms", &mut settings.providers.sms),
+            ("email", &mut settings.providers.email),
+        ] {
+            if p.auth_token.is_empty() && !p.auth_token_file.is_empty() {
+                let token = std::fs::read_to_string(&p.auth_token_file).map_err(|e| {
+                    invalid(
+                        &format!("providers.{name}.auth_token_file"),
+                        format!("cannot read {}: {e}", p.auth_token_file),
+                    )
+                })?;
+                p.auth_token = Secret::new(token.trim());
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -653,6 +683,9 @@ impl Settings {
                     &format!("providers.{name}.url"),
                     "accepts an http:// or https:// URL when kind = \"http\"",
                 ));
+            }
+            if p.kind == ProviderKind::Twilio {
+                validate_twilio(name, p)?;
             }
             if !p.ca_file.is_empty() {
                 crate::providers::tls_config(&p.ca_file)
@@ -828,6 +861,50 @@ fn load_error(err: config::ConfigError) -> SettingsError {
 /// The longest duration a setting takes: longer ones would overflow the clock arithmetic
 /// of timers, and no wait of this service is meant to outlast a century.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A Twilio provider needs its account, a token, and URLs that are URLs.
+fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    if name != "sms" {
+        return Err(invalid(
+            &key("kind"),
+            "accepts \"twilio\" for sms only (email: mock, http)",
+        ));
+    }
+    let sid = |value: &str, prefix: &str| {
+        value.len() == 34
+            && value.starts_with(prefix)
+            && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if !sid(&p.account_sid, "AC") {
+        return Err(invalid(
+            &key("account_sid"),
+            "needs the account SID (AC followed by 32 hex digits) when kind = \"twilio\"",
+        ));
+    }
+    if p.auth_token.is_empty() {
+        return Err(invalid(
+            &key("auth_token"),
+            "needs the auth token (or auth_token_file) when kind = \"twilio\"",
+        ));
+    }
+    if !p.messaging_service_sid.is_empty() && !sid(&p.messaging_service_sid, "MG") {
+        return Err(invalid(
+            &key("messaging_service_sid"),
+            "accepts a Messaging Service SID (MG followed by 32 hex digits)",
+        ));
+    }
+    let parsed = url::Url::parse(&p.base_url);
+    if !p.base_url.is_empty()
+        && !matches!(&parsed, Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    {
+        return Err(invalid(
+            &key("base_url"),
+            "accepts an http:// or https:// URL",
+        ));
+    }
+    Ok(())
+}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -1242,5 +1319,78 @@ mod tests {
         assert_eq!(database.pool_size(), 10);
         database.max_connections = 3;
         assert_eq!(database.pool_size(), 3);
+    }
+
+    #[test]
+    fn a_twilio_provider_needs_its_account_and_token() {
+        let load = |vars: &[(&str, &str)]| {
+            Settings::load(&Sources {
+                file: None,
+                env: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        };
+        let account = (
+            "MESSAGING__PROVIDERS__SMS__ACCOUNT_SID",
+            "AC0123456789abcdef0123456789abcdef",
+        );
+        let twilio = ("MESSAGING__PROVIDERS__SMS__KIND", "twilio");
+        let refused = |vars: &[(&str, &str)]| match load(vars) {
+            Err(SettingsError::Invalid { key, .. }) => key,
+            other => panic!("{vars:?} accepted: {other:?}"),
+        };
+        assert_eq!(refused(&[twilio]), "providers.sms.account_sid");
+        assert_eq!(refused(&[twilio, account]), "providers.sms.auth_token");
+        assert_eq!(
+            refused(&[
+                ("MESSAGING__PROVIDERS__EMAIL__KIND", "twilio"),
+                ("MESSAGING__PROVIDERS__EMAIL__ACCOUNT_SID", account.1),
+                ("MESSAGING__PROVIDERS__EMAIL__AUTH_TOKEN", "token"),
+            ]),
+            "providers.email.kind"
+        );
+        let token = ("MESSAGING__PROVIDERS__SMS__AUTH_TOKEN", "token");
+        assert_eq!(
+            refused(&[
+                twilio,
+                account,
+                token,
+                ("MESSAGING__PROVIDERS__SMS__BASE_URL", "api.twilio.com")
+            ]),
+            "providers.sms.base_url"
+        );
+        assert_eq!(
+            refused(&[
+                twilio,
+                account,
+                token,
+                ("MESSAGING__PROVIDERS__SMS__MESSAGING_SERVICE_SID", "MGxyz")
+            ]),
+            "providers.sms.messaging_service_sid"
+        );
+        assert!(load(&[twilio, account, token]).is_ok());
+
+        // The token from a file (a mounted secret), its line end trimmed.
+        let file = std::env::temp_dir().join(format!("twilio-token-{}", std::process::id()));
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let path = file.display().to_string();
+        let s = load(&[
+            twilio,
+            account,
+            ("MESSAGING__PROVIDERS__SMS__AUTH_TOKEN_FILE", &path),
+        ])
+        .unwrap();
+        assert_eq!(s.providers.sms.auth_token.expose(), "from-a-file");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            refused(&[
+                twilio,
+                account,
+                ("MESSAGING__PROVIDERS__SMS__AUTH_TOKEN_FILE", &path)
+            ]),
+            "providers.sms.auth_token_file"
+        );
     }
 }

@@ -15,16 +15,8 @@ SECS=${1:-20}
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN)" >&2; exit 1; }
 
-freeport() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_ticks() {  # every PostgreSQL process of the machine (the backends come and go)
-    local total=0 pid
-    for pid in $(pgrep -x postgres); do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
-    echo "$total"
-}
-per_msg() { python3 -c "print(round(($2) * 1e6 / $(getconf CLK_TCK) / $1))"; }  # MESSAGES TICKS -> µs
-metric() { curl -s "$1/metrics" | awk -v m="$2" '$0 ~ "^"m {s += $NF} END {print s + 0}'; }
-wait_ready() { for _ in $(seq 300); do curl -sf "$1/readyz" >/dev/null && return; sleep 0.1; done; echo "$1 not ready" >&2; exit 1; }
+# shellcheck source=bench/probes/lib.sh
+source "$ROOT/bench/probes/lib.sh"
 
 work=$(mktemp -d /tmp/nats-split.XXXXXX)
 db=nats_split_$$

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -75,35 +76,96 @@ struct Accepted {
 
 impl HttpProvider {
     pub fn new(name: &'static str, settings: &ProviderSettings) -> Self {
-        // The settings were validated at load, ca_file included; should the file have
-        // changed since, the provider still works with the public roots.
-        let tls = tls_config(&settings.ca_file).unwrap_or_else(|err| {
-            tracing::error!(provider = name, error = %err, "ignoring providers.{name}.ca_file");
-            tls_config("").expect("the public roots load")
-        });
         HttpProvider {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             name,
             url: settings.url.clone(),
             timeout: settings.timeout,
-            tls: Arc::new(tls),
+            tls: provider_tls(name, &settings.ca_file),
         }
     }
 
     fn client(&self) -> awc::Client {
-        CLIENTS.with(|clients| {
-            clients
-                .borrow_mut()
-                .entry(self.id)
-                .or_insert_with(|| {
-                    awc::Client::builder()
-                        .disable_timeout()
-                        .connector(awc::Connector::new().rustls_0_23(self.tls.clone()))
-                        .finish()
-                })
-                .clone()
-        })
+        pooled_client(self.id, &self.tls)
     }
+}
+
+/// The TLS configuration of provider `name`. The settings were validated at load,
+/// `ca_file` included; should the file have changed since, the provider still works with
+/// the public roots.
+pub(super) fn provider_tls(name: &str, ca_file: &str) -> Arc<rustls::ClientConfig> {
+    let tls = tls_config(ca_file).unwrap_or_else(|err| {
+        tracing::error!(provider = name, error = %err, "ignoring providers.{name}.ca_file");
+        tls_config("").expect("the public roots load")
+    });
+    Arc::new(tls)
+}
+
+/// A provider's id for the per-thread client cache.
+pub(super) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// This thread's client of the provider `id` (its connections pooled).
+pub(super) fn pooled_client(id: u64, tls: &Arc<rustls::ClientConfig>) -> awc::Client {
+    CLIENTS.with(|clients| {
+        clients
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| {
+                awc::Client::builder()
+                    .disable_timeout()
+                    .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+                    .finish()
+            })
+            .clone()
+    })
+}
+
+/// What a provider answered: its status, its `Retry-After`, and its body (64 KiB at most).
+pub(super) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as text for an error message (200 characters at most).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(200)
+            .collect()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_slice(&self.body).map_err(|e| ProviderError::BadResponse(e.to_string()))
+    }
+}
+
+/// Sends a request (its timeout set to `timeout`) and reads the answer.
+pub(super) async fn answer_of(
+    sent: awc::SendClientRequest,
+    timeout: Duration,
+) -> Result<Answer, ProviderError> {
+    let mut response = sent.await.map_err(|err| match err {
+        awc::error::SendRequestError::Timeout => ProviderError::Timeout(timeout),
+        other => ProviderError::Unreachable(other.to_string()),
+    })?;
+    let body = response
+        .body()
+        .limit(64 * 1024)
+        .await
+        .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+    Ok(Answer {
+        status: response.status().as_u16(),
+        retry_after: retry_after(response.headers()),
+        body,
+    })
 }
 
 fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
@@ -127,25 +189,15 @@ impl Provider for HttpProvider {
             .timeout(self.timeout);
         let timeout = self.timeout;
         async move {
-            let mut response = request.send_json(&message).await.map_err(|err| match err {
-                awc::error::SendRequestError::Timeout => ProviderError::Timeout(timeout),
-                other => ProviderError::Unreachable(other.to_string()),
-            })?;
-            let status = response.status();
-            let body = response
-                .body()
-                .limit(64 * 1024)
-                .await
-                .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
-            if !status.is_success() {
+            let answer = answer_of(request.send_json(&message), timeout).await?;
+            if !answer.is_success() {
                 return Err(ProviderError::Status {
-                    status: status.as_u16(),
-                    message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-                    retry_after: retry_after(response.headers()),
+                    status: answer.status,
+                    message: answer.text(),
+                    retry_after: answer.retry_after,
                 });
             }
-            let accepted: Accepted = serde_json::from_slice(&body)
-                .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+            let accepted: Accepted = answer.json()?;
             Ok(Receipt {
                 provider_message_id: accepted.id,
             })

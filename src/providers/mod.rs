@@ -1,7 +1,9 @@
-//! Delivery of outbound messages to the (mocked) SMS/MMS and email providers.
+//! Delivery of outbound messages to the SMS/MMS and email providers: an in-process mock,
+//! a generic JSON-over-HTTP endpoint, or Twilio's Messages API.
 
 mod http;
 mod mock;
+mod twilio;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use serde::Serialize;
 
 pub use http::{tls_config, HttpProvider};
 pub use mock::MockProvider;
+pub use twilio::TwilioProvider;
 
 use crate::config::{ProviderKind, ProviderSettings, ProvidersSettings};
 use crate::domain::{Channel, Event};
@@ -129,5 +132,6 @@ fn build(name: &'static str, settings: &ProviderSettings) -> Arc<dyn Provider> {
     match settings.kind {
         ProviderKind::Mock => Arc::new(MockProvider::new(name, settings)),
         ProviderKind::Http => Arc::new(HttpProvider::new(name, settings)),
+        ProviderKind::Twilio => Arc::new(TwilioProvider::new(name, settings)),
     }
 }

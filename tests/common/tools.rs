@@ -39,7 +39,7 @@ fn hint(tool: &str) -> String {
 
 /// Tools that come from tests/ui/package.json rather than tests/requirements.txt.
 fn npm_tool(tool: &str) -> bool {
-    matches!(tool, "redocly" | "openapi-typescript" | "tsc")
+    matches!(tool, "redocly" | "openapi-typescript" | "tsc" | "prism")
 }
 
 fn venv() -> PathBuf {

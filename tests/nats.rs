@@ -996,11 +996,24 @@ async fn post_keyed(
 /// except keys whose call was in flight in the killed worker: at most twice, and only
 /// those.
 #[actix_web::test]
-async fn under_chaos_every_message_is_accepted_by_its_provider_once() {
+async fn under_chaos_every_message_is_accepted_by_its_provider_once_postgres() {
     if common::require_tool("nats-server").is_none() {
         return;
     }
-    let database = postgres().await;
+    chaos(postgres().await).await;
+}
+
+/// The same with the three processes on one SQLite file (its single writer serializes the
+/// senders' claims instead of `SKIP LOCKED`).
+#[actix_web::test]
+async fn under_chaos_every_message_is_accepted_by_its_provider_once_sqlite() {
+    if common::require_tool("nats-server").is_none() {
+        return;
+    }
+    chaos(TestDatabase::create(Db::Sqlite).await).await;
+}
+
+async fn chaos(database: TestDatabase) {
     let mut nats = NatsServer::start().await;
     let rejected = 10;
     let call_takes = Duration::from_secs(2);

@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entity::{message_bodies, messages};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+    Value,
 };
 use uuid::Uuid;
 
@@ -85,7 +86,21 @@ pub async fn claim(
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let rows = {
         let _turn = writer.take_turn().await;
-        let rows = db.query_all_raw(statement).await?;
+        let rows = match backend {
+            DbBackend::Postgres => {
+                // Rows written faster than the statistics follow (a burst, a new table)
+                // leave the planner expecting a few due rows: it then sorts every due row
+                // to take the first `limit` (45 ms for 44,000) instead of reading the due
+                // index in order (1 ms). Sorting is never the better plan for this query.
+                let txn = db.begin().await?;
+                txn.execute_unprepared("SET LOCAL enable_sort = off")
+                    .await?;
+                let rows = txn.query_all_raw(statement).await?;
+                txn.commit().await?;
+                rows
+            }
+            _ => db.query_all_raw(statement).await?,
+        };
         // A claim that wrote rows proves the database takes writes; a failed one is not
         // reported (it would start an outage that only ingest's writes could end).
         if !rows.is_empty() {

@@ -13,7 +13,7 @@ use crate::actors::faults::{FaultHook, Faults};
 use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
-use crate::actors::sender::SenderSpec;
+use crate::actors::sender::{SenderSpec, Senders};
 use crate::actors::worker::{BeforePersist, WorkerDeps, WorkerThread};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler, Sender};
 use crate::config::{QueueBackendKind, Settings};
@@ -231,7 +231,12 @@ impl Application {
                 writer: writer.clone(),
                 retry: retry.clone(),
                 metrics: metrics.clone(),
-                senders: senders.clone(),
+                // Workers run where senders do (both need `worker.enabled`).
+                senders: Senders {
+                    sms: senders[0].clone(),
+                    email: senders[1].clone(),
+                    lease: settings.delivery.lease,
+                },
                 before_persist: hooks.before_persist,
                 max_attempts: settings.retry.max_attempts,
                 queue: backend.name(),

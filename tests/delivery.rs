@@ -248,3 +248,43 @@ async fn no_202_for_a_key_whose_first_request_is_not_enqueued_yet() {
         "{codes:?}"
     );
 }
+
+/// Outbound messages stored in batches far larger than the provider's `concurrency` are
+/// handed to the sender with their insert: what it has no room for waits for the calls in
+/// flight or, beyond one more round, is given back and claimed. Every message is sent
+/// exactly once, on its first attempt, and none waits for its lease to run out.
+#[actix_web::test]
+async fn a_sender_with_little_room_sends_every_stored_message_once() {
+    for db in databases() {
+        let stub = StubProvider::start(Vec::new(), Answer::Slow(Duration::from_millis(20)));
+        let database = TestDatabase::create(db).await;
+        let mut settings = common::test_settings(&database.url);
+        configure(&mut settings, &stub);
+        settings.providers.sms.concurrency = 2;
+        // A message given back waits for no lease: this one would outlast the test.
+        settings.delivery.lease = Duration::from_secs(3600);
+        let hooks = hooks(&settings);
+        let app = spawn_on(database, move |s| *s = settings, hooks).await;
+        let bodies = (0..200)
+            .map(|i| sms("+12016661234", "+18045551234", &format!("little room {i}")))
+            .collect();
+        let keys = post_all(&app, "/api/messages/sms", bodies).await;
+        eventually(Duration::from_secs(60), "every message sent", || async {
+            count(&app, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
+                == keys.len() as i64
+        })
+        .await;
+        for key in &keys {
+            assert_eq!(stub.accepted(key), 1, "{db:?}: {key} sent once");
+        }
+        let attempts = count(
+            &app,
+            "SELECT CAST(MAX(delivery_attempts) AS BIGINT) FROM messages",
+        )
+        .await;
+        assert_eq!(
+            attempts, 1,
+            "{db:?}: a message given back does not spend an attempt"
+        );
+    }
+}

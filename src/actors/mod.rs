@@ -4,7 +4,8 @@
 //! HTTP handlers --Enqueue--> QueueActor --ProcessBatch--> PersistenceWorker (pool, supervised)
 //! PersistenceWorker --Failed--> RetryScheduler --retry later--> queue backend
 //!                                             --DeadLetter--> DlqActor
-//! PersistenceWorker --Due--> Sender (one per provider) --claims due messages--> database
+//! PersistenceWorker --Take (stored, leased)--> Sender (one per provider) --calls--> provider
+//! Sender --claims due messages (retries, given back, leases run out)--> database
 //! Sender --DeliveryFailed--> RetryScheduler (decides) ; Sender --ParkDelivery--> DlqActor
 //! ```
 //! Ingest ends at the commit; delivery is its own stage, driven from the database

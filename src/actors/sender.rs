@@ -1,7 +1,8 @@
 //! Sender: one supervised actor per provider, on a thread of its own, running that
-//! provider's delivery lane (see [`crate::delivery`]). Told `Due` when this process stores
-//! outbound messages, and looking every `delivery.poll_interval` for what it was not told
-//! about (retries coming due, messages stored by another process, leases run out).
+//! provider's delivery lane (see [`crate::delivery`]). Handed (`Take`) the outbound
+//! messages this process's workers have just stored, leased for it in the same insert, and
+//! looking every `delivery.poll_interval` for the rest (retries coming due, messages given
+//! back or stored by another process, leases run out).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,12 +13,32 @@ use actix::prelude::*;
 use super::supervision::Ping;
 use crate::config::ProviderSettings;
 use crate::delivery::{Lane, LaneDeps};
+use crate::domain::Channel;
 use crate::providers::Provider;
+use crate::store::delivery::Held;
 
-/// There are new due messages.
+/// Outbound messages just stored under a lease for this sender: call them now.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Due;
+pub struct Take(pub Vec<Held>);
+
+/// The senders of a process, by provider, for the workers that hand them messages.
+#[derive(Clone)]
+pub struct Senders {
+    pub sms: Addr<Sender>,
+    pub email: Addr<Sender>,
+    /// `delivery.lease`: how long a handed-over message is held.
+    pub lease: Duration,
+}
+
+impl Senders {
+    pub fn for_channel(&self, channel: Channel) -> &Addr<Sender> {
+        match channel {
+            Channel::Sms | Channel::Mms => &self.sms,
+            Channel::Email => &self.email,
+        }
+    }
+}
 
 /// Send what is due and wait (up to the deadline) for the calls in flight to settle, then
 /// stop claiming; calls still in flight at the deadline are given back (due at once, for
@@ -69,11 +90,11 @@ impl Supervised for Sender {
     }
 }
 
-impl Handler<Due> for Sender {
+impl Handler<Take> for Sender {
     type Result = ();
 
-    fn handle(&mut self, _: Due, _: &mut Self::Context) {
-        self.kick();
+    fn handle(&mut self, Take(held): Take, _: &mut Self::Context) {
+        actix::spawn(self.lane.clone().take(held));
     }
 }
 
@@ -98,6 +119,7 @@ impl Handler<Drain> for Sender {
                     return lane.give_back_in_flight().await;
                 }
                 actix::spawn(lane.clone().claim());
+                actix::spawn(lane.clone().start_pending());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -1,8 +1,9 @@
 //! PersistenceWorker: stores a batch of events in one transaction and acks them.
 //!
 //! Ingest ends at the commit: successes are acked on the queue then, outbound messages
-//! included, which are due work in the database from that moment; the senders of the
-//! delivery stage are told (`Due`) and call the providers. Each failure is claimed and
+//! included, which are stored leased for this process's senders (`Take`: they call the
+//! providers at once, no claim needed) and are due work for any sender should this one
+//! not settle them before the lease ends. Each failure is claimed and
 //! goes to the RetryScheduler, which settles it. A panic
 //! while processing is caught (actix would otherwise kill the actor for good): the worker
 //! reports the batch as failed and stops itself, and its Supervisor restarts it.
@@ -18,11 +19,12 @@ use futures_util::FutureExt;
 
 use super::faults::{Faults, Site};
 use super::retry::{Failed, RetryScheduler};
-use super::sender::{Due, Sender};
+use super::sender::{Senders, Take};
 use super::supervision::{self, Ping};
 use super::ProcessingError;
-use crate::domain::{Direction, Event};
+use crate::domain::{Channel, Direction, Event};
 use crate::queue::Delivery;
+use crate::store::delivery::{Held, NewLease};
 use crate::store::outage::Hold;
 use crate::store::status::MessageStatus;
 use crate::store::writer::{MessageWriter, Persisted};
@@ -40,8 +42,8 @@ pub struct WorkerDeps {
     pub writer: MessageWriter,
     pub retry: Addr<RetryScheduler>,
     pub metrics: Arc<Metrics>,
-    /// The delivery stage's senders, told when outbound messages were stored.
-    pub senders: Vec<Addr<Sender>>,
+    /// The delivery stage's senders, handed the outbound messages this worker stores.
+    pub senders: Senders,
     pub before_persist: Option<BeforePersist>,
     /// `retry.max_attempts`: an event delivered this often already is not processed again.
     pub max_attempts: u32,
@@ -185,8 +187,9 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
             ),
         }
     }
-    let stored = store(&deps.writer, &valid).await;
-    let mut due = false;
+    let lease = NewLease::new(deps.senders.lease);
+    let stored = store(&deps.writer, &valid, &lease).await;
+    let (mut sms, mut email) = (Vec::new(), Vec::new());
     let mut done = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
@@ -195,19 +198,36 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
             }
             Ok(persisted) => {
                 record_stored(&deps, &delivery.event, &persisted, started);
+                // Only what this batch inserted is under its lease (a repeat is not).
                 let outbound = delivery.event.direction == Direction::Outbound;
-                due |= outbound && persisted.status == MessageStatus::Queued;
+                if outbound && persisted.inserted && persisted.status == MessageStatus::Queued {
+                    let mut event = delivery.event.as_ref().clone();
+                    // Its first provider attempt.
+                    event.attempt = 0;
+                    let held = Held {
+                        id: persisted.message_id,
+                        lease_token: lease.token.clone(),
+                        event: Ok(event),
+                    };
+                    match delivery.event.channel {
+                        Channel::Email => email.push(held),
+                        Channel::Sms | Channel::Mms => sms.push(held),
+                    }
+                }
                 done.push(delivery);
             }
             Err(err) => fail(&deps, delivery, err.into(), started),
         }
     }
-    if due {
-        for sender in &deps.senders {
-            sender.do_send(Due);
+    // Acked first: ingest is done at the commit, whatever the providers do.
+    ack_all(&done).await;
+    for (channel, held) in [(Channel::Sms, sms), (Channel::Email, email)] {
+        if !held.is_empty() {
+            // Should this not arrive (the sender restarting), the lease runs out and the
+            // messages are due for any sender then.
+            deps.senders.for_channel(channel).do_send(Take(held));
         }
     }
-    ack_all(&done).await;
 }
 
 /// Acks what is finished. A lost ack only means a redelivery, which stores nothing twice.
@@ -224,13 +244,17 @@ async fn ack_all(deliveries: &[Delivery]) {
 /// permanent error), each event is retried alone so one bad event cannot sink the others.
 /// While the database takes no writes at all (a full disk, a read-only file, a lost
 /// server), the batch waits for it, unacked, instead of spending its attempts.
-async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persisted, StoreError>> {
+async fn store(
+    writer: &MessageWriter,
+    batch: &[Delivery],
+    lease: &NewLease,
+) -> Vec<Result<Persisted, StoreError>> {
     let events: Vec<&Event> = batch.iter().map(|d| d.event.as_ref()).collect();
     let wanted = || batch.iter().any(Delivery::is_open);
     let stored = writer
         .health()
         .hold(Hold::WhileNothingCommits, wanted, || {
-            writer.persist(&events)
+            writer.persist_leased(&events, Some(lease))
         })
         .await;
     match stored {
@@ -241,7 +265,8 @@ async fn store(writer: &MessageWriter, batch: &[Delivery]) -> Vec<Result<Persist
         Err(_) => {
             let mut results = Vec::with_capacity(events.len());
             for event in events {
-                results.push(writer.persist(&[event]).await.map(|mut p| p.remove(0)));
+                let one = writer.persist_leased(&[event], Some(lease)).await;
+                results.push(one.map(|mut p| p.remove(0)));
             }
             results
         }

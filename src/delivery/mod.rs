@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub in_flight: usize,
     /// The messages whose calls are in flight, with their lease tokens.
     pub holding: HashMap<i64, String>,
+    /// Messages handed over by the workers, leased, waiting for room (see [`Lane::take`]).
+    pub pending: Vec<Held>,
     /// A claim round is running; `again` asks it for one more pass.
     claiming: bool,
     again: bool,
@@ -100,6 +102,7 @@ impl Lane {
                 breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
                 in_flight: 0,
                 holding: HashMap::new(),
+                pending: Vec::new(),
                 claiming: false,
                 again: false,
                 outcomes: Vec::new(),
@@ -121,7 +124,7 @@ impl Lane {
     /// No claim, call or settlement under way.
     pub fn idle(&self) -> bool {
         let state = self.state.borrow();
-        state.in_flight == 0 && !state.claiming && !state.settling
+        state.in_flight == 0 && !state.claiming && !state.settling && state.pending.is_empty()
     }
 
     pub fn circuit_open(&self) -> bool {
@@ -155,13 +158,16 @@ impl Lane {
     /// a second call, with the same idempotency key). Returns how many.
     pub async fn give_back_in_flight(&self) -> usize {
         let now = chrono::Utc::now();
-        let held: Vec<(i64, String, chrono::DateTime<chrono::Utc>)> = self
-            .state
-            .borrow_mut()
-            .holding
-            .drain()
-            .map(|(id, token)| (id, token, now))
-            .collect();
+        let held: Vec<(i64, String, chrono::DateTime<chrono::Utc>)> = {
+            let mut state = self.state.borrow_mut();
+            let pending: Vec<Held> = std::mem::take(&mut state.pending);
+            state
+                .holding
+                .drain()
+                .chain(pending.into_iter().map(|h| (h.id, h.lease_token)))
+                .map(|(id, token)| (id, token, now))
+                .collect()
+        };
         if held.is_empty() {
             return 0;
         }
@@ -232,22 +238,77 @@ impl Lane {
                 self.state.borrow_mut().breaker.unused();
             }
             let full = held.len() == wanted;
-            {
-                let mut state = self.state.borrow_mut();
-                state.in_flight += held.len();
-                for message in &held {
-                    state
-                        .holding
-                        .insert(message.id, message.lease_token.clone());
-                }
-            }
-            for message in held {
-                actix::spawn(self.clone().call(message));
-            }
-            self.publish_gauges();
+            self.clone().start(held);
             if !full && !self.state.borrow().again {
                 break;
             }
+        }
+    }
+
+    /// Starts one call per held message.
+    fn start(self: Rc<Self>, held: Vec<Held>) {
+        {
+            let mut state = self.state.borrow_mut();
+            state.in_flight += held.len();
+            for message in &held {
+                state
+                    .holding
+                    .insert(message.id, message.lease_token.clone());
+            }
+        }
+        for message in held {
+            actix::spawn(self.clone().call(message));
+        }
+        self.publish_gauges();
+    }
+
+    /// Messages this process has just stored under a lease for this lane (the worker's
+    /// insert): called at once, no claim needed, as far as the free concurrency and the
+    /// circuit allow; the others wait here for room (see [`Self::start_pending`]).
+    pub async fn take(self: Rc<Self>, held: Vec<Held>) {
+        self.state.borrow_mut().pending.extend(held);
+        self.start_pending().await;
+    }
+
+    /// Starts the waiting handed-over messages that the free concurrency and the circuit
+    /// allow. At most one more round of calls (`concurrency`) keeps waiting, so none waits
+    /// longer than about one provider timeout, well inside its lease; the rest, and all of
+    /// them while the circuit is not closed or the lane stops, are given back: due now,
+    /// their attempt refunded, for a claim.
+    pub async fn start_pending(self: Rc<Self>) {
+        let now = Instant::now();
+        let (start, back) = {
+            let mut state = self.state.borrow_mut();
+            let free = match state.stopping {
+                true => 0,
+                false => self.concurrency.saturating_sub(state.in_flight),
+            };
+            let wanted = free.min(state.pending.len());
+            let allowed = state.breaker.allow(wanted, now).min(wanted);
+            let start: Vec<Held> = state.pending.drain(..allowed).collect();
+            let closed = state.breaker.state(now) == Circuit::Closed;
+            let keep = if closed && !state.stopping {
+                self.concurrency
+            } else {
+                0
+            };
+            let back = match state.pending.len() > keep {
+                true => state.pending.split_off(keep),
+                false => Vec::new(),
+            };
+            (start, back)
+        };
+        self.clone().start(start);
+        if back.is_empty() {
+            return;
+        }
+        let due = chrono::Utc::now();
+        let back: Vec<_> = back
+            .into_iter()
+            .map(|h| (h.id, h.lease_token, due))
+            .collect();
+        if let Err(err) = delivery::reschedule(&self.deps.writer, &back, true).await {
+            tracing::warn!(provider = self.name, error = %err, "could not give back messages this sender had no room for; they are due when their lease runs out");
         }
     }
 

@@ -70,14 +70,19 @@ impl Outcome {
 
 /// Takes an outcome from a finished call; the lane's settler records it.
 pub fn hand_over(lane: Rc<Lane>, outcome: Outcome) {
-    let start = {
+    let (start, waiting) = {
         let mut state = lane.state.borrow_mut();
         state.in_flight = state.in_flight.saturating_sub(1);
         state.holding.remove(&outcome.id());
         state.outcomes.push(outcome);
-        !mem::replace(&mut state.settling, true)
+        let waiting = !state.pending.is_empty();
+        (!mem::replace(&mut state.settling, true), waiting)
     };
     lane.publish_gauges();
+    // Room for a handed-over message that waits.
+    if waiting {
+        actix::spawn(lane.clone().start_pending());
+    }
     if start {
         actix::spawn(settler(lane));
     }

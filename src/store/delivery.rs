@@ -25,6 +25,23 @@ use super::writer::MessageWriter;
 use super::StoreError;
 use crate::domain::{Channel, Direction, Event, IdempotencyKey, SCHEMA_VERSION};
 
+/// A lease taken at insert (see [`MessageWriter::persist_leased`]): the messages a batch
+/// stores are held under `token` for `length` from their commit.
+#[derive(Debug, Clone)]
+pub struct NewLease {
+    pub token: String,
+    pub length: Duration,
+}
+
+impl NewLease {
+    pub fn new(length: Duration) -> Self {
+        NewLease {
+            token: Uuid::new_v4().to_string(),
+            length,
+        }
+    }
+}
+
 /// A message a sender holds until `lease_until`.
 #[derive(Debug, Clone)]
 pub struct Held {

@@ -20,6 +20,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::delivery::NewLease;
 use super::outage::WriteHealth;
 use super::status::{self, Delivered, MessageStatus, Which};
 use super::StoreError;
@@ -122,21 +123,35 @@ impl MessageWriter {
 
     /// Persists `events` in one transaction and returns one outcome per event, in order.
     pub async fn persist(&self, events: &[&Event]) -> Result<Vec<Persisted>, StoreError> {
+        self.persist_leased(events, None).await
+    }
+
+    /// As [`Self::persist`]; the outbound messages it inserts are held under `lease` from
+    /// their commit, for this process's sender to call at once without claiming them.
+    pub async fn persist_leased(
+        &self,
+        events: &[&Event],
+        lease: Option<&NewLease>,
+    ) -> Result<Vec<Persisted>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self.persist_once(events).await;
+        let result = self.persist_once(events, lease).await;
         // A batch of repeats writes nothing, and so proves nothing about a full disk.
         self.observe_write(&result, |p| p.iter().any(|p| p.inserted));
         result
     }
 
-    async fn persist_once(&self, events: &[&Event]) -> Result<Vec<Persisted>, StoreError> {
+    async fn persist_once(
+        &self,
+        events: &[&Event],
+        lease: Option<&NewLease>,
+    ) -> Result<Vec<Persisted>, StoreError> {
         let keys: Vec<ConversationKey> = events.iter().map(|e| ConversationKey::of(e)).collect();
         let known = self.known_conversations(&keys);
         let _turn = self.take_turn().await;
         let txn = begin_write(&self.db).await?;
-        let (persisted, learned) = persist_in(&txn, events, &keys, known).await?;
+        let (persisted, learned) = persist_in(&txn, events, &keys, known, lease).await?;
         // Nothing counts as stored before this returns Ok: on an error the transaction is
         // rolled back on drop, and a connection it leaves inside it is closed, not reused
         // (see `super::reuse`).
@@ -219,6 +234,7 @@ async fn persist_in(
     events: &[&Event],
     keys: &[ConversationKey],
     known: HashMap<ConversationKey, i64>,
+    lease: Option<&NewLease>,
 ) -> Result<(Vec<Persisted>, HashMap<ConversationKey, i64>), StoreError> {
     let now = Utc::now();
     let shas: Vec<String> = events.iter().map(|e| e.body_sha256()).collect();
@@ -251,7 +267,7 @@ async fn persist_in(
             body_id: body_ids[shas[i].as_str()],
         })
         .collect();
-    let inserted = insert_messages(txn, &rows, now).await?;
+    let inserted = insert_messages(txn, &rows, now, lease).await?;
 
     let existing_keys: Vec<&str> = first_by_key
         .keys()
@@ -441,8 +457,18 @@ async fn insert_messages(
     txn: &DatabaseTransaction,
     rows: &[NewMessage<'_>],
     now: DateTime<Utc>,
+    lease: Option<&NewLease>,
 ) -> Result<HashMap<String, Persisted>, StoreError> {
     use messages::Column;
+    // Outbound messages are due at once, for a sender to claim; or, under `lease`, held
+    // from the commit by this process's sender (its first attempt), and due again only if
+    // that sender dies before settling them. Inbound messages are never due.
+    let until = lease.map(|l| now + chrono::Duration::from_std(l.length).unwrap_or_default());
+    let schedule = |direction: Direction| match (direction, lease) {
+        (Direction::Inbound, _) => (None, None, None, 0),
+        (Direction::Outbound, None) => (Some(now), None, None, 0),
+        (Direction::Outbound, Some(lease)) => (until, until, Some(lease.token.clone()), 1),
+    };
     let mut insert = Query::insert();
     insert
         .into_table(messages::Entity.table_ref())
@@ -466,10 +492,14 @@ async fn insert_messages(
             Column::UpdatedAt,
             Column::RequestFingerprint,
             Column::NextAttemptAt,
+            Column::LeaseUntil,
+            Column::LeaseToken,
+            Column::DeliveryAttempts,
             Column::Traceparent,
         ])
         .values_from_panic(rows.iter().map(|row| {
             let e = row.event;
+            let (next_attempt_at, lease_until, lease_token, attempts) = schedule(e.direction);
             [
                 Expr::from(row.conversation_id),
                 Expr::from(e.customer_id),
@@ -489,8 +519,10 @@ async fn insert_messages(
                 Expr::from(now),
                 Expr::from(now),
                 Expr::from(e.request_fingerprint.clone()),
-                // Due at once: the delivery stage claims it (inbound messages never are).
-                Expr::from((e.direction == Direction::Outbound).then_some(now)),
+                Expr::from(next_attempt_at),
+                Expr::from(lease_until),
+                Expr::from(lease_token),
+                Expr::from(attempts),
                 Expr::from(e.traceparent.clone()),
             ]
         }))

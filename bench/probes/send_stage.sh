@@ -3,7 +3,8 @@
 #   1. The server stores outbound SMS as fast as wrk sends them for SECONDS while the SMS
 #      provider's circuit is open (an http provider on a closed port, opened by one call):
 #      every stored message waits, due.
-#   2. The server is killed (nothing is held: an open circuit claims nothing) and started
+#   2. The server is killed (nothing is held: the open circuit made its sender give back
+#      every message it was handed, and claims nothing) and started
 #      again with the mock provider, and nothing else to do: the senders claim, call and
 #      settle every due message. Sent/s from its start until nothing is due, and the CPU
 #      per sent message of the server (and, on PostgreSQL, of every postgres process).
@@ -76,6 +77,10 @@ BENCH_API_KEY=$key BENCH_NONCE=$$-$RANDOM wrk -t2 -c64 -d"${SECS}s" \
 ingested() { [[ $(metric "$base" messaging_queue_depth) == 0 ]]; }
 wait_for 120 "the queue to drain" ingested
 stored=$(metric "$base" messaging_worker_processed_total 'outcome="stored"')
+# Stored messages are leased to this process's sender, which gives them back (due) while
+# the circuit is open; killed before that, they would wait for their lease to run out.
+given_back() { (( $(metric "$base" messaging_delivery_due) >= stored - 1 )); }
+wait_for 120 "every stored message to be given back, due" given_back
 kill -KILL "$server"
 wait "$server" 2>/dev/null || true
 echo "stored $stored outbound SMS with the provider's circuit open (${SECS} s of wrk)"

@@ -428,6 +428,14 @@ impl Process {
     }
 }
 
+/// A test that fails before `terminate` leaves no server running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[actix_web::test]
 async fn a_collector_in_trouble_costs_one_warning_and_never_holds_up_messages() {
     let receiver = OtlpReceiver::start();

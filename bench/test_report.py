@@ -163,7 +163,8 @@ class ReportTest(unittest.TestCase):
             status = report.summary(os.path.join(self.root, "settings.json"), runs,
                                     os.path.join(self.root, "summary.md"), history)
         self.assertEqual(status, 0)
-        text = open(history).read()
+        with open(history, encoding="utf-8") as f:
+            text = f.read()
         for col in ("healthz/s", "e2e/healthz", "CPU µs/msg", "backlog RSS MB", "B/event", "offered/s",
                     "median/3"):
             self.assertIn(col, text)

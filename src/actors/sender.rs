@@ -32,10 +32,16 @@ pub struct Senders {
 }
 
 impl Senders {
-    pub fn for_channel(&self, channel: Channel) -> &Addr<Sender> {
-        match channel {
-            Channel::Sms | Channel::Mms => &self.sms,
-            Channel::Email => &self.email,
+    /// Hands each held message to the sender of its channel. Should one not arrive (the
+    /// sender restarting), the lease runs out and the message is due for any sender then.
+    pub fn hand_over(&self, held: Vec<Held>) {
+        let (email, sms): (Vec<Held>, Vec<Held>) = held
+            .into_iter()
+            .partition(|h| matches!(&h.event, Ok(e) if e.channel == Channel::Email));
+        for (sender, held) in [(&self.sms, sms), (&self.email, email)] {
+            if !held.is_empty() {
+                sender.do_send(Take(held));
+            }
         }
     }
 }

@@ -19,10 +19,10 @@ use futures_util::FutureExt;
 
 use super::faults::{Faults, Site};
 use super::retry::{Failed, RetryScheduler};
-use super::sender::{Senders, Take};
+use super::sender::Senders;
 use super::supervision::{self, Ping};
 use super::ProcessingError;
-use crate::domain::{Channel, Direction, Event};
+use crate::domain::{Direction, Event};
 use crate::queue::Delivery;
 use crate::store::delivery::{Held, NewLease};
 use crate::store::outage::Hold;
@@ -189,7 +189,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     }
     let lease = NewLease::new(deps.senders.lease);
     let stored = store(&deps.writer, &valid, &lease).await;
-    let (mut sms, mut email) = (Vec::new(), Vec::new());
+    let mut held = Vec::new();
     let mut done = Vec::new();
     for (delivery, result) in valid.into_iter().zip(stored) {
         match result {
@@ -204,15 +204,11 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
                     let mut event = delivery.event.as_ref().clone();
                     // Its first provider attempt.
                     event.attempt = 0;
-                    let held = Held {
+                    held.push(Held {
                         id: persisted.message_id,
                         lease_token: lease.token.clone(),
                         event: Ok(event),
-                    };
-                    match delivery.event.channel {
-                        Channel::Email => email.push(held),
-                        Channel::Sms | Channel::Mms => sms.push(held),
-                    }
+                    });
                 }
                 done.push(delivery);
             }
@@ -221,13 +217,7 @@ async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     }
     // Acked first: ingest is done at the commit, whatever the providers do.
     ack_all(&done).await;
-    for (channel, held) in [(Channel::Sms, sms), (Channel::Email, email)] {
-        if !held.is_empty() {
-            // Should this not arrive (the sender restarting), the lease runs out and the
-            // messages are due for any sender then.
-            deps.senders.for_channel(channel).do_send(Take(held));
-        }
-    }
+    deps.senders.hand_over(held);
 }
 
 /// Acks what is finished. A lost ack only means a redelivery, which stores nothing twice.

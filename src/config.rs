@@ -467,6 +467,10 @@ pub struct ProviderSettings {
     /// kind = "twilio": send through this Messaging Service instead of from `from`.
     #[serde(default)]
     pub messaging_service_sid: String,
+    /// kind = "twilio": this server's base URL as Twilio calls it; Twilio's webhooks are
+    /// signed over it, and receipts are asked for at it ("" = neither).
+    #[serde(default)]
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -901,6 +905,16 @@ fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError
         return Err(invalid(
             &key("base_url"),
             "accepts an http:// or https:// URL",
+        ));
+    }
+    let parsed = url::Url::parse(&p.public_url);
+    if !p.public_url.is_empty()
+        && !matches!(&parsed, Ok(u) if matches!(u.scheme(), "http" | "https")
+            && u.host().is_some() && u.query().is_none() && u.fragment().is_none())
+    {
+        return Err(invalid(
+            &key("public_url"),
+            "accepts an http:// or https:// base URL without query or fragment",
         ));
     }
     Ok(())

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub dead_lettered: Counter<u64>,
     pub processing_latency: Histogram<f64>,
     pub provider_requests: Counter<u64>,
+    /// Delivery receipts from providers, by the status they report and what they did.
+    pub delivery_receipts: Counter<u64>,
     /// Panics caught in a pipeline actor (which was restarted), by actor.
     pub actor_restarts: Counter<u64>,
     /// Dead letters the database refused even in their encoded form: logged whole instead.
@@ -202,6 +204,10 @@ impl Metrics {
                 "messaging_provider_requests",
                 "Provider calls, by provider and outcome",
             ),
+            delivery_receipts: counter(
+                "messaging_delivery_receipts",
+                "Delivery receipts from providers, by status and outcome (applied, ignored: already final or not sent yet, unknown: no such message)",
+            ),
             actor_restarts: counter(
                 "messaging_actor_restarts",
                 "Panics caught in a pipeline actor, which was restarted, by actor",
@@ -306,6 +312,18 @@ impl Metrics {
             1,
             &[
                 KeyValue::new("provider", provider),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    /// One delivery receipt: `status` as the provider reported it (bounded by the caller),
+    /// `outcome` what it did to the message.
+    pub fn delivery_receipt(&self, status: &'static str, outcome: &'static str) {
+        self.delivery_receipts.add(
+            1,
+            &[
+                KeyValue::new("status", status),
                 KeyValue::new("outcome", outcome),
             ],
         );

@@ -9,10 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::http::{header, Method, StatusCode};
 use common::{create_key, databases, spawn_app_with, TestApp};
-use messaging_server::http::{openapi, route_table, Guard};
+use messaging_server::config::Secret;
+use messaging_server::http::{openapi, route_table, twilio, Guard};
 use messaging_server::startup::Hooks;
 use messaging_server::store::keys::Scope;
 use serde_json::{json, Value};
+
+const TWILIO_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const TWILIO_PUBLIC_URL: &str = "https://msg.example.com";
 
 /// A JSON Pointer segment, as it appears in a URI fragment.
 fn escape(path: &str) -> String {
@@ -80,6 +84,9 @@ fn each_operation_documents_the_scopes_its_guard_accepts() {
             if endpoint.guard.signed_webhook() {
                 expected.push(json!({"webhookSignature": []}));
             }
+            if endpoint.guard == Guard::Twilio {
+                expected.push(json!({"twilioSignature": []}));
+            }
             let documented = op.get("security").cloned().unwrap_or(json!([]));
             assert_eq!(
                 documented,
@@ -90,7 +97,7 @@ fn each_operation_documents_the_scopes_its_guard_accepts() {
             let statuses = op["responses"].as_object().unwrap();
             assert_eq!(
                 statuses.contains_key("401"),
-                endpoint.guard != Guard::Open,
+                endpoint.guard.takes_keys(),
                 "{method} {}: 401 documented exactly on guarded routes",
                 endpoint.path
             );
@@ -255,6 +262,8 @@ async fn real_answers_match_the_document() {
             |s| {
                 s.providers.email.mock_error_rate = 1.0;
                 s.retry.max_attempts = 1;
+                s.providers.sms.auth_token = Secret::new(TWILIO_TOKEN);
+                s.providers.sms.public_url = TWILIO_PUBLIC_URL.into();
             },
             Hooks::default(),
         )
@@ -427,6 +436,27 @@ async fn real_answers_match_the_document() {
             400,
         )
         .await;
+        // Twilio's webhooks: form bodies signed with the auth token, TwiML answers.
+        for (route, form) in [
+            (
+                "/api/providers/twilio/sms",
+                "MessageSid=SM0123456789abcdef0123456789abcdef&From=%2B18045551234&To=%2B12016661234&Body=hi&NumMedia=0",
+            ),
+            (
+                "/api/providers/twilio/status",
+                "MessageSid=SMffffffffffffffffffffffffffffffff&MessageStatus=delivered",
+            ),
+        ] {
+            let params = twilio::form(form.as_bytes());
+            let signature = twilio::sign(TWILIO_TOKEN, &format!("{TWILIO_PUBLIC_URL}{route}"), &params);
+            let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+            let signed = [form_type, ("X-Twilio-Signature", signature.as_str())];
+            let body = Some(Value::String(form.into()));
+            s.call(post.clone(), route, route, None, body.clone(), &signed, 200)
+                .await;
+            s.call(post.clone(), route, route, None, body, &[form_type], 403)
+                .await;
+        }
         app.drained().await;
 
         // Reading.

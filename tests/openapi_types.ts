@@ -50,7 +50,10 @@ export function describe(status: MessageStatus): string {
     case "failed":
       return `in progress after ${status.attempts} attempt(s)`;
     case "sent":
-      return `sent as ${status.provider_message_id ?? "an unknown id"}`;
+    case "delivered":
+      return `${status.status} as ${status.provider_message_id ?? "an unknown id"}`;
+    case "undelivered":
+      return `not delivered: ${status.last_error ?? ""}`;
     case "received":
       return `received in conversation ${status.conversation_id ?? "?"}`;
     case "dead_lettered":

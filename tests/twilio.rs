@@ -9,23 +9,33 @@
 //! `form`/`explode` encoding of an array says), while Prism 5 reads repeated keys as one
 //! overwritten value and only understands `MediaUrl[]=` (stoplightio/prism#2473, open). A
 //! shim in front of Prism renames the repeated keys and forwards everything else unchanged.
+//! Prism answers its example, one `sid` for every message; Twilio gives each message its
+//! own, so the shim makes each answered `sid` unique (a receipt names its message by it).
+//!
+//! Twilio's webhooks (inbound messages, delivery receipts) are signed in these tests by
+//! Twilio's own helper library (`RequestValidator` of the `twilio` Python package, run by
+//! tests/twilio_sign.py), so the server accepts exactly what Twilio sends.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use common::{databases, eventually, spawn_app_with, Db, TestApp};
 use messaging_server::config::{ProviderKind, Secret, Settings};
+use messaging_server::http::twilio as twilio_webhooks;
 use messaging_server::providers::{MockProvider, Providers};
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// This server as Twilio's console would name it: what Twilio signs its webhooks over.
+const PUBLIC_URL: &str = "https://msg.example.com";
 
 /// `prism mock` of Twilio's description, on a port of its own.
 struct Prism {
@@ -67,13 +77,18 @@ impl Prism {
         format!("{}/2010-04-01/Accounts/{ACCOUNT}/Messages.json", self.url)
     }
 
-    /// The shim described at the top: Prism's URL for repeated `MediaUrl` fields.
-    fn behind_shim(&self) -> String {
+    /// The shim described at the top: Prism's URL for repeated `MediaUrl` fields. Each
+    /// form it forwarded is kept in `forms`, as the adapter sent it.
+    fn behind_shim(&self) -> Shim {
         let prism = self.url.clone();
+        let forms = Forms::default();
+        let kept = forms.clone();
         let server = HttpServer::new(move || {
             let prism = prism.clone();
+            let kept = kept.clone();
             App::new().default_service(web::to(move |request: HttpRequest, body: web::Bytes| {
                 let url = format!("{prism}{}", request.uri());
+                kept.lock().unwrap().push(twilio_webhooks::form(&body));
                 async move {
                     let form = String::from_utf8_lossy(&body)
                         .split('&')
@@ -90,10 +105,11 @@ impl Prism {
                         }
                     }
                     let mut answer = forward.send_body(form).await.unwrap();
-                    let body = answer.body().await.unwrap();
-                    HttpResponse::build(answer.status())
-                        .content_type("application/json")
-                        .body(body)
+                    let mut body: Value = answer.json().await.unwrap();
+                    if body["sid"].is_string() {
+                        body["sid"] = json!(format!("SM{:032x}", fastrand::u128(..)));
+                    }
+                    HttpResponse::build(answer.status()).json(body)
                 }
             }))
         })
@@ -102,8 +118,15 @@ impl Prism {
         .unwrap();
         let url = format!("http://{}", server.addrs()[0]);
         actix_web::rt::spawn(server.run());
-        url
+        Shim { url, forms }
     }
+}
+
+type Forms = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+struct Shim {
+    url: String,
+    forms: Forms,
 }
 
 impl Drop for Prism {
@@ -123,7 +146,8 @@ fn twilio(settings: &mut Settings, base_url: &str) {
     sms.kind = ProviderKind::Twilio;
     sms.base_url = base_url.to_string();
     sms.account_sid = ACCOUNT.to_string();
-    sms.auth_token = Secret::new("0123456789abcdef0123456789abcdef");
+    sms.auth_token = Secret::new(AUTH_TOKEN);
+    sms.public_url = PUBLIC_URL.to_string();
     // A refusal is not retried: one attempt shows it.
     settings.retry.max_attempts = 3;
 }
@@ -193,6 +217,7 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
 
     // The shim forwards a repeated MediaUrl in Prism's form, and nothing else changes.
     let shim = prism.behind_shim();
+    let shim = shim.url.clone();
     let media = client
         .post(format!(
             "{shim}/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
@@ -243,5 +268,286 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
                 "{db:?}: sent on the first call: {done}"
             );
         }
+    }
+}
+
+/// Twilio's signature of `params` posted to `path`, from Twilio's own library.
+fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
+    let python = common::tools::python_with("twilio").expect("CI has the twilio package");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/twilio_sign.py");
+    let request =
+        json!({"token": AUTH_TOKEN, "url": format!("{PUBLIC_URL}{path}"), "params": params});
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "tests/twilio_sign.py failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Posts `params` to one of Twilio's webhook routes as Twilio does, with `signature`.
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> (StatusCode, String, String) {
+    let mut request = app.client.post(app.url(path));
+    if let Some(signature) = signature {
+        request = request.insert_header(("X-Twilio-Signature", signature));
+    }
+    let mut answer = request
+        .send_form(&params)
+        .await
+        .expect("the server answers");
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = answer.body().await.unwrap();
+    (
+        answer.status(),
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A signed Twilio webhook must be answered with TwiML.
+async fn signed(app: &TestApp, path: &str, params: &[(&str, &str)]) {
+    let signature = twilio_signature(path, params);
+    let (status, content_type, body) = post_form(app, path, params, Some(&signature)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    assert!(content_type.starts_with("text/xml"), "{content_type}");
+    assert_eq!(body, "<Response/>");
+}
+
+async fn status_of(app: &TestApp, accepted: &Value) -> Value {
+    let url = accepted["status_url"].as_str().unwrap();
+    let (status, body) = app.request(app.client.get(app.url(url)), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn receipts(app: &TestApp, status: &str, outcome: &str) -> f64 {
+    let (text, _) = app.state.metrics.render();
+    text.lines()
+        .find(|line| {
+            line.starts_with("messaging_delivery_receipts_total{")
+                && line.contains(&format!("outcome=\"{outcome}\""))
+                && line.contains(&format!("status=\"{status}\""))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn twilios_signed_webhooks_bring_messages_in_and_receipts_move_sent_messages_on() {
+    let Some(prism) = Prism::start().await else {
+        return;
+    };
+    if common::tools::python_with("twilio").is_none() {
+        return;
+    }
+    let shim = prism.behind_shim();
+    for db in databases() {
+        let app = app_with_twilio(db, &shim.url).await;
+
+        // Inbound SMS and MMS, as Twilio posts them (with fields this service ignores).
+        let sms_path = "/api/providers/twilio/sms";
+        let sms = [
+            ("ToCountry", "US"),
+            ("SmsMessageSid", "SM11111111111111111111111111111111"),
+            ("NumMedia", "0"),
+            ("MessageSid", "SM11111111111111111111111111111111"),
+            ("AccountSid", ACCOUNT),
+            ("From", "+18045551234"),
+            ("To", "+12016661234"),
+            ("Body", "Hello from a phone"),
+            ("NumSegments", "1"),
+            ("ApiVersion", "2010-04-01"),
+        ];
+        signed(&app, sms_path, &sms).await;
+        // Twilio retries a webhook it got no answer to: the same message, stored once.
+        signed(&app, sms_path, &sms).await;
+        let mms = [
+            ("MessageSid", "MM22222222222222222222222222222222"),
+            ("AccountSid", ACCOUNT),
+            ("From", "+18045551234"),
+            ("To", "+12016661234"),
+            ("Body", "two pictures"),
+            ("NumMedia", "2"),
+            (
+                "MediaUrl0",
+                "https://api.twilio.com/2010-04-01/Accounts/x/Media/ME1",
+            ),
+            ("MediaContentType0", "image/jpeg"),
+            (
+                "MediaUrl1",
+                "https://api.twilio.com/2010-04-01/Accounts/x/Media/ME2",
+            ),
+            ("MediaContentType1", "image/png"),
+        ];
+        signed(&app, sms_path, &mms).await;
+
+        // A tampered body with a genuine signature, no signature, a signature over another
+        // URL: 403, and nothing of them is stored.
+        let genuine = twilio_signature(sms_path, &sms);
+        let mut tampered = sms;
+        tampered[7] = ("Body", "Hello from somebody else");
+        tampered[3] = ("MessageSid", "SM33333333333333333333333333333333");
+        let (status, content_type, body) =
+            post_form(&app, sms_path, &tampered, Some(&genuine)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(content_type, "application/problem+json");
+        let (status, _, _) = post_form(&app, sms_path, &tampered, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let elsewhere = twilio_signature("/api/providers/twilio/status", &tampered);
+        let (status, _, _) = post_form(&app, sms_path, &tampered, Some(&elsewhere)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        app.drained().await;
+        let inbound = app
+            .scalar("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'")
+            .await;
+        assert_eq!(inbound, 2, "{db:?}: the SMS once and the MMS");
+        let (status, page) = app.get("/api/conversations").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let conversation = page["items"][0]["id"].as_i64().unwrap();
+        let (_, messages) = app
+            .get(&format!("/api/conversations/{conversation}/messages"))
+            .await;
+        let items = messages["items"].as_array().unwrap();
+        let by_body = |body: &str| {
+            items
+                .iter()
+                .find(|m| m["body"] == body)
+                .unwrap_or_else(|| panic!("{db:?}: no {body:?} in {messages}"))
+        };
+        let stored_sms = by_body("Hello from a phone");
+        assert_eq!(stored_sms["channel"], "sms", "{stored_sms}");
+        assert_eq!(stored_sms["direction"], "inbound");
+        let stored_mms = by_body("two pictures");
+        assert_eq!(stored_mms["channel"], "mms", "{stored_mms}");
+        assert_eq!(
+            stored_mms["attachments"],
+            json!([
+                "https://api.twilio.com/2010-04-01/Accounts/x/Media/ME1",
+                "https://api.twilio.com/2010-04-01/Accounts/x/Media/ME2"
+            ])
+        );
+        assert!(!items
+            .iter()
+            .any(|m| m["body"] == "Hello from somebody else"));
+
+        // Outbound: Twilio is asked to send receipts here, and they move the message on.
+        let (status, first) = app
+            .post_json(
+                "/api/messages/sms",
+                &common::sms("+12016661234", "+18045551234", "will be delivered"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+        let (status, second) = app
+            .post_json(
+                "/api/messages/sms",
+                &common::sms("+12016661234", "+18045551235", "will not be delivered"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+        let first_sid = settled(&app, &first).await["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let second_sid = settled(&app, &second).await["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let callback = format!("{PUBLIC_URL}/api/providers/twilio/status");
+        assert!(
+            shim.forms.lock().unwrap().iter().any(|form| form
+                .contains(&("Body".into(), "will be delivered".into()))
+                && form.contains(&("StatusCallback".into(), callback.clone()))),
+            "the send asks for receipts at {callback}"
+        );
+
+        let status_path = "/api/providers/twilio/status";
+        let receipt = |sid: &str, status: &str, error: Option<&str>| {
+            let mut params = vec![
+                ("MessageSid".to_string(), sid.to_string()),
+                ("MessageStatus".to_string(), status.to_string()),
+                ("AccountSid".to_string(), ACCOUNT.to_string()),
+            ];
+            if let Some(code) = error {
+                params.push(("ErrorCode".to_string(), code.to_string()));
+            }
+            params
+        };
+        let send_receipt = |params: Vec<(String, String)>| {
+            let app = &app;
+            async move {
+                let params: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                signed(app, status_path, &params).await;
+            }
+        };
+        send_receipt(receipt(&first_sid, "sent", None)).await;
+        assert_eq!(status_of(&app, &first).await["status"], "sent");
+        send_receipt(receipt(&first_sid, "delivered", None)).await;
+        let delivered = status_of(&app, &first).await;
+        assert_eq!(delivered["status"], "delivered", "{db:?}: {delivered}");
+        assert_eq!(delivered["last_error"], Value::Null);
+        // Receipts can arrive out of order: a late `sent` leaves `delivered` alone.
+        send_receipt(receipt(&first_sid, "sent", None)).await;
+        send_receipt(receipt(&first_sid, "undelivered", Some("30003"))).await;
+        assert_eq!(status_of(&app, &first).await["status"], "delivered");
+
+        send_receipt(receipt(&second_sid, "undelivered", Some("30003"))).await;
+        let undelivered = status_of(&app, &second).await;
+        assert_eq!(
+            undelivered["status"], "undelivered",
+            "{db:?}: {undelivered}"
+        );
+        assert!(
+            undelivered["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("30003")),
+            "{undelivered}"
+        );
+
+        // A receipt for a message this server does not know: 200, counted, nothing else.
+        send_receipt(receipt(
+            "SM99999999999999999999999999999999",
+            "delivered",
+            None,
+        ))
+        .await;
+        assert_eq!(receipts(&app, "delivered", "applied"), 1.0);
+        assert_eq!(receipts(&app, "delivered", "unknown"), 1.0);
+        assert_eq!(receipts(&app, "undelivered", "applied"), 1.0);
+        assert_eq!(receipts(&app, "undelivered", "ignored"), 1.0);
+        assert_eq!(receipts(&app, "sent", "ignored"), 2.0);
+        // A receipt Twilio did not sign changes nothing.
+        let forged = [
+            ("MessageSid", second_sid.as_str()),
+            ("MessageStatus", "delivered"),
+        ];
+        let (status, _, _) =
+            post_form(&app, status_path, &forged, Some("bm90IGEgc2lnbmF0dXJl")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(status_of(&app, &second).await["status"], "undelivered");
     }
 }

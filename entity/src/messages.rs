@@ -26,7 +26,7 @@ pub struct Model {
     pub metadata: Option<Json>,
     pub sent_at: DateTimeUtc,
     pub received_at: DateTimeUtc,
-    /// `"queued"`, `"sent"`, `"failed"` or `"received"`.
+    /// `"queued"`, `"sent"`, `"delivered"`, `"undelivered"`, `"failed"` or `"received"`.
     pub status: String,
     pub provider_message_id: Option<String>,
     /// Unique (`ux_messages_idempotency_key`).
@@ -46,6 +46,8 @@ pub struct Model {
     pub delivery_attempts: i32,
     /// The W3C trace context the message was enqueued in (tracing on), for its delivery.
     pub traceparent: Option<String>,
+    /// `undelivered`: the provider's error from its delivery receipt.
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub mod text;
 
 pub use address::{Address, EmailAddress, PhoneNumber};
 pub use error::{FieldError, ValidationErrors};
+pub(crate) use event::check_provider_id;
 pub use event::{Event, SCHEMA_VERSION};
 pub use idempotency::IdempotencyKey;
 pub use message::{Attachments, Channel, Direction, MessageBody, Subject};

@@ -465,7 +465,7 @@ fn client_ip(req: &ServiceRequest) -> IpAddr {
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 as the JSON extractor
 /// would.
-async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -13,6 +13,7 @@ pub mod rate_limit;
 mod routes;
 pub mod signature;
 mod state;
+pub mod twilio;
 mod ui;
 
 pub use auth::{Auth, Caller};

@@ -18,6 +18,9 @@ use super::http::{answer_of, next_id, pooled_client, provider_tls};
 use super::{OutboundMessage, Provider, ProviderError, Receipt};
 use crate::config::{ProviderSettings, Secret};
 
+/// Where this server takes Twilio's delivery receipts (a route of `http::routes`).
+pub const STATUS_CALLBACK_PATH: &str = "/api/providers/twilio/status";
+
 /// Twilio's API when `base_url` is not set.
 pub const TWILIO_API: &str = "https://api.twilio.com";
 
@@ -29,6 +32,8 @@ pub struct TwilioProvider {
     account_sid: String,
     auth_token: Secret,
     messaging_service_sid: Option<String>,
+    /// Where Twilio is asked to post delivery receipts (`public_url` set).
+    status_callback: Option<String>,
     timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -63,6 +68,9 @@ impl TwilioProvider {
             auth_token: settings.auth_token.clone(),
             messaging_service_sid: Some(settings.messaging_service_sid.clone())
                 .filter(|sid| !sid.is_empty()),
+            status_callback: Some(settings.public_url.trim_end_matches('/'))
+                .filter(|url| !url.is_empty())
+                .map(|url| format!("{url}{STATUS_CALLBACK_PATH}")),
             timeout: settings.timeout,
             tls: provider_tls(name, &settings.ca_file),
         }
@@ -82,6 +90,9 @@ impl TwilioProvider {
                 .iter()
                 .map(|url| ("MediaUrl", url.clone())),
         );
+        if let Some(callback) = &self.status_callback {
+            form.push(("StatusCallback", callback.clone()));
+        }
         form
     }
 }
@@ -141,7 +152,12 @@ mod tests {
     use crate::domain::Channel;
 
     fn provider(messaging_service_sid: &str) -> TwilioProvider {
+        provider_at(messaging_service_sid, "")
+    }
+
+    fn provider_at(messaging_service_sid: &str, public_url: &str) -> TwilioProvider {
         let mut settings = crate::config::Settings::defaults().providers.sms;
+        settings.public_url = public_url.to_string();
         settings.account_sid = format!("AC{}", "0".repeat(32));
         settings.auth_token = Secret::new("token");
         settings.messaging_service_sid = messaging_service_sid.to_string();
@@ -180,6 +196,20 @@ mod tests {
         let form = provider(&service).form(&mms());
         assert!(form.contains(&("MessagingServiceSid", service)));
         assert!(!form.iter().any(|(name, _)| *name == "From"));
+    }
+
+    #[test]
+    fn receipts_are_asked_for_at_the_public_url() {
+        let form = provider_at("", "https://msg.example.com/").form(&mms());
+        assert_eq!(
+            form.last(),
+            Some(&(
+                "StatusCallback",
+                "https://msg.example.com/api/providers/twilio/status".to_string()
+            ))
+        );
+        let form = provider("").form(&mms());
+        assert!(!form.iter().any(|(name, _)| *name == "StatusCallback"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod outage;
 pub mod pending;
 pub mod progress;
 pub mod read;
+pub mod receipts;
 mod reuse;
 pub mod status;
 pub mod writer;

@@ -25,6 +25,11 @@ pub enum Progress {
     Stored,
     /// Outbound, accepted by the provider.
     Sent,
+    /// Outbound, and the provider's receipt says it reached the recipient.
+    Delivered,
+    /// Outbound, and the provider's receipt says it could not be delivered (`last_error`
+    /// holds the provider's error).
+    Undelivered,
     /// Inbound, stored.
     Received,
     /// An attempt failed and another will follow.
@@ -39,6 +44,8 @@ impl Progress {
             Progress::Pending => "pending",
             Progress::Stored => "stored",
             Progress::Sent => "sent",
+            Progress::Delivered => "delivered",
+            Progress::Undelivered => "undelivered",
             Progress::Received => "received",
             Progress::Failed => "failed",
             Progress::DeadLettered => "dead_lettered",
@@ -67,7 +74,8 @@ pub struct Resolved {
     pub status: Progress,
     /// Processing attempts so far: failed ones, plus the one that stored the message.
     pub attempts: u32,
-    /// The last failure's error, while the status is `failed` or `dead_lettered`.
+    /// The last failure's error, while the status is `failed` or `dead_lettered`; the
+    /// provider's, when `undelivered`.
     pub last_error: Option<String>,
     pub message_id: Option<i64>,
     pub conversation_id: Option<i64>,
@@ -206,6 +214,15 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
                 status: Progress::Sent,
                 ..base
             },
+            Some(MessageStatus::Delivered) => Resolved {
+                status: Progress::Delivered,
+                ..base
+            },
+            Some(MessageStatus::Undelivered) => Resolved {
+                status: Progress::Undelivered,
+                last_error: m.delivery_error.clone(),
+                ..base
+            },
             // A message is `failed` once its event is dead-lettered; a replay moves it back.
             Some(MessageStatus::Failed) => dead(base),
             Some(MessageStatus::Queued) | None => match retrying(Some(m.updated_at)) {
@@ -286,6 +303,7 @@ mod tests {
             lease_token: None,
             delivery_attempts: 0,
             traceparent: None,
+            delivery_error: None,
             request_fingerprint: None,
         }
     }

@@ -1,15 +1,16 @@
 //! A message's status (SPEC §6), and the one function that changes it.
 //!
 //! ```text
-//! outbound: queued ──provider accepted──> sent
-//!             │  ^
+//! outbound: queued ──provider accepted──> sent ──receipt──> delivered
+//!             │  ^                            └───receipt──> undelivered
 //!  dead-lettered  replayed
 //!             v  │
 //!            failed
 //! inbound:  received (never changes)
 //! ```
 //! Every change is conditional on the status it starts from, so a late or repeated change
-//! (a second provider acceptance, a replay racing a dead letter) leaves the message alone.
+//! (a second provider acceptance, a replay racing a dead letter, a `sent` receipt after
+//! `delivered`) leaves the message alone.
 
 use std::fmt;
 
@@ -27,6 +28,10 @@ pub enum MessageStatus {
     Queued,
     /// Accepted by the provider.
     Sent,
+    /// The provider's receipt says it reached the recipient.
+    Delivered,
+    /// The provider's receipt says it could not be delivered (its error kept).
+    Undelivered,
     /// Dead-lettered.
     Failed,
     /// An inbound message.
@@ -34,12 +39,21 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 4] = [Self::Queued, Self::Sent, Self::Failed, Self::Received];
+    pub const ALL: [MessageStatus; 6] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Undelivered,
+        Self::Failed,
+        Self::Received,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Undelivered => "undelivered",
             Self::Failed => "failed",
             Self::Received => "received",
         }
@@ -62,6 +76,8 @@ impl MessageStatus {
         matches!(
             (self, to),
             (Self::Queued, Self::Sent)
+                | (Self::Sent, Self::Delivered)
+                | (Self::Sent, Self::Undelivered)
                 | (Self::Queued, Self::Failed)
                 | (Self::Failed, Self::Queued)
         )
@@ -85,6 +101,12 @@ pub enum Which<'a> {
     /// The message stored for this event: its idempotency key, unless the event reused
     /// the key of another request (another fingerprint), whose message it is not.
     OfEvent(&'a Event),
+    /// The message its provider knows as `provider_message_id` (a delivery receipt), with
+    /// the provider's error when it could not deliver it.
+    Receipt {
+        provider_message_id: &'a str,
+        error: Option<&'a str>,
+    },
 }
 
 /// A provider's acceptance of a message held under `lease_token`.
@@ -136,6 +158,15 @@ pub async fn transition<C: ConnectionTrait>(
         update
             .and_where(Column::Id.eq(id))
             .and_where(Column::LeaseToken.eq(lease_token));
+    }
+    if let Which::Receipt {
+        provider_message_id,
+        error,
+    } = which
+    {
+        update
+            .and_where(Column::ProviderMessageId.eq(provider_message_id))
+            .value(Column::DeliveryError, error.map(str::to_string));
     }
     if let Which::OfEvent(event) = which {
         update.and_where(Column::IdempotencyKey.eq(event.idempotency_key.as_str()));
@@ -219,7 +250,13 @@ mod tests {
             .collect();
         assert_eq!(
             allowed,
-            [(Queued, Sent), (Queued, Failed), (Failed, Queued)]
+            [
+                (Queued, Sent),
+                (Queued, Failed),
+                (Sent, Delivered),
+                (Sent, Undelivered),
+                (Failed, Queued)
+            ]
         );
         assert_eq!(MessageStatus::initial(Direction::Outbound), Queued);
         assert_eq!(MessageStatus::initial(Direction::Inbound), Received);

@@ -117,3 +117,18 @@ pub fn python_for(tool: &Path) -> PathBuf {
         PathBuf::from("python3")
     }
 }
+
+/// The test venv's Python when it can import `module` (a package of
+/// tests/requirements.txt), else `None` after saying what is missing (see [`require_tool`]).
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let python = venv().join("bin/python3");
+    let imports = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !imports {
+        missing(&format!("{module} (Python)"));
+    }
+    imports.then_some(python)
+}

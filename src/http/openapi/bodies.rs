@@ -42,6 +42,8 @@ fn schemas_by_name() -> Vec<(String, Value)> {
     all.extend(send_sms());
     all.extend(sms_webhook());
     all.extend(metadata_levels());
+    all.push(("TwilioInbound".to_string(), twilio_inbound()));
+    all.push(("TwilioStatus".to_string(), twilio_status()));
     all
 }
 
@@ -346,4 +348,60 @@ fn email_webhook() -> Value {
         ],
         &["from", "to", "xillio_id", "body"],
     )
+}
+
+/// Twilio's inbound message parameters (only those the server reads; Twilio sends more,
+/// which are signed and otherwise ignored). Form values are strings.
+fn twilio_inbound() -> Value {
+    let mut properties = vec![
+        (
+            "MessageSid".to_string(),
+            provider_id(
+                "Twilio's id of the message (`SM…`/`MM…`): the same id twice is one message.",
+            ),
+        ),
+        ("From".to_string(), phone()),
+        ("To".to_string(), phone()),
+        ("Body".to_string(), sms_body()),
+        (
+            "NumMedia".to_string(),
+            json!({"type": "string", "examples": ["0", "2"], "description": "How many `MediaUrl{n}` follow (informational: the `MediaUrl{n}` present are read)."}),
+        ),
+    ];
+    for n in 0..MAX_ATTACHMENTS {
+        properties.push((format!("MediaUrl{n}"), url()));
+    }
+    let mut schema = json!({
+        "type": "object",
+        "description": "An inbound SMS or MMS as Twilio posts it; one or more `MediaUrl{n}` make it an MMS.",
+        "properties": properties.into_iter().collect::<Map<String, Value>>(),
+        "required": ["MessageSid", "From", "To", "Body"],
+    });
+    schema["additionalProperties"] = json!({"type": "string"});
+    schema
+}
+
+/// What Twilio posts to a message's `StatusCallback`.
+fn twilio_status() -> Value {
+    let mut schema = object(
+        "A delivery receipt as Twilio posts it.",
+        vec![
+            (
+                "MessageSid",
+                provider_id("The `sid` Twilio answered when the message was sent: its `provider_message_id`."),
+            ),
+            (
+                "MessageStatus",
+                json!({"type": "string", "minLength": 1, "examples": ["delivered", "undelivered", "failed", "sent"],
+                       "description": "`delivered`, `undelivered` and `failed` are recorded; any other (queued, sending, sent, …) changes nothing."}),
+            ),
+            (
+                "ErrorCode",
+                json!({"type": "string", "description": "With `undelivered` or `failed`: Twilio's error code (e.g. 30003); its first 16 characters are kept."}),
+            ),
+        ],
+        &["MessageSid", "MessageStatus"],
+    );
+    schema["additionalProperties"] = json!({"type": "string"});
+    schema
 }

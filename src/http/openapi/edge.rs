@@ -6,10 +6,11 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::http::routes::{Endpoint, Guard, API_SCOPE};
+use crate::http::routes::{Endpoint, Guard};
 
 const BEARER: &str = "apiKey";
 const SIGNATURE: &str = "webhookSignature";
+const TWILIO_SIGNATURE: &str = "twilioSignature";
 
 pub fn add(doc: &mut Value, table: &[Endpoint]) {
     add_components(doc);
@@ -46,6 +47,12 @@ fn add_components(doc: &mut Value) {
                 "in": "header",
                 "name": "X-Messaging-Signature",
                 "description": "A provider's signature, when `providers.<p>.webhook_secret` is set (keys are then not accepted on that provider's webhook): `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`, the timestamp within `providers.<p>.webhook_tolerance` (5m) of the server's clock. Several `v1=` values may be given while a secret is rotated.",
+            },
+            TWILIO_SIGNATURE: {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Twilio-Signature",
+                "description": "Twilio's signature of its webhook, as Twilio computes it: base64 HMAC-SHA1, keyed with the account's auth token (`providers.sms.auth_token`), of `providers.sms.public_url` + the request's path and query, followed by each form parameter's name and value, sorted by name. Twilio's helper libraries (`RequestValidator`) compute and check it.",
             },
         }),
     );
@@ -103,18 +110,21 @@ fn add_components(doc: &mut Value) {
 
 fn add_to_operation(operation: &mut Value, endpoint: &Endpoint) {
     let guard = endpoint.guard;
-    let api = endpoint.path.starts_with(API_SCOPE);
+    let api = endpoint.json_api();
     // `web::Json` needs a body: without one the answer is a 415 or a 400.
     let json_body = match operation.get_mut("requestBody") {
         Some(body) => {
             body["required"] = json!(true);
-            true
+            api
         }
         None => false,
     };
     // Open operations say so (`security: []`): no key is needed, as opposed to unstated.
     operation["security"] = json!([]);
-    if guard != Guard::Open {
+    if guard == Guard::Twilio {
+        operation["security"] = json!([{ TWILIO_SIGNATURE: [] }]);
+    }
+    if guard.takes_keys() {
         let mut requirements: Vec<Value> = guard
             .scopes()
             .iter()
@@ -183,7 +193,7 @@ fn add_to_operation(operation: &mut Value, endpoint: &Endpoint) {
             &["Accept-Encoding"],
         );
     }
-    if guard != Guard::Open {
+    if guard.takes_keys() {
         problem(
             responses,
             401,

@@ -16,6 +16,7 @@ pub fn add(doc: &mut Value) {
     reading(doc);
     dead_letters(doc);
     operations(doc);
+    twilio(doc);
 }
 
 /// Sets `examples` (name → summary and value) on an operation's request body or answer.
@@ -477,4 +478,53 @@ fn operations(doc: &mut Value) {
         JSON,
         &[("document", "The start of this document", document)],
     );
+}
+
+/// Twilio's webhooks, as Twilio posts them (its parameters beyond the documented ones
+/// omitted) and the empty TwiML they are answered with.
+fn twilio(doc: &mut Value) {
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let twiml = [("twiml", "An empty TwiML response", json!("<Response/>"))];
+    set(
+        doc,
+        "receiveTwilioSms",
+        Where::Request,
+        FORM,
+        &[
+            (
+                "sms",
+                "An inbound SMS",
+                json!({"MessageSid": "SM0123456789abcdef0123456789abcdef", "From": "+18045551234",
+                       "To": "+12016661234", "Body": "Hello back", "NumMedia": "0"}),
+            ),
+            (
+                "mms",
+                "An inbound MMS",
+                json!({"MessageSid": "MM0123456789abcdef0123456789abcdef", "From": "+18045551234",
+                       "To": "+12016661234", "Body": "A picture", "NumMedia": "1",
+                       "MediaUrl0": "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages/MM0123456789abcdef0123456789abcdef/Media/ME0123456789abcdef0123456789abcdef"}),
+            ),
+        ],
+    );
+    set(
+        doc,
+        "receiveTwilioStatus",
+        Where::Request,
+        FORM,
+        &[
+            (
+                "delivered",
+                "Delivered",
+                json!({"MessageSid": "SM0123456789abcdef0123456789abcdef", "MessageStatus": "delivered"}),
+            ),
+            (
+                "undelivered",
+                "Not delivered, with Twilio's error code",
+                json!({"MessageSid": "SM0123456789abcdef0123456789abcdef", "MessageStatus": "undelivered", "ErrorCode": "30003"}),
+            ),
+        ],
+    );
+    for operation in ["receiveTwilioSms", "receiveTwilioStatus"] {
+        set(doc, operation, Where::Response(200), "text/xml", &twiml);
+    }
 }

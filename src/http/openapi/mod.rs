@@ -21,7 +21,9 @@ use serde_json::Value;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::OpenApi;
 
-use super::routes::{self, conversations, dead_letters, messages, operations, stats, status};
+use super::routes::{
+    self, conversations, dead_letters, messages, operations, stats, status, twilio,
+};
 use crate::domain::FieldError;
 use crate::http::errors::ProblemDoc;
 
@@ -46,6 +48,8 @@ use crate::http::errors::ProblemDoc;
         stats::get,
         messages::sms_webhook,
         messages::email_webhook,
+        twilio::inbound_sms,
+        twilio::status_callback,
         conversations::list,
         conversations::get,
         conversations::messages,

@@ -176,6 +176,23 @@ async fn accept(
     req: &HttpRequest,
     request: impl IntoEvent,
 ) -> Result<HttpResponse, ApiError> {
+    let queued = enqueue(state, caller, req, request).await?;
+    Ok(accepted(&queued.idempotency_key, queued.event_id))
+}
+
+/// A request whose event is in the queue (or a repeat of one that is).
+pub(super) struct Queued {
+    pub idempotency_key: IdempotencyKey,
+    pub event_id: uuid::Uuid,
+}
+
+/// Validates `request` and puts its event in the queue; nothing is enqueued on any error.
+pub(super) async fn enqueue(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    request: impl IntoEvent,
+) -> Result<Queued, ApiError> {
     let header = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -216,7 +233,12 @@ async fn accept(
             // 202 is then backed by this event, not by another request still in flight.
             Seen::Repeat(_) | Seen::InProgress if derived => false,
             // A true repeat: the original answer, nothing enqueued.
-            Seen::Repeat(original) => return Ok(accepted(&idempotency_key, original)),
+            Seen::Repeat(original) => {
+                return Ok(Queued {
+                    idempotency_key,
+                    event_id: original,
+                })
+            }
             Seen::Conflict if derived => return Err(ApiError::Conflict(
                 "a message with this provider message id was already received with other content"
                     .into(),
@@ -258,7 +280,10 @@ async fn accept(
             "event accepted"
         )
     });
-    Ok(accepted(&idempotency_key, event_id))
+    Ok(Queued {
+        idempotency_key,
+        event_id,
+    })
 }
 
 fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {

@@ -13,6 +13,7 @@ pub(crate) mod operations;
 pub(crate) mod paging;
 pub mod stats;
 pub(crate) mod status;
+pub(crate) mod twilio;
 
 use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
@@ -22,6 +23,7 @@ use super::auth;
 use super::errors::json_error;
 use super::limits::limit_body;
 use super::openapi;
+use super::twilio::guard as twilio_guard;
 use super::ui;
 use super::{require_json_accept, ApiError, AppState};
 
@@ -44,18 +46,25 @@ pub enum Guard {
     /// `admin` key.
     SmsWebhook,
     EmailWebhook,
+    /// Twilio's webhooks: only Twilio's signature (`X-Twilio-Signature`), never a key.
+    Twilio,
 }
 
 impl Guard {
     /// The scopes a key may have to pass (any one of them); empty for open routes.
     pub fn scopes(self) -> &'static [&'static str] {
         match self {
-            Guard::Open => &[],
+            Guard::Open | Guard::Twilio => &[],
             Guard::Send | Guard::Read => &["send", "admin"],
             Guard::Admin => &["admin"],
             Guard::Status => &["send", "webhook", "admin"],
             Guard::SmsWebhook | Guard::EmailWebhook => &["webhook", "admin"],
         }
+    }
+
+    /// Whether the route takes API keys (and so answers 401 without a valid one).
+    pub fn takes_keys(self) -> bool {
+        !matches!(self, Guard::Open | Guard::Twilio)
     }
 
     /// Whether the route can be called with a provider's signature instead of a key.
@@ -73,6 +82,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the route is part of the JSON API (the `/api` scope, with its content
+    /// negotiation and body rules). Twilio's webhooks are under `/api` but speak Twilio's
+    /// format (form bodies, TwiML answers), so they are registered beside the scope.
+    pub fn json_api(&self) -> bool {
+        self.path.starts_with(API_SCOPE) && self.guard != Guard::Twilio
+    }
+
     fn new(path: &'static str, guard: Guard) -> Self {
         Endpoint {
             path,
@@ -147,6 +163,7 @@ impl Endpoint {
             Guard::Status => cfg.service(resource.wrap(from_fn(auth::status))),
             Guard::SmsWebhook => cfg.service(resource.wrap(from_fn(auth::sms_webhook))),
             Guard::EmailWebhook => cfg.service(resource.wrap(from_fn(auth::email_webhook))),
+            Guard::Twilio => cfg.service(resource.wrap(from_fn(twilio_guard))),
         };
     }
 }
@@ -169,6 +186,8 @@ pub fn table() -> Vec<Endpoint> {
         Endpoint::new("/api/stats", Admin).get(stats::get),
         Endpoint::new("/api/webhooks/sms", SmsWebhook).post(messages::sms_webhook),
         Endpoint::new("/api/webhooks/email", EmailWebhook).post(messages::email_webhook),
+        Endpoint::new("/api/providers/twilio/sms", Twilio).post(twilio::inbound_sms),
+        Endpoint::new("/api/providers/twilio/status", Twilio).post(twilio::status_callback),
         Endpoint::new("/api/conversations", Read).get(conversations::list),
         Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
         Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
@@ -200,9 +219,7 @@ pub fn configure(body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             ApiError::BadQuery("the id must be a whole number".into()).into()
         });
         cfg.app_data(json).app_data(query).app_data(path);
-        let (api, open): (Vec<_>, Vec<_>) = table()
-            .into_iter()
-            .partition(|e| e.path.starts_with(API_SCOPE));
+        let (api, open): (Vec<_>, Vec<_>) = table().into_iter().partition(Endpoint::json_api);
         for endpoint in open {
             let path = endpoint.path;
             endpoint.register(cfg, path);

@@ -25,7 +25,8 @@ pub struct MessageStatusView {
     pub idempotency_key: String,
     /// Processing attempts so far: the failed ones, plus the one that stored the message.
     pub attempts: u32,
-    /// Why the last attempt failed, while the status is `failed` or `dead_lettered`.
+    /// Why the last attempt failed, while the status is `failed` or `dead_lettered`; the
+    /// provider's error from its receipt when `undelivered`.
     pub last_error: Option<String>,
     /// Once stored.
     pub message_id: Option<i64>,

@@ -418,6 +418,32 @@ pub enum ProviderKind {
     Http,
     /// Twilio's Messages API (SMS and MMS only; see `providers::twilio`).
     Twilio,
+    /// An SMTP server or relay (email only; see `providers::smtp`).
+    Smtp,
+}
+
+/// `providers.email.tls` with kind = "smtp": how the connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// A plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("SMTPS", implicit TLS).
+    Tls,
+    /// No encryption: a relay on the same host or a trusted network only.
+    None,
+}
+
+impl SmtpTls {
+    /// The port when `port` is 0: submission (587), submissions (465) or SMTP (25).
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -471,6 +497,20 @@ pub struct ProviderSettings {
     /// signed over it, and receipts are asked for at it ("" = neither).
     #[serde(default)]
     pub public_url: String,
+    /// kind = "smtp": the server and its port (0 = the usual one for `tls`).
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// kind = "smtp": AUTH credentials ("" = none); the password or `password_file`.
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default)]
+    pub password_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -601,14 +641,19 @@ impl Settings {
             ("sms", &mut settings.providers.sms),
             ("email", &mut settings.providers.email),
         ] {
-            if p.auth_token.is_empty() && !p.auth_token_file.is_empty() {
-                let token = std::fs::read_to_string(&p.auth_token_file).map_err(|e| {
-                    invalid(
-                        &format!("providers.{name}.auth_token_file"),
-                        format!("cannot read {}: {e}", p.auth_token_file),
-                    )
-                })?;
-                p.auth_token = Secret::new(token.trim());
+            for (secret, file, field) in [
+                (&mut p.auth_token, &p.auth_token_file, "auth_token_file"),
+                (&mut p.password, &p.password_file, "password_file"),
+            ] {
+                if secret.is_empty() && !file.is_empty() {
+                    let value = std::fs::read_to_string(file).map_err(|e| {
+                        invalid(
+                            &format!("providers.{name}.{field}"),
+                            format!("cannot read {file}: {e}"),
+                        )
+                    })?;
+                    *secret = Secret::new(value.trim());
+                }
             }
         }
         settings.validate()?;
@@ -688,8 +733,10 @@ impl Settings {
                     "accepts an http:// or https:// URL when kind = \"http\"",
                 ));
             }
-            if p.kind == ProviderKind::Twilio {
-                validate_twilio(name, p)?;
+            match p.kind {
+                ProviderKind::Twilio => validate_twilio(name, p)?,
+                ProviderKind::Smtp => validate_smtp(name, p)?,
+                ProviderKind::Mock | ProviderKind::Http => {}
             }
             if !p.ca_file.is_empty() {
                 crate::providers::tls_config(&p.ca_file)
@@ -812,7 +859,8 @@ fn accepted_values(key: &str) -> Option<&'static str> {
     match key.rsplit('.').next()? {
         "backend" => Some("memory or nats"),
         "format" => Some("pretty or json"),
-        "kind" => Some("mock or http"),
+        "kind" => Some("mock, http, twilio (sms) or smtp (email)"),
+        "tls" => Some("starttls, tls or none"),
         _ => None,
     }
 }
@@ -872,7 +920,7 @@ fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError
     if name != "sms" {
         return Err(invalid(
             &key("kind"),
-            "accepts \"twilio\" for sms only (email: mock, http)",
+            "accepts \"twilio\" for sms only (email: mock, http, smtp)",
         ));
     }
     let sid = |value: &str, prefix: &str| {
@@ -915,6 +963,44 @@ fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError
         return Err(invalid(
             &key("public_url"),
             "accepts an http:// or https:// base URL without query or fragment",
+        ));
+    }
+    Ok(())
+}
+
+/// An SMTP provider needs its server, and credentials whole and never in clear over a
+/// network.
+fn validate_smtp(name: &str, p: &ProviderSettings) -> Result<(), SettingsError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    if name != "email" {
+        return Err(invalid(
+            &key("kind"),
+            "accepts \"smtp\" for email only (sms: mock, http, twilio)",
+        ));
+    }
+    if p.host.is_empty() || url::Host::parse(&p.host).is_err() {
+        return Err(invalid(
+            &key("host"),
+            "needs the SMTP server's host name or IP address when kind = \"smtp\"",
+        ));
+    }
+    if !p.username.is_empty() && p.password.is_empty() {
+        return Err(invalid(
+            &key("password"),
+            "needs the password (or password_file) when username is set",
+        ));
+    }
+    if p.username.is_empty() && !p.password.is_empty() {
+        return Err(invalid(
+            &key("username"),
+            "needs the user the password is for",
+        ));
+    }
+    let local = matches!(p.host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    if p.tls == SmtpTls::None && !p.username.is_empty() && !local {
+        return Err(invalid(
+            &key("tls"),
+            "must be \"starttls\" or \"tls\" when credentials go to a server not on this host",
         ));
     }
     Ok(())
@@ -1333,6 +1419,77 @@ mod tests {
         assert_eq!(database.pool_size(), 10);
         database.max_connections = 3;
         assert_eq!(database.pool_size(), 3);
+    }
+
+    #[test]
+    fn an_smtp_provider_is_for_email_and_needs_its_server() {
+        let refused = |vars: &[(&str, &str)]| match with_env(vars) {
+            Err(SettingsError::Invalid { key, .. }) => key,
+            other => panic!("{vars:?} accepted: {other:?}"),
+        };
+        let smtp = ("MESSAGING__PROVIDERS__EMAIL__KIND", "smtp");
+        let host = (
+            "MESSAGING__PROVIDERS__EMAIL__HOST",
+            "email-smtp.eu-west-1.amazonaws.com",
+        );
+        let user = ("MESSAGING__PROVIDERS__EMAIL__USERNAME", "AKIAEXAMPLE");
+        let password = ("MESSAGING__PROVIDERS__EMAIL__PASSWORD", "a-smtp-password");
+        assert_eq!(
+            refused(&[
+                ("MESSAGING__PROVIDERS__SMS__KIND", "smtp"),
+                ("MESSAGING__PROVIDERS__SMS__HOST", host.1),
+            ]),
+            "providers.sms.kind"
+        );
+        assert_eq!(refused(&[smtp]), "providers.email.host");
+        assert_eq!(
+            refused(&[
+                smtp,
+                (
+                    "MESSAGING__PROVIDERS__EMAIL__HOST",
+                    "smtp://mail.example.com"
+                )
+            ]),
+            "providers.email.host"
+        );
+        assert_eq!(refused(&[smtp, host, user]), "providers.email.password");
+        assert_eq!(refused(&[smtp, host, password]), "providers.email.username");
+        let plain = ("MESSAGING__PROVIDERS__EMAIL__TLS", "none");
+        assert_eq!(
+            refused(&[smtp, host, user, password, plain]),
+            "providers.email.tls"
+        );
+        assert_eq!(
+            refused(&[smtp, host, ("MESSAGING__PROVIDERS__EMAIL__TLS", "ssl")]),
+            "providers.email.tls"
+        );
+
+        let s = with_env(&[smtp, host, user, password]).unwrap();
+        let email = &s.providers.email;
+        assert_eq!((email.tls, email.port), (SmtpTls::Starttls, 0));
+        assert!(!format!("{s:?}").contains("a-smtp-password"), "never shown");
+        let local = [
+            smtp,
+            ("MESSAGING__PROVIDERS__EMAIL__HOST", "127.0.0.1"),
+            ("MESSAGING__PROVIDERS__EMAIL__PORT", "2525"),
+            plain,
+        ];
+        let s = with_env(&local).unwrap();
+        assert_eq!(s.providers.email.port, 2525);
+        assert_eq!(s.providers.email.tls, SmtpTls::None);
+
+        // The password from a file (a mounted secret), its line end trimmed.
+        let file = std::env::temp_dir().join(format!("smtp-password-{}", std::process::id()));
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let path = file.display().to_string();
+        let from_file = ("MESSAGING__PROVIDERS__EMAIL__PASSWORD_FILE", path.as_str());
+        let s = with_env(&[smtp, host, user, from_file]).unwrap();
+        assert_eq!(s.providers.email.password.expose(), "from-a-file");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            refused(&[smtp, host, user, from_file]),
+            "providers.email.password_file"
+        );
     }
 
     #[test]

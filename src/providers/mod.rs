@@ -1,8 +1,9 @@
 //! Delivery of outbound messages to the SMS/MMS and email providers: an in-process mock,
-//! a generic JSON-over-HTTP endpoint, or Twilio's Messages API.
+//! a generic JSON-over-HTTP endpoint, Twilio's Messages API (SMS/MMS) or SMTP (email).
 
 mod http;
 mod mock;
+mod smtp;
 mod twilio;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 pub use http::{tls_config, HttpProvider};
 pub use mock::MockProvider;
+pub use smtp::SmtpProvider;
 pub use twilio::TwilioProvider;
 
 use crate::config::{ProviderKind, ProviderSettings, ProvidersSettings};
@@ -64,15 +66,25 @@ pub enum ProviderError {
     Unreachable(String),
     #[error("provider answered with an unreadable body: {0}")]
     BadResponse(String),
+    /// A negative SMTP reply (RFC 5321 §4.2.1): 4xx transient, 5xx permanent.
+    #[error("SMTP server answered {code}: {message}")]
+    Smtp { code: u16, message: String },
+    /// A message the provider's client cannot write or the server cannot take in any form
+    /// (e.g. an address lettre does not parse): trying again would fail the same way.
+    #[error("cannot send through the provider: {0}")]
+    NotSendable(String),
 }
 
 impl ProviderError {
     /// 5xx, 429, timeouts and connection failures are worth retrying; other 4xx are not.
+    /// SMTP's codes say it the other way round: 4xx is "try again later", 5xx a refusal.
     pub fn is_transient(&self) -> bool {
         match self {
             ProviderError::Status { status, .. } => *status >= 500 || *status == 429,
             ProviderError::Timeout(_) | ProviderError::Unreachable(_) => true,
             ProviderError::BadResponse(_) => true,
+            ProviderError::Smtp { code, .. } => *code < 500,
+            ProviderError::NotSendable(_) => false,
         }
     }
 
@@ -91,6 +103,9 @@ impl ProviderError {
             ProviderError::Status { .. } => "rejected",
             ProviderError::Timeout(_) => "timeout",
             ProviderError::Unreachable(_) | ProviderError::BadResponse(_) => "unreachable",
+            // Labels by meaning, as for HTTP: a deferral is the server's trouble, a 5xx a refusal.
+            ProviderError::Smtp { code, .. } if *code < 500 => "server_error",
+            ProviderError::Smtp { .. } | ProviderError::NotSendable(_) => "rejected",
         }
     }
 }
@@ -133,5 +148,6 @@ fn build(name: &'static str, settings: &ProviderSettings) -> Arc<dyn Provider> {
         ProviderKind::Mock => Arc::new(MockProvider::new(name, settings)),
         ProviderKind::Http => Arc::new(HttpProvider::new(name, settings)),
         ProviderKind::Twilio => Arc::new(TwilioProvider::new(name, settings)),
+        ProviderKind::Smtp => Arc::new(SmtpProvider::new(name, settings)),
     }
 }

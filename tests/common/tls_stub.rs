@@ -1,7 +1,7 @@
 //! An HTTPS provider stub: a CA and a certificate for 127.0.0.1 made at test time with the
 //! `openssl` command, and a TLS server that accepts every message (200 with an id).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub struct TlsStub {
     calls: Arc<AtomicUsize>,
 }
 
-fn openssl(dir: &PathBuf, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -31,77 +31,83 @@ fn openssl(dir: &PathBuf, args: &[&str]) {
     );
 }
 
+/// Writes into `dir` a CA (`ca.pem`, `ca.key`) and a server certificate it issued for
+/// 127.0.0.1 (`leaf.pem`, `leaf.key`), with the `openssl` command.
+pub fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=messaging-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+}
+
 impl TlsStub {
     pub async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("ms-tls-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &dir,
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=messaging-test-ca",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &dir,
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "leaf.key",
-                    "-out",
-                    "leaf.csr",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            dir.join("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "leaf.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "leaf.ext",
-            ],
-        );
+        make_certificates(&dir);
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(dir.join("leaf.pem"))
                 .unwrap()

@@ -446,6 +446,18 @@ impl SmtpTls {
     }
 }
 
+impl ProviderKind {
+    /// As settings spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Mock => "mock",
+            ProviderKind::Http => "http",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Smtp => "smtp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -497,6 +509,10 @@ pub struct ProviderSettings {
     /// signed over it, and receipts are asked for at it ("" = neither).
     #[serde(default)]
     pub public_url: String,
+    /// A second provider, a generic HTTP endpoint (as `kind = "http"`), called while this
+    /// one's circuit is open ("" = none: messages wait for this one).
+    #[serde(default)]
+    pub fallback_url: String,
     /// kind = "smtp": the server and its port (0 = the usual one for `tls`).
     #[serde(default)]
     pub host: String,
@@ -731,6 +747,12 @@ impl Settings {
                 return Err(invalid(
                     &format!("providers.{name}.url"),
                     "accepts an http:// or https:// URL when kind = \"http\"",
+                ));
+            }
+            if !p.fallback_url.is_empty() && !valid_http_url(&p.fallback_url) {
+                return Err(invalid(
+                    &format!("providers.{name}.fallback_url"),
+                    "accepts an http:// or https:// URL (or \"\" for no fallback)",
                 ));
             }
             match p.kind {
@@ -1542,6 +1564,17 @@ mod tests {
             "providers.sms.messaging_service_sid"
         );
         assert!(load(&[twilio, account, token]).is_ok());
+        for (key, bad) in [
+            ("PUBLIC_URL", "msg.example.com"),
+            ("PUBLIC_URL", "https://msg.example.com/?x=1"),
+            ("FALLBACK_URL", "ftp://backup.example.com"),
+        ] {
+            let var = format!("MESSAGING__PROVIDERS__SMS__{key}");
+            assert_eq!(
+                refused(&[twilio, account, token, (&var, bad)]),
+                format!("providers.sms.{}", key.to_lowercase())
+            );
+        }
 
         // The token from a file (a mounted secret), its line end trimmed.
         let file = std::env::temp_dir().join(format!("twilio-token-{}", std::process::id()));

@@ -288,3 +288,85 @@ async fn a_sender_with_little_room_sends_every_stored_message_once() {
         );
     }
 }
+
+/// The status resource's `provider` for each key, once every one is sent.
+async fn sent_by(app: &TestApp, keys: &[String]) -> Vec<String> {
+    eventually(Duration::from_secs(30), "every message sent", || async {
+        let mut all = true;
+        for key in keys {
+            let (_, status) = app.get(&format!("/api/messages/{key}")).await;
+            all &= status["status"] == "sent";
+        }
+        all
+    })
+    .await;
+    let mut providers = Vec::new();
+    for key in keys {
+        let (_, status) = app.get(&format!("/api/messages/{key}")).await;
+        providers.push(status["provider"].as_str().unwrap_or_default().to_string());
+    }
+    providers
+}
+
+/// While the SMS provider's circuit is open, its fallback (`fallback_url`) sends, once per
+/// message, and the status resource says so; once the provider answers again, it sends.
+#[actix_web::test]
+async fn while_the_providers_circuit_is_open_its_fallback_sends() {
+    for db in databases() {
+        let primary = StubProvider::start(vec![], Answer::Status(503, None));
+        let fallback = StubProvider::start(vec![], Answer::Accept);
+        let database = TestDatabase::create(db).await;
+        let mut settings = common::test_settings(&database.url);
+        configure(&mut settings, &primary);
+        settings.providers.sms.breaker_failures = 3;
+        settings.providers.sms.fallback_url = fallback.url.clone();
+        let hooks = hooks(&settings);
+        let app = spawn_on(database, move |s| *s = settings, hooks).await;
+
+        let bodies = (0..20)
+            .map(|i| sms("+12016661234", "+18045551234", &format!("fallback {i}")))
+            .collect();
+        let keys = post_all(&app, "/api/messages/sms", bodies).await;
+        let providers = sent_by(&app, &keys).await;
+        assert!(
+            providers.iter().all(|p| p == "fallback"),
+            "{db:?}: the provider never accepted one, so the fallback sent them all: {providers:?}"
+        );
+        let mut called: Vec<String> = fallback
+            .calls()
+            .into_iter()
+            .map(|c| c.idempotency_key)
+            .collect();
+        called.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(called, expected, "{db:?}: one fallback call per message");
+        let (_, text) = app.get("/metrics").await;
+        let text = text.as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            metric(
+                &text,
+                "messaging_provider_requests_total{outcome=\"sent\",provider=\"sms_fallback\"}"
+            ),
+            Some(20.0),
+            "{db:?}"
+        );
+
+        // The provider is back: after its cooldown a trial call succeeds and it sends again.
+        primary.set_fallback(Answer::Accept);
+        eventually(
+            Duration::from_secs(30),
+            "the provider sends again",
+            || async {
+                let body = sms(
+                    "+12016661234",
+                    "+18045551234",
+                    &uuid::Uuid::new_v4().to_string(),
+                );
+                let key = post_all(&app, "/api/messages/sms", vec![body]).await;
+                sent_by(&app, &key).await == ["http"]
+            },
+        )
+        .await;
+    }
+}

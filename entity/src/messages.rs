@@ -46,6 +46,9 @@ pub struct Model {
     pub delivery_attempts: i32,
     /// The W3C trace context the message was enqueued in (tracing on), for its delivery.
     pub traceparent: Option<String>,
+    /// Once sent: which provider accepted it, the channel's (its kind, e.g. `"twilio"`) or
+    /// `"fallback"`.
+    pub sent_by: Option<String>,
     /// `undelivered`: the provider's error from its delivery receipt.
     pub delivery_error: Option<String>,
 }

@@ -192,6 +192,7 @@ async fn check_schema(db: &DatabaseConnection) {
             lease_token: Set(None),
             delivery_attempts: Set(0),
             traceparent: Set(None),
+            sent_by: Set(None),
             delivery_error: Set(None),
         };
     let m1 = Message::insert(new_message("k1", c1.id, t1))

@@ -113,7 +113,7 @@ impl Handler<Drain> for Sender {
             // What is due is still sent (the ingest queue was drained into the database
             // just before), unless the provider's circuit is open; then no claims.
             loop {
-                if lane.idle() && (lane.circuit_open() || !lane.has_due().await) {
+                if lane.idle() && (lane.cannot_send() || !lane.has_due().await) {
                     lane.stop();
                     // A claim may have started meanwhile: let it finish.
                     if lane.idle() {

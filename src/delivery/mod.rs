@@ -6,7 +6,9 @@
 //! message, paced by its `rate`; and hands each outcome to [`settle`], which records them
 //! in batches. A slow call holds only itself: each message settles on its own, and a claim
 //! round starts again as soon as calls finish. While the circuit is open the lane claims
-//! nothing, so a provider outage spends no attempts and holds up no other lane, nor ingest.
+//! nothing, so a provider outage spends no attempts and holds up no other lane, nor ingest;
+//! with a fallback provider (`fallback_url`), the lane calls that one instead while the
+//! circuit is open, under a breaker of its own.
 
 pub mod breaker;
 pub mod settle;
@@ -29,7 +31,7 @@ use crate::actors::ProcessingError;
 use crate::actors::{DlqActor, RetryScheduler};
 use crate::config::{ProviderSettings, Rate};
 use crate::domain::Channel;
-use crate::providers::{OutboundMessage, Provider};
+use crate::providers::{HttpProvider, OutboundMessage, Provider};
 use crate::store::delivery::{self, Held};
 use crate::store::writer::MessageWriter;
 use crate::telemetry::{self, DeliveryGauges, Metrics};
@@ -56,15 +58,28 @@ pub struct Lane {
     pub name: &'static str,
     channels: Vec<Channel>,
     provider: Arc<dyn Provider>,
+    /// How the status resource names `provider`: its kind.
+    kind: &'static str,
+    /// Called while `provider`'s circuit is open (`fallback_url`).
+    fallback: Option<Arc<dyn Provider>>,
     concurrency: usize,
     limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) deps: LaneDeps,
     pub(crate) state: RefCell<State>,
 }
 
+/// Which of a lane's providers a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Primary,
+    Fallback,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub breaker: Breaker,
+    /// The fallback provider's breaker, when there is one.
+    pub fallback: Option<Breaker>,
     pub in_flight: usize,
     /// The messages whose calls are in flight, with their lease tokens.
     pub holding: HashMap<i64, String>,
@@ -80,6 +95,52 @@ pub(crate) struct State {
     pub stopping: bool,
 }
 
+impl State {
+    /// Where calls go now: the provider unless its circuit is open, then the fallback
+    /// unless its own circuit is open; `None` while neither may be called.
+    fn route(&self, now: Instant) -> Option<Route> {
+        if self.breaker.state(now) != Circuit::Open {
+            return Some(Route::Primary);
+        }
+        match &self.fallback {
+            Some(fallback) if fallback.state(now) != Circuit::Open => Some(Route::Fallback),
+            _ => None,
+        }
+    }
+
+    fn breaker(&self, route: Route) -> &Breaker {
+        match (route, &self.fallback) {
+            (Route::Fallback, Some(fallback)) => fallback,
+            _ => &self.breaker,
+        }
+    }
+
+    fn breaker_mut(&mut self, route: Route) -> &mut Breaker {
+        match (route, &mut self.fallback) {
+            (Route::Fallback, Some(fallback)) => fallback,
+            _ => &mut self.breaker,
+        }
+    }
+
+    /// How many of `wanted` calls may start now, on which route, and whether they are a
+    /// half-open circuit's trial.
+    fn grant(&mut self, wanted: usize, now: Instant) -> (usize, Route, bool) {
+        let Some(route) = self.route(now) else {
+            return (0, Route::Primary, false);
+        };
+        let breaker = self.breaker_mut(route);
+        let half_open = breaker.state(now) == Circuit::HalfOpen;
+        let allowed = breaker.allow(wanted, now);
+        (allowed, route, half_open && allowed > 0)
+    }
+
+    /// Whether calls flow freely (the route's circuit is closed, not merely trying).
+    fn flowing(&self, now: Instant) -> bool {
+        self.route(now)
+            .is_some_and(|route| self.breaker(route).state(now) == Circuit::Closed)
+    }
+}
+
 impl Lane {
     pub fn new(
         name: &'static str,
@@ -87,19 +148,29 @@ impl Lane {
         settings: &ProviderSettings,
         deps: LaneDeps,
     ) -> Rc<Self> {
-        let channels = match name {
-            "sms" => vec![Channel::Sms, Channel::Mms],
-            _ => vec![Channel::Email],
+        let (channels, fallback_name) = match name {
+            "sms" => (vec![Channel::Sms, Channel::Mms], "sms_fallback"),
+            _ => (vec![Channel::Email], "email_fallback"),
         };
+        let fallback = (!settings.fallback_url.is_empty()).then(|| {
+            let mut http = settings.clone();
+            http.url = settings.fallback_url.clone();
+            Arc::new(HttpProvider::new(fallback_name, &http)) as Arc<dyn Provider>
+        });
+        let breaker = || Breaker::new(settings.breaker_failures, settings.breaker_cooldown);
+        let fallback_breaker = fallback.as_ref().map(|_| breaker());
         Rc::new(Lane {
             name,
             channels,
             provider,
+            kind: settings.kind.as_str(),
+            fallback,
             concurrency: settings.concurrency.max(1),
             limiter: settings.rate.map(limiter),
             deps,
             state: RefCell::new(State {
-                breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
+                breaker: breaker(),
+                fallback: fallback_breaker,
                 in_flight: 0,
                 holding: HashMap::new(),
                 pending: Vec::new(),
@@ -127,8 +198,10 @@ impl Lane {
         state.in_flight == 0 && !state.claiming && !state.settling && state.pending.is_empty()
     }
 
-    pub fn circuit_open(&self) -> bool {
-        self.circuit() == Circuit::Open
+    /// No provider may be called now: the circuit is open, and the fallback's too (or
+    /// there is none).
+    pub fn cannot_send(&self) -> bool {
+        self.state.borrow().route(Instant::now()).is_none()
     }
 
     /// Whether messages of this lane are due now (an unreadable answer counts as none).
@@ -203,7 +276,7 @@ impl Lane {
 
     async fn claim_rounds(self: Rc<Self>) {
         loop {
-            let (wanted, trial) = {
+            let (wanted, route, trial) = {
                 let mut state = self.state.borrow_mut();
                 state.again = false;
                 let free = self.concurrency.saturating_sub(state.in_flight);
@@ -212,9 +285,7 @@ impl Lane {
                 } else {
                     free.min(CLAIM_AT_MOST)
                 };
-                let before = state.breaker.state(Instant::now());
-                let allowed = state.breaker.allow(wanted, Instant::now());
-                (allowed, before == Circuit::HalfOpen && allowed > 0)
+                state.grant(wanted, Instant::now())
             };
             self.publish_gauges();
             if wanted == 0 {
@@ -235,18 +306,18 @@ impl Lane {
                 }
             };
             if trial && held.is_empty() {
-                self.state.borrow_mut().breaker.unused();
+                self.state.borrow_mut().breaker_mut(route).unused();
             }
             let full = held.len() == wanted;
-            self.clone().start(held);
+            self.clone().start(held, route);
             if !full && !self.state.borrow().again {
                 break;
             }
         }
     }
 
-    /// Starts one call per held message.
-    fn start(self: Rc<Self>, held: Vec<Held>) {
+    /// Starts one call per held message, on `route`.
+    fn start(self: Rc<Self>, held: Vec<Held>, route: Route) {
         {
             let mut state = self.state.borrow_mut();
             state.in_flight += held.len();
@@ -257,7 +328,7 @@ impl Lane {
             }
         }
         for message in held {
-            actix::spawn(self.clone().call(message));
+            actix::spawn(self.clone().call(message, route));
         }
         self.publish_gauges();
     }
@@ -277,17 +348,16 @@ impl Lane {
     /// their attempt refunded, for a claim.
     pub async fn start_pending(self: Rc<Self>) {
         let now = Instant::now();
-        let (start, back) = {
+        let (start, back, route) = {
             let mut state = self.state.borrow_mut();
             let free = match state.stopping {
                 true => 0,
                 false => self.concurrency.saturating_sub(state.in_flight),
             };
             let wanted = free.min(state.pending.len());
-            let allowed = state.breaker.allow(wanted, now).min(wanted);
-            let start: Vec<Held> = state.pending.drain(..allowed).collect();
-            let closed = state.breaker.state(now) == Circuit::Closed;
-            let keep = if closed && !state.stopping {
+            let (allowed, route, _) = state.grant(wanted, now);
+            let start: Vec<Held> = state.pending.drain(..allowed.min(wanted)).collect();
+            let keep = if state.flowing(now) && !state.stopping {
                 self.concurrency
             } else {
                 0
@@ -296,9 +366,9 @@ impl Lane {
                 true => state.pending.split_off(keep),
                 false => Vec::new(),
             };
-            (start, back)
+            (start, back, route)
         };
-        self.clone().start(start);
+        self.clone().start(start, route);
         if back.is_empty() {
             return;
         }
@@ -312,8 +382,9 @@ impl Lane {
         }
     }
 
-    /// One provider call for one held message, and its outcome handed to the settler.
-    async fn call(self: Rc<Self>, held: Held) {
+    /// One provider call for one held message, on `route`, and its outcome handed to the
+    /// settler.
+    async fn call(self: Rc<Self>, held: Held, route: Route) {
         let Held {
             id,
             lease_token,
@@ -329,18 +400,25 @@ impl Lane {
                 if let Some(limiter) = &self.limiter {
                     limiter.until_ready().await;
                 }
-                let open = self.state.borrow().breaker.state(Instant::now()) == Circuit::Open;
+                let open = {
+                    let state = self.state.borrow();
+                    state.breaker(route).state(Instant::now()) == Circuit::Open
+                };
                 if open || self.state.borrow().stopping {
                     // Never called: the circuit opened (or shutdown began) while it waited.
                     Outcome::NotCalled { id, lease_token }
                 } else {
-                    let result = self.send(&event).await;
-                    self.observe(&result);
+                    let result = self.send(&event, route).await;
+                    self.observe(route, &result);
                     match result {
                         Ok(provider_message_id) => Outcome::Sent {
                             id,
                             lease_token,
                             provider_message_id,
+                            sent_by: match route {
+                                Route::Primary => self.kind,
+                                Route::Fallback => "fallback",
+                            },
                             event,
                         },
                         Err(error) => Outcome::Failed {
@@ -358,24 +436,40 @@ impl Lane {
 
     /// The call itself, in the attempt's `deliver` span; a panic in the provider fails this
     /// message alone, permanently.
-    async fn send(&self, event: &crate::domain::Event) -> Result<String, ProcessingError> {
+    async fn send(
+        &self,
+        event: &crate::domain::Event,
+        route: Route,
+    ) -> Result<String, ProcessingError> {
         let trace = self.deps.metrics.tracer.delivery(event);
-        trace.around(self.call_provider(event)).await
+        trace.around(self.call_provider(event, route)).await
     }
 
-    async fn call_provider(&self, event: &crate::domain::Event) -> Result<String, ProcessingError> {
-        let provider = self.provider.clone();
+    async fn call_provider(
+        &self,
+        event: &crate::domain::Event,
+        route: Route,
+    ) -> Result<String, ProcessingError> {
+        let provider = match (route, &self.fallback) {
+            (Route::Fallback, Some(fallback)) => fallback.clone(),
+            _ => self.provider.clone(),
+        };
+        // Metrics name the lane's provider by its channel, the fallback as itself.
+        let label = match route {
+            Route::Primary => self.name,
+            Route::Fallback => provider.name(),
+        };
         let attempt = AssertUnwindSafe(async {
             let message = OutboundMessage::from_event(event);
             telemetry::provider_call(event, provider.name(), provider.send(message)).await
         });
         let result = match attempt.catch_unwind().await {
             Ok(Ok(receipt)) => {
-                self.deps.metrics.provider_request(self.name, "sent");
+                self.deps.metrics.provider_request(label, "sent");
                 Ok(receipt.provider_message_id)
             }
             Ok(Err(err)) => {
-                self.deps.metrics.provider_request(self.name, err.outcome());
+                self.deps.metrics.provider_request(label, err.outcome());
                 Err(err.into())
             }
             Err(panic) => {
@@ -393,22 +487,28 @@ impl Lane {
         result
     }
 
-    fn observe(&self, result: &Result<String, ProcessingError>) {
+    fn observe(&self, route: Route, result: &Result<String, ProcessingError>) {
         let mut state = self.state.borrow_mut();
+        let breaker = state.breaker_mut(route);
+        let provider = match route {
+            Route::Primary => self.name,
+            Route::Fallback => "fallback",
+        };
         match result {
             Err(err) if err.kind() == crate::actors::ErrorKind::Transient => {
-                if state.breaker.failed(Instant::now()) {
-                    tracing::warn!(provider = self.name, error = %err, "circuit opened: no calls to this provider until its cooldown ends");
+                if breaker.failed(Instant::now()) {
+                    tracing::warn!(provider = self.name, route = provider, error = %err, "circuit opened: no calls to this provider until its cooldown ends");
                 }
             }
             _ => {
-                if state.breaker.state(Instant::now()) != Circuit::Closed {
+                if breaker.state(Instant::now()) != Circuit::Closed {
                     tracing::info!(
                         provider = self.name,
+                        route = provider,
                         "circuit closed: the provider answers again"
                     );
                 }
-                state.breaker.succeeded()
+                breaker.succeeded()
             }
         }
     }

@@ -38,6 +38,8 @@ pub enum Outcome {
         id: i64,
         lease_token: String,
         provider_message_id: String,
+        /// Which provider accepted it (`messages.sent_by`).
+        sent_by: &'static str,
         event: Event,
     },
     Failed {
@@ -123,6 +125,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                 id,
                 lease_token,
                 provider_message_id,
+                sent_by,
                 event,
             } => {
                 tracing::debug!(provider = lane.name, idempotency_key = %event.idempotency_key, "message sent");
@@ -131,6 +134,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                     id,
                     lease_token,
                     provider_message_id,
+                    sent_by,
                 });
             }
             Outcome::Failed {

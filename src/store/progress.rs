@@ -80,6 +80,8 @@ pub struct Resolved {
     pub message_id: Option<i64>,
     pub conversation_id: Option<i64>,
     pub provider_message_id: Option<String>,
+    /// Once sent: which provider accepted it.
+    pub provider: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// When the next delivery attempt is due, while a failed one is waiting for it.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -202,6 +204,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
             message_id: Some(m.id),
             conversation_id: Some(m.conversation_id),
             provider_message_id: m.provider_message_id.clone(),
+            provider: m.sent_by.clone(),
             updated_at: m.updated_at,
             next_attempt_at: None,
         };
@@ -242,6 +245,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
         message_id: None,
         conversation_id: None,
         provider_message_id: None,
+        provider: None,
         updated_at: Utc::now(),
         next_attempt_at: None,
     };
@@ -303,6 +307,7 @@ mod tests {
             lease_token: None,
             delivery_attempts: 0,
             traceparent: None,
+            sent_by: None,
             delivery_error: None,
             request_fingerprint: None,
         }

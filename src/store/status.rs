@@ -115,6 +115,8 @@ pub struct Delivered {
     pub id: i64,
     pub lease_token: String,
     pub provider_message_id: String,
+    /// Which provider accepted it (see `messages.sent_by`).
+    pub sent_by: &'static str,
 }
 
 /// Moves the selected messages from `from` to `to`, leaving any message in another status
@@ -204,7 +206,7 @@ async fn delivered<C: ConnectionTrait>(
             _ => "?".to_string(),
         }
     };
-    let mut values: Vec<Value> = Vec::with_capacity(1 + 3 * sent.len());
+    let mut values: Vec<Value> = Vec::with_capacity(1 + 4 * sent.len());
     let updated_at = param();
     values.push(Utc::now().into());
     let mut rows = String::with_capacity(sent.len() * 16);
@@ -212,14 +214,17 @@ async fn delivered<C: ConnectionTrait>(
         if i > 0 {
             rows.push(',');
         }
-        rows.push_str(&format!("({}, {}, {})", param(), param(), param()));
+        let row = format!("({}, {}, {}, {})", param(), param(), param(), param());
+        rows.push_str(&row);
         values.push(d.id.into());
         values.push(d.lease_token.clone().into());
         values.push(d.provider_message_id.clone().into());
+        values.push(d.sent_by.into());
     }
     let sql = format!(
         "UPDATE messages SET status = '{to}', updated_at = {updated_at}, \
-         provider_message_id = v.column3, next_attempt_at = NULL, lease_until = NULL, \
+         provider_message_id = v.column3, sent_by = v.column4, next_attempt_at = NULL, \
+         lease_until = NULL, \
          lease_token = NULL FROM (VALUES {rows}) AS v \
          WHERE messages.id = v.column1 AND messages.lease_token = v.column2 \
          AND messages.status = '{from}'"

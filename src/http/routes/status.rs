@@ -33,6 +33,11 @@ pub struct MessageStatusView {
     pub conversation_id: Option<i64>,
     /// Once sent.
     pub provider_message_id: Option<String>,
+    /// Once sent: which provider accepted it, the channel's own (its kind: `mock`, `http`,
+    /// `twilio`, `smtp`) or `fallback` (`providers.<channel>.fallback_url`, while the
+    /// channel's provider was failing).
+    #[schema(examples("twilio", "fallback"))]
+    pub provider: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// While `failed` with a retry to follow: when the next delivery attempt is due.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +54,7 @@ impl MessageStatusView {
             message_id: r.message_id,
             conversation_id: r.conversation_id,
             provider_message_id: r.provider_message_id,
+            provider: r.provider,
             updated_at: r.updated_at,
             next_attempt_at: r.next_attempt_at,
         }

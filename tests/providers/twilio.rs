@@ -16,7 +16,7 @@
 //! Twilio's own helper library (`RequestValidator` of the `twilio` Python package, run by
 //! tests/twilio_sign.py), so the server accepts exactly what Twilio sends.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,20 +32,20 @@ use messaging_server::providers::{MockProvider, Providers};
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
-const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";
 /// This server as Twilio's console would name it: what Twilio signs its webhooks over.
-const PUBLIC_URL: &str = "https://msg.example.com";
+pub(crate) const PUBLIC_URL: &str = "https://msg.example.com";
 
 /// `prism mock` of Twilio's description, on a port of its own.
-struct Prism {
+pub(crate) struct Prism {
     child: Child,
     url: String,
     log: PathBuf,
 }
 
 impl Prism {
-    async fn start() -> Option<Prism> {
+    pub(crate) async fn start() -> Option<Prism> {
         let prism = common::require_tool("prism")?;
         let port = common::nats::free_port();
         let spec = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,13 +73,13 @@ impl Prism {
         Some(prism)
     }
 
-    fn messages_url(&self) -> String {
+    pub(crate) fn messages_url(&self) -> String {
         format!("{}/2010-04-01/Accounts/{ACCOUNT}/Messages.json", self.url)
     }
 
     /// The shim described at the top: Prism's URL for repeated `MediaUrl` fields. Each
     /// form it forwarded is kept in `forms`, as the adapter sent it.
-    fn behind_shim(&self) -> Shim {
+    pub(crate) fn behind_shim(&self) -> Shim {
         let prism = self.url.clone();
         let forms = Forms::default();
         let kept = forms.clone();
@@ -122,11 +122,11 @@ impl Prism {
     }
 }
 
-type Forms = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+pub(crate) type Forms = Arc<Mutex<Vec<Vec<(String, String)>>>>;
 
-struct Shim {
-    url: String,
-    forms: Forms,
+pub(crate) struct Shim {
+    pub(crate) url: String,
+    pub(crate) forms: Forms,
 }
 
 impl Drop for Prism {
@@ -141,7 +141,7 @@ impl Drop for Prism {
     }
 }
 
-fn twilio(settings: &mut Settings, base_url: &str) {
+pub(crate) fn twilio(settings: &mut Settings, base_url: &str) {
     let sms = &mut settings.providers.sms;
     sms.kind = ProviderKind::Twilio;
     sms.base_url = base_url.to_string();
@@ -153,7 +153,7 @@ fn twilio(settings: &mut Settings, base_url: &str) {
 }
 
 /// The app with the providers its settings name (the Twilio adapter for SMS/MMS).
-async fn app_with_twilio(db: Db, base_url: &str) -> TestApp {
+pub(crate) async fn app_with_twilio(db: Db, base_url: &str) -> TestApp {
     let mut settings = common::test_settings("sqlite::memory:");
     twilio(&mut settings, base_url);
     let providers = Providers {
@@ -172,7 +172,7 @@ async fn app_with_twilio(db: Db, base_url: &str) -> TestApp {
 }
 
 /// Follows a 202's status URL until the message is sent or dead-lettered; its status.
-async fn settled(app: &TestApp, accepted: &Value) -> Value {
+pub(crate) async fn settled(app: &TestApp, accepted: &Value) -> Value {
     let url = accepted["status_url"].as_str().unwrap().to_string();
     let status_of = || async {
         let (status, body) = app.request(app.client.get(app.url(&url)), None).await;
@@ -272,7 +272,7 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
 }
 
 /// Twilio's signature of `params` posted to `path`, from Twilio's own library.
-fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
+pub(crate) fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
     let python = common::tools::python_with("twilio").expect("CI has the twilio package");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/twilio_sign.py");
     let request =
@@ -296,7 +296,7 @@ fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
 }
 
 /// Posts `params` to one of Twilio's webhook routes as Twilio does, with `signature`.
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     params: &[(&str, &str)],
@@ -325,7 +325,7 @@ async fn post_form(
 }
 
 /// A signed Twilio webhook must be answered with TwiML.
-async fn signed(app: &TestApp, path: &str, params: &[(&str, &str)]) {
+pub(crate) async fn signed(app: &TestApp, path: &str, params: &[(&str, &str)]) {
     let signature = twilio_signature(path, params);
     let (status, content_type, body) = post_form(app, path, params, Some(&signature)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -333,14 +333,14 @@ async fn signed(app: &TestApp, path: &str, params: &[(&str, &str)]) {
     assert_eq!(body, "<Response/>");
 }
 
-async fn status_of(app: &TestApp, accepted: &Value) -> Value {
+pub(crate) async fn status_of(app: &TestApp, accepted: &Value) -> Value {
     let url = accepted["status_url"].as_str().unwrap();
     let (status, body) = app.request(app.client.get(app.url(url)), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
 
-fn receipts(app: &TestApp, status: &str, outcome: &str) -> f64 {
+pub(crate) fn receipts(app: &TestApp, status: &str, outcome: &str) -> f64 {
     let (text, _) = app.state.metrics.render();
     text.lines()
         .find(|line| {

@@ -3,7 +3,7 @@
 //! `ca_file`, and AUTH. What the server took is read from its side: envelope, headers,
 //! body, and whether it came over TLS from the logged-in user.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -21,11 +21,11 @@ use messaging_server::providers::{
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
-const USER: &str = "mailer";
-const PASSWORD: &str = "s3cret-smtp-password";
+pub(crate) const USER: &str = "mailer";
+pub(crate) const PASSWORD: &str = "s3cret-smtp-password";
 
 /// tests/smtp_server.py on a port of its own, and what it reported.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -34,7 +34,7 @@ struct SmtpServer {
 
 impl SmtpServer {
     /// A server that refuses recipients named `defer…` with 451 their first `defer` times.
-    async fn start(defer: u32) -> Option<SmtpServer> {
+    pub(crate) async fn start(defer: u32) -> Option<SmtpServer> {
         if !common::require_tools(&["openssl", "aiosmtpd"]) {
             return None;
         }
@@ -79,18 +79,18 @@ impl SmtpServer {
     }
 
     /// What the server reported that matches `filter`.
-    fn find(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) fn find(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
         let events = self.events.lock().unwrap();
         events.iter().filter(|e| filter(e)).cloned().collect()
     }
 
     /// The messages it took.
-    fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         self.find(|e| e.get("mail_from").is_some())
     }
 
     /// Its login attempts, as (mechanism, accepted).
-    fn logins(&self) -> Vec<(String, bool)> {
+    pub(crate) fn logins(&self) -> Vec<(String, bool)> {
         self.find(|e| e.get("auth").is_some())
             .iter()
             .map(|e| (e["auth"].as_str().unwrap().into(), e["ok"] == true))
@@ -110,7 +110,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn smtp(settings: &mut Settings, server: &SmtpServer, password: &str) {
+pub(crate) fn smtp(settings: &mut Settings, server: &SmtpServer, password: &str) {
     let email = &mut settings.providers.email;
     email.kind = ProviderKind::Smtp;
     email.host = "127.0.0.1".into();
@@ -123,7 +123,7 @@ fn smtp(settings: &mut Settings, server: &SmtpServer, password: &str) {
 }
 
 /// The app with the SMTP adapter for email, as its settings build it.
-async fn app_with_smtp(db: Db, server: &SmtpServer, password: &str) -> TestApp {
+pub(crate) async fn app_with_smtp(db: Db, server: &SmtpServer, password: &str) -> TestApp {
     let mut settings = common::test_settings("sqlite::memory:");
     smtp(&mut settings, server, password);
     let providers = Providers {
@@ -141,7 +141,7 @@ async fn app_with_smtp(db: Db, server: &SmtpServer, password: &str) -> TestApp {
     .await
 }
 
-fn email(to: &str, subject: &str) -> Value {
+pub(crate) fn email(to: &str, subject: &str) -> Value {
     json!({
         "from": "user@usehatchapp.com", "to": to, "subject": subject,
         "body": "Hello over SMTP.\nSecond line.",

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use crate::common::{self, databases, spawn_app_with, TestApp};
 use crate::smtp::{email, smtp, SmtpServer, PASSWORD};
-use crate::twilio::{settled, signed, status_of, twilio, Prism, ACCOUNT};
+use crate::twilio::{signed, twilio, Prism, ACCOUNT};
+use crate::{settled, status_of};
 
 async fn accepted(app: &TestApp, path: &str, body: &Value) -> Value {
     let (status, answer) = app.post_json(path, body).await;

@@ -154,20 +154,7 @@ pub(crate) fn email(to: &str, subject: &str) -> Value {
 async fn send_and_settle(app: &TestApp, body: &Value) -> Value {
     let (status, accepted) = app.post_json("/api/messages/email", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let url = app.url(accepted["status_url"].as_str().unwrap());
-    let status_of = || async {
-        let (status, body) = app.request(app.client.get(&url), None).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    };
-    eventually(Duration::from_secs(30), "the message settled", || async {
-        matches!(
-            status_of().await["status"].as_str(),
-            Some("sent" | "dead_lettered")
-        )
-    })
-    .await;
-    status_of().await
+    crate::settled(app, &accepted).await
 }
 
 #[actix_web::test]

@@ -17,6 +17,7 @@
 //! tests/twilio_sign.py), so the server accepts exactly what Twilio sends.
 
 use crate::common;
+use crate::{settled, status_of};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -171,24 +172,6 @@ pub(crate) async fn app_with_twilio(db: Db, base_url: &str) -> TestApp {
     .await
 }
 
-/// Follows a 202's status URL until the message is sent or dead-lettered; its status.
-pub(crate) async fn settled(app: &TestApp, accepted: &Value) -> Value {
-    let url = accepted["status_url"].as_str().unwrap().to_string();
-    let status_of = || async {
-        let (status, body) = app.request(app.client.get(app.url(&url)), None).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    };
-    eventually(Duration::from_secs(30), "the message settled", || async {
-        matches!(
-            status_of().await["status"].as_str(),
-            Some("sent" | "dead_lettered")
-        )
-    })
-    .await;
-    status_of().await
-}
-
 #[actix_web::test]
 async fn sms_and_mms_reach_twilio_as_its_contract_says() {
     let Some(prism) = Prism::start().await else {
@@ -331,13 +314,6 @@ pub(crate) async fn signed(app: &TestApp, path: &str, params: &[(&str, &str)]) {
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     assert!(content_type.starts_with("text/xml"), "{content_type}");
     assert_eq!(body, "<Response/>");
-}
-
-pub(crate) async fn status_of(app: &TestApp, accepted: &Value) -> Value {
-    let url = accepted["status_url"].as_str().unwrap();
-    let (status, body) = app.request(app.client.get(app.url(url)), None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
 }
 
 pub(crate) fn receipts(app: &TestApp, status: &str, outcome: &str) -> f64 {

@@ -251,14 +251,15 @@ async fn status_exits_1_when_the_deployment_is_not_ready() {
         ],
     );
     let with_key = [("MESSAGING_API_KEY", server.key.as_str())];
-    let ready = run(&["status", "--server", &server.url], &with_key);
-    assert_eq!(
-        ready.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&ready),
-        stderr(&ready)
-    );
+    // The server answers before its NATS workers have all started (CI once saw "1 of 4
+    // running" at the first look): ready within a deadline.
+    let mut ready = run(&["status", "--server", &server.url], &with_key);
+    eventually(Duration::from_secs(30), "status to report ready", || {
+        ready = run(&["status", "--server", &server.url], &with_key);
+        let is_ready = ready.status.code() == Some(0);
+        async move { is_ready }
+    })
+    .await;
     assert!(
         stdout(&ready).contains("queue         nats, depth 0"),
         "{}",

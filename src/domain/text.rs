@@ -90,6 +90,12 @@ fn walk(value: &Value, path: &str, depth: usize, keys: &mut usize) -> Result<(),
             }
             Ok(())
         }
+        // The JSON parser rounds a literal just beyond f64's range to ±f64::MAX (and refuses
+        // one further out): a value there may stand for a larger one, so that bound is
+        // excluded.
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() >= f64::MAX) => Err(
+            FieldError::new(path, "has a number beyond ±1.7976931348623157e308"),
+        ),
         Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
     }
 }
@@ -98,6 +104,19 @@ fn walk(value: &Value, path: &str, depth: usize, keys: &mut usize) -> Result<(),
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_rounded_to_the_edge_of_f64_are_refused() {
+        let beyond: serde_json::Value =
+            // What Schemathesis sent: f64::MAX's digits, then zeros and a 1 (309 digits).
+            serde_json::from_str(&format!("{{\"k\": 17976931348623157{}1}}", "0".repeat(291)))
+                .unwrap();
+        assert!(check_metadata(&beyond).is_err());
+        let edge: serde_json::Value =
+            serde_json::from_str("{\"k\": -1.7976931348623157e308}").unwrap();
+        assert!(check_metadata(&edge).is_err());
+        assert!(check_metadata(&json!({"k": 1.0e308, "n": -5})).is_ok());
+    }
 
     #[test]
     fn control_characters_are_refused_except_tab_and_line_breaks() {

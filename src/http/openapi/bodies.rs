@@ -159,8 +159,9 @@ fn metadata_levels() -> Vec<(String, Value)> {
         let name = format!("MetadataValue{level}");
         let mut kinds = vec![
             no_control(),
-            // Beyond f64 the JSON parser refuses the number.
-            json!({"type": "number", "minimum": -f64::MAX, "maximum": f64::MAX}),
+            // Beyond f64 the JSON parser refuses the number, or rounds it to ±f64::MAX,
+            // which is therefore refused too (see `check_metadata`).
+            json!({"type": "number", "exclusiveMinimum": -f64::MAX, "exclusiveMaximum": f64::MAX}),
             json!({"type": "boolean"}),
             json!({"type": "null"}),
         ];

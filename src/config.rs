@@ -968,26 +968,27 @@ fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError
             "accepts a Messaging Service SID (MG followed by 32 hex digits)",
         ));
     }
-    let parsed = url::Url::parse(&p.base_url);
-    if !p.base_url.is_empty()
-        && !matches!(&parsed, Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some())
-    {
+    if !p.base_url.is_empty() && web_url(&p.base_url).is_none() {
         return Err(invalid(
             &key("base_url"),
             "accepts an http:// or https:// URL",
         ));
     }
-    let parsed = url::Url::parse(&p.public_url);
-    if !p.public_url.is_empty()
-        && !matches!(&parsed, Ok(u) if matches!(u.scheme(), "http" | "https")
-            && u.host().is_some() && u.query().is_none() && u.fragment().is_none())
-    {
+    let base = web_url(&p.public_url).filter(|u| u.query().is_none() && u.fragment().is_none());
+    if !p.public_url.is_empty() && base.is_none() {
         return Err(invalid(
             &key("public_url"),
             "accepts an http:// or https:// base URL without query or fragment",
         ));
     }
     Ok(())
+}
+
+/// `text` parsed as an http:// or https:// URL with a host.
+fn web_url(text: &str) -> Option<url::Url> {
+    url::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// An SMTP provider needs its server, and credentials whole and never in clear over a

@@ -43,9 +43,11 @@ impl Applied {
     }
 }
 
-/// Records a receipt for the message its provider calls `provider_message_id`.
+/// Records a receipt from `provider` (as `messages.sent_by` names it) for the message it
+/// calls `provider_message_id`.
 pub async fn record(
     writer: &MessageWriter,
+    provider: &'static str,
     provider_message_id: &str,
     reported: Reported,
     error: Option<&str>,
@@ -53,13 +55,14 @@ pub async fn record(
     let to = match reported {
         Reported::Delivered => MessageStatus::Delivered,
         Reported::Undelivered => MessageStatus::Undelivered,
-        Reported::InTransit => return known(writer, provider_message_id).await,
+        Reported::InTransit => return known(writer, provider, provider_message_id).await,
     };
     let moved = {
         let _turn = writer.take_turn().await;
         let result = status::transition(
             writer.connection(),
             Which::Receipt {
+                sent_by: provider,
                 provider_message_id,
                 error: error.filter(|_| to == MessageStatus::Undelivered),
             },
@@ -71,16 +74,21 @@ pub async fn record(
         result?
     };
     match moved {
-        0 => known(writer, provider_message_id).await,
+        0 => known(writer, provider, provider_message_id).await,
         _ => Ok(Applied::Moved),
     }
 }
 
-/// `Ignored` when a message has this provider id, else `Unknown`.
-async fn known(writer: &MessageWriter, provider_message_id: &str) -> Result<Applied, StoreError> {
+/// `Ignored` when a message `provider` sent has this id, else `Unknown`.
+async fn known(
+    writer: &MessageWriter,
+    provider: &'static str,
+    provider_message_id: &str,
+) -> Result<Applied, StoreError> {
     let found = messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
+        .filter(status::receipted_by(provider))
         .filter(messages::Column::ProviderMessageId.eq(provider_message_id))
         .into_tuple::<i64>()
         .one(writer.connection())

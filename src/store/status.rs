@@ -104,6 +104,8 @@ pub enum Which<'a> {
     /// The message its provider knows as `provider_message_id` (a delivery receipt), with
     /// the provider's error when it could not deliver it.
     Receipt {
+        /// The provider the receipt comes from, as `messages.sent_by` names it.
+        sent_by: &'static str,
         provider_message_id: &'a str,
         error: Option<&'a str>,
     },
@@ -162,11 +164,13 @@ pub async fn transition<C: ConnectionTrait>(
             .and_where(Column::LeaseToken.eq(lease_token));
     }
     if let Which::Receipt {
+        sent_by,
         provider_message_id,
         error,
     } = which
     {
         update
+            .and_where(receipted_by(sent_by))
             .and_where(Column::ProviderMessageId.eq(provider_message_id))
             .value(Column::DeliveryError, error.map(str::to_string));
     }
@@ -181,6 +185,14 @@ pub async fn transition<C: ConnectionTrait>(
         }
     }
     Ok(db.execute(&update).await?.rows_affected())
+}
+
+/// `sent_by = '<provider>'` as a literal: the index receipts use is partial on it, and
+/// SQLite only uses a partial index when the query spells its condition the same way (a
+/// bound value is not). `provider` comes from the code, never from a request.
+pub(super) fn receipted_by(provider: &'static str) -> sea_orm::sea_query::SimpleExpr {
+    debug_assert!(provider.bytes().all(|b| b.is_ascii_lowercase()));
+    sea_orm::sea_query::Expr::cust(format!("sent_by = '{provider}'"))
 }
 
 /// The messages of `sent` with their provider ids, as one `UPDATE … FROM (VALUES …)` (both

@@ -5,6 +5,7 @@
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use super::messages::enqueue;
+use crate::config::ProviderKind;
 use crate::domain::{check_provider_id, FieldError, SmsWebhook};
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::twilio::SignedForm;
@@ -117,7 +118,8 @@ pub async fn status_callback(
         .map(|code| code.chars().take(16).collect::<String>())
         .map(|code| format!("Twilio error {code} ({label})"))
         .or_else(|| (reported == Reported::Undelivered).then(|| format!("Twilio: {label}")));
-    let applied = receipts::record(&state.writer, sid, reported, error.as_deref()).await?;
+    let twilio = ProviderKind::Twilio.as_str();
+    let applied = receipts::record(&state.writer, twilio, sid, reported, error.as_deref()).await?;
     state.metrics.delivery_receipt(label, applied.as_str());
     tracing::info!(
         provider_message_id = sid,

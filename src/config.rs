@@ -56,6 +56,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub dlq: DlqSettings,
     pub providers: ProvidersSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -379,6 +380,31 @@ pub struct DeliverySettings {
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
     /// How long a claim lasts: a message whose sender died is due again after it.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+}
+
+/// Webhooks to customers (SPEC §15).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// An endpoint has this long to answer 2xx.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// The waits before each retry; a delivery fails for good after the last.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// An endpoint failing without a success for this long is disabled.
+    #[serde(deserialize_with = "duration")]
+    pub disable_after: Duration,
+    /// Endpoints on loopback and private addresses (for tests and closed networks).
+    pub allow_private: bool,
+    /// Calls in flight to one endpoint, per process.
+    pub concurrency_per_endpoint: usize,
+    /// How often deliverers look for due deliveries.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a claimed delivery is held before another deliverer may take it.
     #[serde(deserialize_with = "duration")]
     pub lease: Duration,
 }
@@ -713,6 +739,26 @@ impl Settings {
                 return Err(invalid(key, "must be longer than 0s"));
             }
         }
+        let hooks = &self.webhooks;
+        for (key, value) in [
+            ("webhooks.timeout", hooks.timeout),
+            ("webhooks.poll_interval", hooks.poll_interval),
+            ("webhooks.disable_after", hooks.disable_after),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
+        positive(
+            "webhooks.concurrency_per_endpoint",
+            hooks.concurrency_per_endpoint,
+        )?;
+        if hooks.lease <= hooks.timeout {
+            return Err(invalid(
+                "webhooks.lease",
+                "must be longer than webhooks.timeout (a delivery is held while it is called)",
+            ));
+        }
         if self.dlq.purge_interval.is_zero() {
             return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
         }
@@ -1039,6 +1085,19 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|text| match humantime::parse_duration(text.trim()) {
+            Ok(value) if value <= MAX_DURATION => Ok(value),
+            _ => Err(serde::de::Error::custom(format!(
+                "accepts a list of durations like [\"5s\", \"5m\", \"2h\"], got {text:?}"
+            ))),
+        })
+        .collect()
+}
+
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let text = String::deserialize(d)?;
     text.trim()
@@ -1092,6 +1151,22 @@ mod tests {
         assert_eq!(s.server.stall_timeout, Duration::from_secs(30));
         assert_eq!(s.delivery.poll_interval, Duration::from_millis(250));
         assert_eq!(s.delivery.lease, Duration::from_secs(60));
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(10));
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert_eq!(
+            s.webhooks.retry_schedule,
+            [
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(1800),
+                hours(2),
+                hours(5),
+                hours(10),
+                hours(10)
+            ]
+        );
+        assert_eq!(s.webhooks.disable_after, hours(5 * 24));
+        assert!(!s.webhooks.allow_private);
         assert_eq!(s.providers.sms.concurrency, 500);
         assert_eq!(s.providers.sms.rate, None);
         assert_eq!(s.providers.sms.breaker_failures, 5);

@@ -14,6 +14,7 @@ use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
 use crate::actors::sender::{SenderSpec, Senders};
+use crate::actors::webhooks::WebhookDeliverer;
 use crate::actors::worker::{BeforePersist, WorkerDeps, WorkerThread};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler, Sender};
 use crate::config::{QueueBackendKind, Settings};
@@ -222,6 +223,14 @@ impl Application {
                 .collect()
             }
         };
+        let webhooks = sender_thread.as_ref().map(|thread| {
+            WebhookDeliverer::start_supervised(
+                writer.clone(),
+                settings.webhooks.clone(),
+                metrics.clone(),
+                &thread.handle(),
+            )
+        });
         let (workers, progress) = (Workers::default(), Progress::default());
         let pool = settings.worker.enabled.then(|| WorkerPool {
             concurrency: settings.worker.concurrency,
@@ -254,6 +263,7 @@ impl Application {
             retry,
             dlq: dlq.clone(),
             senders,
+            webhooks,
             sender_thread,
             worker_count: if settings.worker.enabled {
                 settings.worker.concurrency

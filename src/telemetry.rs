@@ -45,6 +45,12 @@ pub struct Metrics {
     pub actor_restarts: Counter<u64>,
     /// Dead letters the database refused even in their encoded form: logged whole instead.
     pub dlq_write_failures: Counter<u64>,
+    /// Webhook attempts settled, by outcome (delivered, retry, failed).
+    pub webhook_deliveries: Counter<u64>,
+    /// Webhook endpoints the service disabled (failing for `webhooks.disable_after`).
+    pub webhook_endpoints_disabled: Counter<u64>,
+    /// Webhook deliveries not settled yet; refreshed from the database before each scrape.
+    pub webhook_pending: Arc<AtomicU64>,
     /// Provider receipts and the delivery stage's gauges.
     pub delivery: Arc<DeliveryGauges>,
     /// `http.server.request.duration` (OpenTelemetry semantic conventions); its `_count`
@@ -111,6 +117,7 @@ impl Metrics {
         let provider = builder.build();
         let meter = provider.meter("messaging-server");
         let dlq_size = Arc::new(AtomicU64::new(0));
+        let webhook_pending = Arc::new(AtomicU64::new(0));
         let workers_active = Arc::new(AtomicI64::new(0));
         let ready = Arc::new(AtomicBool::new(false));
 
@@ -135,6 +142,12 @@ impl Metrics {
             .u64_observable_gauge("messaging_dlq_size")
             .with_description("Dead letters waiting (not replayed)")
             .with_callback(move |gauge| gauge.observe(size.load(Ordering::Relaxed), &[]))
+            .build();
+        let pending = webhook_pending.clone();
+        meter
+            .u64_observable_gauge("messaging_webhook_pending")
+            .with_description("Webhook deliveries not settled yet (due, waiting for a retry, or in a call)")
+            .with_callback(move |gauge| gauge.observe(pending.load(Ordering::Relaxed), &[]))
             .build();
         let active = workers_active.clone();
         meter
@@ -216,6 +229,15 @@ impl Metrics {
                 "messaging_dlq_write_failures",
                 "Dead letters the database refused even encoded; the event was logged whole instead",
             ),
+            webhook_deliveries: counter(
+                "messaging_webhook_deliveries",
+                "Webhook deliveries settled, by outcome (delivered; retry: failed, another attempt follows; failed: no attempt left, or its endpoint is gone)",
+            ),
+            webhook_endpoints_disabled: counter(
+                "messaging_webhook_endpoints_disabled",
+                "Webhook endpoints disabled by the service after failing for webhooks.disable_after",
+            ),
+            webhook_pending,
             delivery,
             http_duration: seconds(
                 "http.server.request.duration",
@@ -262,6 +284,11 @@ impl Metrics {
         for kind in ["transient", "permanent"] {
             self.failed.add(0, &[KeyValue::new("kind", kind)]);
         }
+        for outcome in ["delivered", "retry", "failed"] {
+            self.webhook_deliveries
+                .add(0, &[KeyValue::new("outcome", outcome)]);
+        }
+        self.webhook_endpoints_disabled.add(0, &[]);
         for provider in ["sms", "email"] {
             self.provider_requests.add(
                 0,
@@ -315,6 +342,16 @@ impl Metrics {
                 KeyValue::new("outcome", outcome),
             ],
         );
+    }
+
+    /// One webhook delivery settled: `delivered`, `retry` or `failed`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub fn webhook_endpoint_disabled(&self) {
+        self.webhook_endpoints_disabled.add(1, &[]);
     }
 
     /// One delivery receipt: `status` as the provider reported it (bounded by the caller),

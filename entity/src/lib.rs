@@ -8,6 +8,9 @@ pub mod event_failures;
 pub mod message_bodies;
 pub mod messages;
 pub mod pending_events;
+pub mod webhook_attempts;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 pub use api_keys::Entity as ApiKey;
 pub use conversations::Entity as Conversation;

@@ -13,6 +13,7 @@ mod m20261201_000001_create_event_failures;
 mod m20261204_000001_schedule_deliveries;
 mod m20261205_000001_delivery_receipts;
 mod m20261205_000002_receipt_index_for_twilio;
+mod m20261205_000003_webhooks;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_schedule_deliveries::Migration),
             Box::new(m20261205_000001_delivery_receipts::Migration),
             Box::new(m20261205_000002_receipt_index_for_twilio::Migration),
+            Box::new(m20261205_000003_webhooks::Migration),
         ]
     }
 }

@@ -238,14 +238,7 @@ impl Writer {
         );
         self.metrics.dlq_write_failures.add(1, &[]);
         // So its message is not re-driven as stuck: it has an outcome, if only in the log.
-        if let Err(err) = status::transition(
-            &self.db,
-            Which::OfEvent(event),
-            MessageStatus::Queued,
-            MessageStatus::Failed,
-        )
-        .await
-        {
+        if let Err(err) = dead_letters::fail_message_of(&self.db, event).await {
             tracing::warn!(event_id = %event.event_id, error = %err, "cannot mark the message failed");
         }
     }
@@ -369,13 +362,15 @@ async fn replay(
         // The message goes back to `queued`, due at once with fresh attempts (the delivery
         // stage sends it); the event is published too, for a dead letter whose event was
         // never stored (the idempotency key makes a stored one's repeat a no-op).
+        let txn = crate::store::writer::begin_write(db).await?;
         status::transition(
-            db,
+            &txn,
             Which::OfEvent(&event),
             MessageStatus::Failed,
             MessageStatus::Queued,
         )
         .await?;
+        txn.commit().await.map_err(StoreError::from)?;
         backend.republish(vec![event]).await?;
         Ok::<(), DlqError>(())
     };

@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 
 use super::sender::Drain;
 use super::supervision::Ping;
+use super::webhooks::WebhookDeliverer;
 use super::worker::WorkerThread;
 use super::{DlqActor, PersistenceWorker, QueueActor, RetryScheduler, Sender};
 use crate::queue::QueueBackend;
@@ -76,6 +77,8 @@ pub struct Pipeline {
     /// The delivery stage's senders, one per provider (none in an API-only role), and the
     /// thread they run on.
     pub senders: Vec<Addr<Sender>>,
+    /// The webhook deliverer, on the senders' thread (none in an API-only role).
+    pub webhooks: Option<Addr<WebhookDeliverer>>,
     pub sender_thread: Option<WorkerThread>,
     /// Configured workers (0 without workers here).
     pub worker_count: usize,
@@ -148,11 +151,14 @@ impl Pipeline {
     /// back, due at once).
     pub async fn drain_senders(&self, deadline: std::time::Instant) -> usize {
         let drains = self.senders.iter().map(|s| s.send(Drain(deadline)));
-        join_all(drains)
-            .await
-            .into_iter()
-            .map(|left| left.unwrap_or(0))
-            .sum()
+        let webhooks = async {
+            match &self.webhooks {
+                Some(w) => w.send(Drain(deadline)).await.unwrap_or(0),
+                None => 0,
+            }
+        };
+        let (senders, webhooks) = futures_util::future::join(join_all(drains), webhooks).await;
+        senders.into_iter().map(|left| left.unwrap_or(0)).sum::<usize>() + webhooks
     }
 }
 

@@ -20,6 +20,7 @@ pub mod queue;
 pub mod retry;
 pub mod sender;
 pub mod supervision;
+pub mod webhooks;
 pub mod worker;
 
 use std::time::Duration;

@@ -10,7 +10,7 @@ mod limits;
 mod middleware;
 pub mod openapi;
 pub mod rate_limit;
-mod routes;
+pub(crate) mod routes;
 pub mod signature;
 mod state;
 pub mod twilio;

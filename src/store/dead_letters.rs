@@ -60,18 +60,25 @@ pub async fn insert_encoded(
 ) -> Result<Model, StoreError> {
     let model = insert_encoded_row(db, &new).await?;
     if is_storable(new.event.idempotency_key.as_str()) {
-        if let Err(err) = status::transition(
-            db,
-            Which::OfEvent(new.event),
-            MessageStatus::Queued,
-            MessageStatus::Failed,
-        )
-        .await
-        {
+        if let Err(err) = fail_message_of(db, new.event).await {
             tracing::warn!(dead_letter_id = model.id, error = %err, "cannot mark the message of an encoded dead letter failed");
         }
     }
     Ok(model)
+}
+
+/// Marks the message stored for `event` (if any) `failed`: dead-lettered.
+pub async fn fail_message_of(db: &DatabaseConnection, event: &Event) -> Result<u64, StoreError> {
+    let txn = writer::begin_write(db).await?;
+    let moved = status::transition(
+        &txn,
+        Which::OfEvent(event),
+        MessageStatus::Queued,
+        MessageStatus::Failed,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(moved)
 }
 
 /// The row of [`insert_encoded`] alone.

@@ -339,13 +339,15 @@ pub async fn fail_unreadable(
     lease_token: &str,
 ) -> Result<(), StoreError> {
     let _turn = writer.take_turn().await;
+    let txn = super::writer::begin_write(writer.connection()).await?;
     status::transition(
-        writer.connection(),
+        &txn,
         Which::Held { id, lease_token },
         MessageStatus::Queued,
         MessageStatus::Failed,
     )
     .await?;
+    txn.commit().await?;
     Ok(())
 }
 

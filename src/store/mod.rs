@@ -9,12 +9,15 @@ pub mod health;
 pub mod keys;
 mod nodelay;
 pub mod outage;
+pub mod outbox;
 pub mod pending;
 pub mod progress;
 pub mod read;
 pub mod receipts;
 mod reuse;
 pub mod status;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 pub mod writer;
 
 use migration::MigratorTrait;

@@ -59,16 +59,17 @@ pub async fn record(
     };
     let moved = {
         let _turn = writer.take_turn().await;
-        let result = status::transition(
-            writer.connection(),
-            Which::Receipt {
+        let result = async {
+            let txn = super::writer::begin_write(writer.connection()).await?;
+            let which = Which::Receipt {
                 sent_by: provider,
                 provider_message_id,
                 error: error.filter(|_| to == MessageStatus::Undelivered),
-            },
-            MessageStatus::Sent,
-            to,
-        )
+            };
+            let moved = status::transition(&txn, which, MessageStatus::Sent, to).await?;
+            txn.commit().await?;
+            Ok(moved)
+        }
         .await;
         writer.observe_write(&result, |moved| *moved > 0);
         result?

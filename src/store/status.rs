@@ -17,8 +17,11 @@ use std::fmt;
 use chrono::Utc;
 use entity::messages::{self, Column};
 use sea_orm::sea_query::{ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityName, Statement, Value};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName, Statement, Value,
+};
 
+use super::outbox::{self, EventType};
 use super::StoreError;
 use crate::domain::{Direction, Event};
 
@@ -122,9 +125,10 @@ pub struct Delivered {
 }
 
 /// Moves the selected messages from `from` to `to`, leaving any message in another status
-/// alone. Returns how many moved.
-pub async fn transition<C: ConnectionTrait>(
-    db: &C,
+/// alone, and records the webhook event the move causes (see [`outbox`]) in the same
+/// transaction. Returns how many moved.
+pub async fn transition(
+    db: &DatabaseTransaction,
     which: Which<'_>,
     from: MessageStatus,
     to: MessageStatus,
@@ -134,9 +138,23 @@ pub async fn transition<C: ConnectionTrait>(
             "a message cannot go from {from} to {to}"
         )));
     }
-    if let Which::Delivered(sent) = which {
-        return delivered(db, sent, from, to).await;
+    let moved = match which {
+        Which::Delivered(sent) => delivered(db, sent, from, to).await?,
+        _ => update(db, which, from, to).await?,
+    };
+    if let Some(event) = EventType::of_status(to) {
+        outbox::record(db, event, &moved).await?;
     }
+    Ok(moved.len() as u64)
+}
+
+/// The `UPDATE` of every case but [`Which::Delivered`]; returns the ids it moved.
+async fn update(
+    db: &DatabaseTransaction,
+    which: Which<'_>,
+    from: MessageStatus,
+    to: MessageStatus,
+) -> Result<Vec<i64>, StoreError> {
     let now = Utc::now();
     let mut update = Query::update()
         .table(messages::Entity.table_ref())
@@ -184,7 +202,14 @@ pub async fn transition<C: ConnectionTrait>(
             );
         }
     }
-    Ok(db.execute(&update).await?.rows_affected())
+    update.returning_col(Column::Id);
+    ids(db.query_all(&update).await?)
+}
+
+fn ids(rows: Vec<sea_orm::QueryResult>) -> Result<Vec<i64>, StoreError> {
+    rows.iter()
+        .map(|row| Ok(row.try_get_by_index::<i64>(0)?))
+        .collect()
 }
 
 /// `sent_by = '<provider>'` as a literal: the index receipts use is partial on it, and
@@ -200,14 +225,14 @@ pub(super) fn receipted_by(provider: &'static str) -> sea_orm::sea_query::Simple
 /// Not a `CASE id WHEN …` per message: that is compiled and evaluated in O(n²) for a batch
 /// of n. The statuses are written as literals (they come from the enum): a bound status
 /// next to the partial index on queued messages made SQLite compile the statement twice.
-async fn delivered<C: ConnectionTrait>(
-    db: &C,
+async fn delivered(
+    db: &DatabaseTransaction,
     sent: &[Delivered],
     from: MessageStatus,
     to: MessageStatus,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     if sent.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let backend = db.get_database_backend();
     let mut next = 0;
@@ -239,10 +264,10 @@ async fn delivered<C: ConnectionTrait>(
          lease_until = NULL, \
          lease_token = NULL FROM (VALUES {rows}) AS v \
          WHERE messages.id = v.column1 AND messages.lease_token = v.column2 \
-         AND messages.status = '{from}'"
+         AND messages.status = '{from}' RETURNING messages.id"
     );
     let statement = Statement::from_sql_and_values(backend, sql, values);
-    Ok(db.execute_raw(statement).await?.rows_affected())
+    ids(db.query_all_raw(statement).await?)
 }
 
 #[cfg(test)]

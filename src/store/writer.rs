@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::delivery::NewLease;
 use super::outage::WriteHealth;
+use super::outbox::{self, EventType};
 use super::status::{self, Delivered, MessageStatus, Which};
 use super::StoreError;
 use crate::domain::{Direction, Event};
@@ -174,12 +175,18 @@ impl MessageWriter {
             return Ok(0);
         }
         let _turn = self.take_turn().await;
-        let result = status::transition(
-            &self.db,
-            Which::Delivered(sent),
-            MessageStatus::Queued,
-            MessageStatus::Sent,
-        )
+        let result = async {
+            let txn = begin_write(&self.db).await?;
+            let moved = status::transition(
+                &txn,
+                Which::Delivered(sent),
+                MessageStatus::Queued,
+                MessageStatus::Sent,
+            )
+            .await?;
+            txn.commit().await?;
+            Ok(moved)
+        }
         .await;
         self.observe_write(&result, |_| true);
         result
@@ -277,6 +284,12 @@ async fn persist_in(
     let existing = find_messages_by_key(txn, &existing_keys).await?;
 
     bump_counters(txn, &rows, &inserted, &keys_by_id(&conversation_ids), now).await?;
+    let received: Vec<i64> = inserted
+        .values()
+        .filter(|p| p.status == MessageStatus::Received)
+        .map(|p| p.message_id)
+        .collect();
+    outbox::record(txn, EventType::Received, &received).await?;
 
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     let persisted = events

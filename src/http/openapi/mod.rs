@@ -23,6 +23,7 @@ use utoipa::OpenApi;
 
 use super::routes::{
     self, conversations, dead_letters, messages, operations, stats, status, twilio,
+    webhook_endpoints,
 };
 use crate::domain::FieldError;
 use crate::http::errors::ProblemDoc;
@@ -53,6 +54,14 @@ use crate::http::errors::ProblemDoc;
         conversations::list,
         conversations::get,
         conversations::messages,
+        webhook_endpoints::create,
+        webhook_endpoints::list,
+        webhook_endpoints::get,
+        webhook_endpoints::update,
+        webhook_endpoints::delete,
+        webhook_endpoints::rotate_secret,
+        webhook_endpoints::attempts,
+        webhook_endpoints::replay,
         dead_letters::list,
         dead_letters::delete_all,
         dead_letters::replay_all,
@@ -65,6 +74,7 @@ use crate::http::errors::ProblemDoc;
         (name = "messages", description = "Send messages"),
         (name = "webhooks", description = "Receive messages from the providers"),
         (name = "conversations", description = "Read conversations and their messages"),
+        (name = "webhook endpoints", description = "Events pushed to your endpoints, signed per Standard Webhooks"),
         (name = "dead letters", description = "Events that could not be processed (admin)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     )

@@ -14,6 +14,7 @@ pub(crate) mod paging;
 pub mod stats;
 pub(crate) mod status;
 pub(crate) mod twilio;
+pub(crate) mod webhook_endpoints;
 
 use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
@@ -126,6 +127,15 @@ impl Endpoint {
         self.on(Method::POST, handler)
     }
 
+    fn patch<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PATCH, handler)
+    }
+
     fn delete<F, Args>(self, handler: F) -> Self
     where
         F: Handler<Args>,
@@ -191,6 +201,18 @@ pub fn table() -> Vec<Endpoint> {
         Endpoint::new("/api/conversations", Read).get(conversations::list),
         Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
         Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
+        Endpoint::new("/api/webhook-endpoints", Read)
+            .get(webhook_endpoints::list)
+            .post(webhook_endpoints::create),
+        Endpoint::new("/api/webhook-endpoints/{id}", Read)
+            .get(webhook_endpoints::get)
+            .patch(webhook_endpoints::update)
+            .delete(webhook_endpoints::delete),
+        Endpoint::new("/api/webhook-endpoints/{id}/rotate-secret", Read)
+            .post(webhook_endpoints::rotate_secret),
+        Endpoint::new("/api/webhook-endpoints/{id}/attempts", Read)
+            .get(webhook_endpoints::attempts),
+        Endpoint::new("/api/webhook-endpoints/{id}/replay", Read).post(webhook_endpoints::replay),
         Endpoint::new("/api/dlq", Admin)
             .get(dead_letters::list)
             .delete(dead_letters::delete_all),

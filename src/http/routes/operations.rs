@@ -172,12 +172,17 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// Reads what the gauges cannot compute themselves: the dead-letter count from the database
 /// and the due deliveries (right whichever process wrote them) and readiness, as `/readyz` sees it.
 async fn refresh_gauges(state: &AppState) {
-    let (dead_letters, ready, due) = futures_util::future::join3(
+    let (dead_letters, ready, due, webhooks) = futures_util::future::join4(
         store::dead_letters::count_pending(&state.db),
         readiness(state),
         store::delivery::count_due(&state.db),
+        store::webhook_deliveries::count_pending(&state.db),
     )
     .await;
+    match webhooks {
+        Ok(n) => state.metrics.webhook_pending.store(n, Ordering::Relaxed),
+        Err(e) => tracing::warn!(error = %e, "cannot count pending webhook deliveries for the metrics"),
+    }
     match due {
         Ok(n) => state.metrics.delivery.due.store(n, Ordering::Relaxed),
         Err(e) => tracing::warn!(error = %e, "cannot count due messages for the metrics"),

@@ -45,7 +45,7 @@ pub struct MessageStatusView {
 }
 
 impl MessageStatusView {
-    fn new(idempotency_key: String, r: Resolved) -> Self {
+    pub fn new(idempotency_key: String, r: Resolved) -> Self {
         MessageStatusView {
             status: r.status,
             idempotency_key,

@@ -5,6 +5,7 @@ mod progress;
 mod serve;
 mod server;
 mod status;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Customers' webhook endpoints: list, create, attempts, replay, rotate-secret,
+    /// enable, disable, delete.
+    Webhooks {
+        #[command(subcommand)]
+        action: webhooks::WebhooksAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +135,7 @@ impl Command {
         match self {
             Command::Migrate { action } => !matches!(action, MigrateAction::Up),
             Command::Dlq { action } => !matches!(action, DlqAction::Replay { .. }),
-            Command::Customers { .. } | Command::Keys { .. } => true,
+            Command::Customers { .. } | Command::Keys { .. } | Command::Webhooks { .. } => true,
             Command::Serve { .. } | Command::Status { .. } | Command::Config { .. } => false,
         }
     }
@@ -268,6 +275,7 @@ pub fn main() -> ExitCode {
             Command::Dlq { action } => dlq(&settings, action).await,
             Command::Customers { action } => customers(&settings, action).await,
             Command::Keys { action } => keys(&settings, action).await,
+            Command::Webhooks { action } => webhooks::run(&settings, action).await,
             Command::Status { server, api_key } => {
                 let base =
                     server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));

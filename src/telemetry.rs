@@ -146,7 +146,9 @@ impl Metrics {
         let pending = webhook_pending.clone();
         meter
             .u64_observable_gauge("messaging_webhook_pending")
-            .with_description("Webhook deliveries not settled yet (due, waiting for a retry, or in a call)")
+            .with_description(
+                "Webhook deliveries not settled yet (due, waiting for a retry, or in a call)",
+            )
             .with_callback(move |gauge| gauge.observe(pending.load(Ordering::Relaxed), &[]))
             .build();
         let active = workers_active.clone();

@@ -520,6 +520,75 @@ async fn real_answers_match_the_document() {
         )
         .await;
 
+        // Webhook endpoints.
+        let route = "/api/webhook-endpoints";
+        let new = json!({"url": "https://hooks.example.com/messaging", "events": ["message.sent"]});
+        let created = s
+            .call(post.clone(), route, route, a, Some(new), &[], 201)
+            .await;
+        let private = json!({"url": "http://127.0.0.1/hooks"});
+        s.call(post.clone(), route, route, a, Some(private), &[], 400)
+            .await;
+        s.call(get.clone(), route, route, a, None, &[], 200).await;
+        let id = created["id"].as_str().expect("an endpoint id");
+        let one = format!("/api/webhook-endpoints/{id}");
+        let route = "/api/webhook-endpoints/{id}";
+        s.call(get.clone(), route, &one, a, None, &[], 200).await;
+        let unknown = "/api/webhook-endpoints/00000000-0000-0000-0000-000000000000";
+        s.call(get.clone(), route, unknown, a, None, &[], 404).await;
+        let change = json!({"enabled": false, "description": null});
+        s.call(Method::PATCH, route, &one, a, Some(change), &[], 200)
+            .await;
+        let wrong = json!({"events": ["message.unknown"]});
+        s.call(Method::PATCH, route, &one, a, Some(wrong), &[], 400)
+            .await;
+        let route = "/api/webhook-endpoints/{id}/rotate-secret";
+        s.call(
+            post.clone(),
+            route,
+            &format!("{one}/rotate-secret"),
+            a,
+            None,
+            &[],
+            200,
+        )
+        .await;
+        let route = "/api/webhook-endpoints/{id}/attempts";
+        s.call(
+            get.clone(),
+            route,
+            &format!("{one}/attempts"),
+            a,
+            None,
+            &[],
+            200,
+        )
+        .await;
+        let route = "/api/webhook-endpoints/{id}/replay";
+        s.call(
+            post.clone(),
+            route,
+            &format!("{one}/replay"),
+            a,
+            None,
+            &[],
+            202,
+        )
+        .await;
+        s.call(
+            post.clone(),
+            route,
+            &format!("{unknown}/replay"),
+            a,
+            None,
+            &[],
+            404,
+        )
+        .await;
+        let route = "/api/webhook-endpoints/{id}";
+        s.call(delete.clone(), route, &one, a, None, &[], 204).await;
+        s.call(delete.clone(), route, &one, a, None, &[], 404).await;
+
         // Dead letters (the email above).
         let route = "/api/dlq";
         let letters = s.call(get.clone(), route, route, a, None, &[], 200).await;

@@ -48,6 +48,7 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
             // One message at a time, so the load stays visible in the queue for seconds.
             ("WORKER_CONCURRENCY", "1".into()),
             ("MESSAGING__WORKER__BATCH_SIZE", "1".into()),
+            ("MESSAGING__WEBHOOKS__ALLOW_PRIVATE", "true".into()),
         ],
     );
     let (base, key) = (server.url.clone(), server.key.clone());
@@ -61,6 +62,15 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
         || async { get_json(&client, &format!("{base}/readyz"), &key).await.0 == 200 },
     )
     .await;
+    // A webhook endpoint nothing listens at: its deliveries fail, as the console shows.
+    let closed = common::nats::free_port();
+    let response = client
+        .post(format!("{base}/api/webhook-endpoints"))
+        .bearer_auth(&key)
+        .send_json(&serde_json::json!({"url": format!("http://127.0.0.1:{closed}/hooks")}))
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status().as_u16(), 201);
     for i in 0..3 {
         let response = client
             .post(format!("{base}/api/messages/sms"))

@@ -9,6 +9,7 @@ Listens on 127.0.0.1 (port N, or a free one) and reads, at each request, files o
   delay     seconds to wait before answering (default 0).
 Reports on stdout, one JSON object a line:
   {"ready": PORT} once it listens;
+  {"arrived": WEBHOOK_ID} as each request arrives;
   {"id", "timestamp", "signature", "verified", "answered", "event"} for each request,
   "event" being the parsed body when it verified (else null), and "body" the raw body.
 An unverified request is answered 401.
@@ -49,6 +50,7 @@ def make_handler(directory):
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
+            emit({"arrived": headers.get("webhook-id")})
             event = None
             for secret in read(directory / "secrets", "").split():
                 try:

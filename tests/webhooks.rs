@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use common::{databases, eventually, sms, spawn_app_with, Db, TestApp};
-use messaging_server::startup::Hooks;
 use messaging_server::config::{QueueBackendKind, Settings};
+use messaging_server::startup::Hooks;
 use messaging_server::store::keys::{self, Scope};
 use serde_json::{json, Value};
 
@@ -30,10 +30,11 @@ impl Receiver {
     async fn start() -> Option<Receiver> {
         let dir = std::env::temp_dir().join(format!("ms-hooks-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        Self::start_in(dir, 0).await
+        Self::start_in(dir, 0, Arc::default()).await
     }
 
-    async fn start_in(dir: PathBuf, port: u16) -> Option<Receiver> {
+    /// Starts the receiver on `port` (0: a free one), adding its reports to `seen`.
+    async fn start_in(dir: PathBuf, port: u16, seen: Arc<Mutex<Vec<Value>>>) -> Option<Receiver> {
         let python = common::tools::python_with("standardwebhooks")?;
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_receiver.py");
         let mut child = Command::new(python)
@@ -44,11 +45,14 @@ impl Receiver {
             .stderr(std::fs::File::create(dir.join(format!("stderr-{port}.log"))).unwrap())
             .spawn()
             .expect("python runs tests/webhook_receiver.py");
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let is_ready = |r: &Value| r["ready"].is_u64();
+        let started_before = seen.lock().unwrap().iter().filter(|r| is_ready(r)).count();
         let (stdout, sink) = (child.stdout.take().unwrap(), seen.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
             }
         });
         let mut receiver = Receiver {
@@ -58,11 +62,11 @@ impl Receiver {
             seen,
         };
         eventually(Duration::from_secs(30), "the receiver listens", || {
-            let ready = receiver.reports(|r| r["ready"].is_u64());
-            async move { !ready.is_empty() }
+            let started = receiver.reports(is_ready).len();
+            async move { started > started_before }
         })
         .await;
-        receiver.port = receiver.reports(|r| r["ready"].is_u64())[0]["ready"]
+        receiver.port = receiver.reports(is_ready).last().unwrap()["ready"]
             .as_u64()
             .unwrap() as u16;
         Some(receiver)
@@ -77,7 +81,13 @@ impl Receiver {
     }
 
     fn reports(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.seen.lock().unwrap().iter().filter(|r| filter(r)).cloned().collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| filter(r))
+            .cloned()
+            .collect()
     }
 
     /// The deliveries it took (verified and answered 2xx).
@@ -96,21 +106,22 @@ impl Receiver {
         let _ = self.child.wait();
     }
 
-    async fn restart(self) -> Receiver {
+    /// Starts it again on its port, after [`Self::stop`]; one history across both lives.
+    async fn restart(mut self) -> Receiver {
         let (dir, port, seen) = (self.dir.clone(), self.port, self.seen.clone());
-        std::mem::forget(self);
-        let mut again = Receiver::start_in(dir, port).await.unwrap();
-        // One history across both lives.
-        let newer = std::mem::take(&mut *again.seen.lock().unwrap());
-        seen.lock().unwrap().extend(newer);
-        again.seen = seen;
-        again
+        // Its files are the new one's.
+        self.dir = PathBuf::new();
+        drop(self);
+        Receiver::start_in(dir, port, seen).await.unwrap()
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop();
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
         if std::thread::panicking() {
             eprintln!("webhook receiver's files: {}", self.dir.display());
         } else {
@@ -134,7 +145,10 @@ fn webhook_settings(settings: &mut Settings) {
 /// Registers `url` for all events; returns the endpoint (with its secret).
 async fn register(app: &TestApp, url: &str) -> Value {
     let (status, endpoint) = app
-        .post_json("/api/webhook-endpoints", &json!({"url": url, "description": "test"}))
+        .post_json(
+            "/api/webhook-endpoints",
+            &json!({"url": url, "description": "test"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{endpoint}");
     endpoint
@@ -147,7 +161,10 @@ fn events_by_message(receiver: &Receiver) -> HashMap<(String, String), usize> {
         let event = &r["event"];
         let key = (
             event["type"].as_str().unwrap().to_string(),
-            event["data"]["idempotency_key"].as_str().unwrap_or("").to_string(),
+            event["data"]["idempotency_key"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         );
         *seen.entry(key).or_insert(0) += 1;
     }
@@ -186,14 +203,20 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
         let id = endpoint["id"].as_str().unwrap().to_string();
         let (status, shown) = app.get(&format!("/api/webhook-endpoints/{id}")).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(shown.get("secret").is_none(), "the secret is shown once: {shown}");
+        assert!(
+            shown.get("secret").is_none(),
+            "the secret is shown once: {shown}"
+        );
 
         let inbound = json!({"from": "+18045551234", "to": "+12016661234", "type": "sms",
                              "messaging_provider_id": "in-1", "body": "hello"});
         let (status, received) = app.post_json("/api/webhooks/sms", &inbound).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         let (status, sent) = app
-            .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", "hi back"))
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", "hi back"),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         let key = |v: &Value| v["idempotency_key"].as_str().unwrap().to_string();
@@ -211,13 +234,19 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
         // is 0; then each event arrived exactly once.
         eventually(Duration::from_secs(30), "no delivery pending", || async {
             let (_, text) = app.get("/metrics").await;
-            text.as_str().unwrap().contains("messaging_webhook_pending 0")
+            text.as_str()
+                .unwrap()
+                .contains("messaging_webhook_pending 0")
         })
         .await;
         let seen = events_by_message(&receiver);
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert!(seen.values().all(|n| *n == 1), "{seen:?}");
-        assert_eq!(receiver.requests().len(), 2, "no unverified or repeated call");
+        assert_eq!(
+            receiver.requests().len(),
+            2,
+            "no unverified or repeated call"
+        );
         let taken = receiver.taken();
         for r in &taken {
             let event = &r["event"];
@@ -250,7 +279,9 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
 
         // The attempts, as the customer sees them.
-        let (status, attempts) = app.get(&format!("/api/webhook-endpoints/{id}/attempts")).await;
+        let (status, attempts) = app
+            .get(&format!("/api/webhook-endpoints/{id}/attempts"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{attempts}");
         let items = attempts["items"].as_array().unwrap();
         assert_eq!(items.len(), 2, "{attempts}");
@@ -263,7 +294,10 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
 
         // Rotation: the old secret keeps verifying (both sign), then the new one alone.
         let (status, rotated) = app
-            .post_json(&format!("/api/webhook-endpoints/{id}/rotate-secret"), &json!({}))
+            .post_json(
+                &format!("/api/webhook-endpoints/{id}/rotate-secret"),
+                &json!({}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{rotated}");
         let new_secret = rotated["secret"].as_str().unwrap().to_string();
@@ -271,7 +305,14 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
         for (n, secrets) in [(1, secret.to_string()), (2, new_secret.clone())] {
             receiver.set("secrets", &secrets);
             let (_, more) = app
-                .post_json("/api/messages/sms", &sms("+12016661234", "+18045551234", &format!("after rotation {n}")))
+                .post_json(
+                    "/api/messages/sms",
+                    &sms(
+                        "+12016661234",
+                        "+18045551234",
+                        &format!("after rotation {n}"),
+                    ),
+                )
                 .await;
             let wanted = ("message.sent".to_string(), key(&more));
             eventually(Duration::from_secs(30), "verified after rotation", || {
@@ -296,7 +337,10 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
             .get(app.url(&format!("/api/webhook-endpoints/{id}")))
             .bearer_auth(&other);
         assert_eq!(app.send(get, None).await.0, StatusCode::NOT_FOUND);
-        let list = app.client.get(app.url("/api/webhook-endpoints")).bearer_auth(&other);
+        let list = app
+            .client
+            .get(app.url("/api/webhook-endpoints"))
+            .bearer_auth(&other);
         assert_eq!(app.send(list, None).await.1["items"], json!([]));
 
         let (_, text) = app.get("/metrics").await;
@@ -306,5 +350,355 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
                 .contains("messaging_webhook_deliveries_total{outcome=\"delivered\""),
             "{text}"
         );
+    }
+}
+
+/// Sends `n` SMS; returns their idempotency keys.
+async fn send_many(app: &TestApp, n: usize, text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let (status, accepted) = app
+            .post_json(
+                "/api/messages/sms",
+                &sms("+12016661234", "+18045551234", &format!("{text} {i}")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        keys.push(accepted["idempotency_key"].as_str().unwrap().to_string());
+    }
+    keys
+}
+
+/// Whether `receiver` took a `message.sent` for each of `keys`.
+fn has_sent(receiver: &Receiver, keys: &[String]) -> bool {
+    let seen = events_by_message(receiver);
+    keys.iter()
+        .all(|k| seen.contains_key(&("message.sent".to_string(), k.clone())))
+}
+
+#[actix_web::test]
+async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_nothing() {
+    for db in databases() {
+        let (Some(hanging), Some(mut healthy)) = (Receiver::start().await, Receiver::start().await)
+        else {
+            return;
+        };
+        let app = spawn_app_with(
+            db,
+            |s| {
+                webhook_settings(s);
+                s.webhooks.concurrency_per_endpoint = 2;
+            },
+            Hooks::default(),
+        )
+        .await;
+        for receiver in [&hanging, &healthy] {
+            let endpoint = register(&app, &receiver.url()).await;
+            receiver.set("secrets", endpoint["secret"].as_str().unwrap());
+        }
+        // Answers long after the 2 s timeout: each of its calls holds a slot until then.
+        hanging.set("delay", "30");
+
+        let first = send_many(&app, 20, "while one endpoint hangs").await;
+        eventually(
+            Duration::from_secs(20),
+            "the healthy endpoint has all 20",
+            || {
+                let done = has_sent(&healthy, &first);
+                async move { done }
+            },
+        )
+        .await;
+        // It was being called all along (each call answered only after the timeout).
+        assert!(!hanging.reports(|r| r["arrived"].is_string()).is_empty());
+
+        // The healthy receiver goes down; what happens meanwhile reaches it once it is back.
+        healthy.stop();
+        let second = send_many(&app, 10, "while the receiver is down").await;
+        eventually(
+            Duration::from_secs(20),
+            "attempts failed while it is down",
+            || async {
+                let (_, page) = app.get("/api/webhook-endpoints?pageSize=10").await;
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["url"] == healthy.url() && e["failing_since"].is_string())
+            },
+        )
+        .await;
+        let healthy = healthy.restart().await;
+        eventually(
+            Duration::from_secs(30),
+            "all 10 delivered after the outage",
+            || {
+                let done = has_sent(&healthy, &second);
+                async move { done }
+            },
+        )
+        .await;
+        let (_, page) = app.get("/api/webhook-endpoints?pageSize=10").await;
+        let endpoint = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["url"] == healthy.url())
+            .unwrap()
+            .clone();
+        eventually(Duration::from_secs(10), "the failure streak ends", || {
+            let app = &app;
+            let id = endpoint["id"].as_str().unwrap().to_string();
+            async move {
+                let (_, e) = app.get(&format!("/api/webhook-endpoints/{id}")).await;
+                e["failing_since"].is_null()
+            }
+        })
+        .await;
+        let id = endpoint["id"].as_str().unwrap();
+        let (_, attempts) = app
+            .get(&format!(
+                "/api/webhook-endpoints/{id}/attempts?pageSize=200"
+            ))
+            .await;
+        let failed: Vec<&Value> = attempts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["status_code"].is_null())
+            .collect();
+        assert!(!failed.is_empty(), "the outage shows as failed attempts");
+        assert!(failed.iter().all(|a| a["error"].is_string()), "{failed:?}");
+    }
+}
+
+/// A call to the server process with its key; the status and JSON answer.
+async fn call(
+    server: &common::server::ServerProcess,
+    request: awc::ClientRequest,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let request = request.bearer_auth(&server.key);
+    let mut response = match body {
+        Some(body) => request.send_json(body).await,
+        None => request.send().await,
+    }
+    .expect("the server answers");
+    let status = response.status();
+    let bytes = response.body().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[actix_web::test]
+async fn a_server_killed_mid_delivery_delivers_everything_after_its_restart() {
+    for db in databases() {
+        let Some(receiver) = Receiver::start().await else {
+            return;
+        };
+        let database = common::TestDatabase::create(db).await;
+        let dir = receiver.dir.join("server");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            r#"
+[webhooks]
+allow_private = true
+timeout = "2s"
+lease = "3s"
+poll_interval = "100ms"
+retry_schedule = ["100ms", "200ms", "400ms", "800ms", "1s", "1s", "1s", "1s"]
+"#,
+        )
+        .unwrap();
+        let env = [
+            ("MESSAGING_CONFIG", config.display().to_string()),
+            ("DATABASE_URL", database.url.clone()),
+        ];
+        let server = common::server::ServerProcess::start(&dir, &env);
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let (status, endpoint) = call(
+            &server,
+            client.post(format!("{}/api/webhook-endpoints", server.url)),
+            Some(&json!({"url": receiver.url()})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+        receiver.set("secrets", endpoint["secret"].as_str().unwrap());
+        // Slow enough that the kill finds deliveries in flight.
+        receiver.set("delay", "0.3");
+
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            let (status, accepted) = call(
+                &server,
+                client.post(format!("{}/api/messages/sms", server.url)),
+                Some(&sms(
+                    "+12016661234",
+                    "+18045551234",
+                    &format!("before the kill {i}"),
+                )),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+            keys.push(accepted["idempotency_key"].as_str().unwrap().to_string());
+        }
+        // Every message sent (so every event is in the outbox), some delivered, not all.
+        for key in &keys {
+            eventually(Duration::from_secs(30), "the message is sent", || {
+                let request = client.get(format!("{}/api/messages/{key}", server.url));
+                let server = &server;
+                async move { call(server, request, None).await.1["status"] == "sent" }
+            })
+            .await;
+        }
+        eventually(Duration::from_secs(30), "deliveries under way", || {
+            let arrived = receiver.reports(|r| r["arrived"].is_string()).len();
+            async move { arrived >= 2 }
+        })
+        .await;
+        let key = server.key.clone();
+        drop(server); // SIGKILL
+        assert!(!has_sent(&receiver, &keys), "the kill came before the end");
+
+        let server = common::server::ServerProcess::start_with_key(&dir, &env, &key);
+        eventually(
+            Duration::from_secs(60),
+            "every event delivered after the restart",
+            || {
+                let done = has_sent(&receiver, &keys);
+                async move { done }
+            },
+        )
+        .await;
+        // At least once: a repeat carries the webhook-id of the first, and no id is
+        // used for two events.
+        let mut ids: HashMap<String, (String, String)> = HashMap::new();
+        let mut by_event: HashMap<(String, String), std::collections::BTreeSet<String>> =
+            HashMap::new();
+        for r in receiver.taken() {
+            let event = (
+                r["event"]["type"].as_str().unwrap().to_string(),
+                r["event"]["data"]["idempotency_key"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            let id = r["id"].as_str().unwrap().to_string();
+            if let Some(earlier) = ids.insert(id.clone(), event.clone()) {
+                assert_eq!(earlier, event, "{id} names one event");
+            }
+            by_event.entry(event).or_default().insert(id);
+        }
+        assert!(by_event.values().all(|ids| ids.len() == 1), "{by_event:?}");
+        drop(server);
+    }
+}
+
+#[actix_web::test]
+async fn an_endpoint_failing_for_disable_after_is_disabled_and_its_failures_can_be_replayed() {
+    use common::stub::{Answer, StubProvider};
+    use messaging_server::config::ProviderKind;
+    use messaging_server::providers::{MockProvider, Providers};
+    for db in databases() {
+        let Some(receiver) = Receiver::start().await else {
+            return;
+        };
+        // The provider refuses every message for good: each is dead-lettered.
+        let stub = StubProvider::start(vec![], Answer::Status(400, None));
+        let database = common::TestDatabase::create(db).await;
+        let mut settings = common::test_settings(&database.url);
+        webhook_settings(&mut settings);
+        settings.webhooks.retry_schedule = vec![Duration::from_millis(300); 8];
+        settings.webhooks.disable_after = Duration::from_secs(1);
+        settings.providers.sms.kind = ProviderKind::Http;
+        settings.providers.sms.url = stub.url.clone();
+        let hooks = Hooks {
+            providers: Some(Providers {
+                sms: Providers::from_settings(&settings.providers).sms,
+                email: Arc::new(MockProvider::new("email", &settings.providers.email)),
+            }),
+            ..Hooks::default()
+        };
+        let app = common::spawn_on(database, move |s| *s = settings, hooks).await;
+        let endpoint = register(&app, &receiver.url()).await;
+        let id = endpoint["id"].as_str().unwrap().to_string();
+        receiver.set("secrets", endpoint["secret"].as_str().unwrap());
+        receiver.set("answer", "500");
+
+        let keys = send_many(&app, 3, "refused by the provider").await;
+        eventually(
+            Duration::from_secs(30),
+            "the endpoint is disabled",
+            || async {
+                let (_, e) = app.get(&format!("/api/webhook-endpoints/{id}")).await;
+                e["enabled"] == false
+            },
+        )
+        .await;
+        let (_, disabled) = app.get(&format!("/api/webhook-endpoints/{id}")).await;
+        assert!(
+            disabled["disabled_reason"]
+                .as_str()
+                .unwrap()
+                .contains("failed for 1s"),
+            "{disabled}"
+        );
+        let (_, text) = app.get("/metrics").await;
+        assert!(
+            text.as_str()
+                .unwrap()
+                .contains("messaging_webhook_endpoints_disabled_total 1"),
+            "{text}"
+        );
+        eventually(
+            Duration::from_secs(30),
+            "nothing pending for a disabled endpoint",
+            || async {
+                let (_, text) = app.get("/metrics").await;
+                text.as_str()
+                    .unwrap()
+                    .contains("messaging_webhook_pending 0")
+            },
+        )
+        .await;
+        assert!(receiver.taken().is_empty());
+
+        // Its customer fixes the receiver, enables the endpoint and replays.
+        receiver.set("answer", "204");
+        let (status, enabled) = app
+            .request(
+                app.client
+                    .patch(app.url(&format!("/api/webhook-endpoints/{id}"))),
+                Some(&json!({"enabled": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{enabled}");
+        assert!(enabled["disabled_reason"].is_null() && enabled["failing_since"].is_null());
+        let (status, replayed) = app
+            .post_json(&format!("/api/webhook-endpoints/{id}/replay"), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(replayed["replayed"], 3, "{replayed}");
+        eventually(
+            Duration::from_secs(30),
+            "the replayed events delivered",
+            || {
+                let seen = events_by_message(&receiver);
+                let done = keys
+                    .iter()
+                    .all(|k| seen.contains_key(&("message.dead_lettered".to_string(), k.clone())));
+                async move { done }
+            },
+        )
+        .await;
+        for r in receiver.taken() {
+            assert_eq!(r["event"]["data"]["status"], "dead_lettered", "{r}");
+        }
     }
 }

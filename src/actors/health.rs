@@ -158,7 +158,11 @@ impl Pipeline {
             }
         };
         let (senders, webhooks) = futures_util::future::join(join_all(drains), webhooks).await;
-        senders.into_iter().map(|left| left.unwrap_or(0)).sum::<usize>() + webhooks
+        senders
+            .into_iter()
+            .map(|left| left.unwrap_or(0))
+            .sum::<usize>()
+            + webhooks
     }
 }
 

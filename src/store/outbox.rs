@@ -100,11 +100,7 @@ pub async fn record(
     };
     // The ids are integers from the database and the type a name from the enum: both are
     // written into the statement, which stays one prepared shape per batch size.
-    let ids = ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let kind = event.as_str();
     let sql = format!(
         "INSERT INTO webhook_deliveries \

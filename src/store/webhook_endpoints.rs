@@ -176,7 +176,10 @@ pub async fn record_attempt<C: ConnectionTrait>(
 ) -> Result<bool, StoreError> {
     if succeeded {
         Entity::update_many()
-            .col_expr(Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                Column::FailingSince,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(Column::Id.eq(id))
             .filter(Column::FailingSince.is_not_null())
             .exec(db)

@@ -132,7 +132,11 @@ impl Deliverer {
                 break;
             }
             for delivery in claimed {
-                *self.busy.borrow_mut().entry(delivery.endpoint_id).or_insert(0) += 1;
+                *self
+                    .busy
+                    .borrow_mut()
+                    .entry(delivery.endpoint_id)
+                    .or_insert(0) += 1;
                 self.held.borrow_mut().insert(delivery.id);
                 actix::spawn(self.clone().deliver(delivery));
             }
@@ -171,7 +175,9 @@ impl Deliverer {
                     Some(_) => "its endpoint is disabled",
                 };
                 tracing::info!(delivery_id = delivery.id, why, "webhook delivery not made");
-                return self.settle(delivery, None, None, Next::Failed, "failed").await;
+                return self
+                    .settle(delivery, None, None, Next::Failed, "failed")
+                    .await;
             }
         };
         let body = match &delivery.payload {
@@ -260,7 +266,10 @@ impl Deliverer {
             .client
             .post(endpoint.url.as_str())
             .insert_header((CONTENT_TYPE, "application/json"))
-            .insert_header((USER_AGENT, concat!("messaging-server/", env!("CARGO_PKG_VERSION"))))
+            .insert_header((
+                USER_AGENT,
+                concat!("messaging-server/", env!("CARGO_PKG_VERSION")),
+            ))
             .insert_header(header("webhook-id", &id))
             .insert_header(header("webhook-timestamp", &timestamp.to_string()))
             .insert_header(header("webhook-signature", &signature));

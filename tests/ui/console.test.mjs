@@ -103,6 +103,13 @@ try {
   const [replayId, replayKey] = ids[0];
   const [deleteId] = ids[1];
 
+  step('the failing webhook endpoint is listed with its latest failure');
+  const failing = page.locator('#webhooks-table tbody tr[data-state="failing"]');
+  await until('a failing endpoint', async () => {
+    await page.getByRole('button', { name: 'Refresh webhook endpoints' }).click();
+    return (await failing.count()) === 1 && (await failing.textContent()).includes('no answer');
+  });
+
   step('a dead letter is deleted with its button (confirmed)');
   page.once('dialog', (dialog) => dialog.accept());
   await page.getByRole('button', { name: `Delete dead letter ${deleteId}` }).click();
@@ -143,7 +150,7 @@ try {
   step('the queue drains and a conversation opens');
   await until('an empty queue', async () => (await number('stat-depth')) === 0, 60_000);
   await until('nothing waiting to send', async () => (await number('stat-unsent')) === 0, 60_000);
-  await page.getByRole('button', { name: 'Refresh' }).click();
+  await page.getByRole('button', { name: 'Refresh', exact: true }).click();
   const open = page.getByRole('button', { name: /^Open conversation / }).first();
   await open.click();
   await until('its messages', async () => (await page.locator('#messages-table tbody tr').count()) > 0);

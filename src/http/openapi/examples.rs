@@ -4,11 +4,11 @@
 
 use serde_json::{json, Value};
 
-const KEY: &str = "3e1e155b5d991d2572e8448dfd785ad49f2418ba893f398a0b0d381c3c64807d";
+pub(super) const KEY: &str = "3e1e155b5d991d2572e8448dfd785ad49f2418ba893f398a0b0d381c3c64807d";
 const CUSTOMER: &str = "00000000-0000-0000-0000-000000000001";
-const AT: &str = "2024-11-01T14:00:00.120Z";
+pub(super) const AT: &str = "2024-11-01T14:00:00.120Z";
 const PROBLEM: &str = "application/problem+json";
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 
 pub fn add(doc: &mut Value) {
     requests(doc);
@@ -17,10 +17,17 @@ pub fn add(doc: &mut Value) {
     dead_letters(doc);
     operations(doc);
     twilio(doc);
+    super::webhook_examples::add(doc);
 }
 
 /// Sets `examples` (name → summary and value) on an operation's request body or answer.
-fn set(doc: &mut Value, operation: &str, at: Where, media: &str, examples: &[(&str, &str, Value)]) {
+pub(super) fn set(
+    doc: &mut Value,
+    operation: &str,
+    at: Where,
+    media: &str,
+    examples: &[(&str, &str, Value)],
+) {
     let op = find(doc, operation);
     let content = match at {
         Where::Request => &mut op["requestBody"]["content"][media],
@@ -43,7 +50,7 @@ fn set(doc: &mut Value, operation: &str, at: Where, media: &str, examples: &[(&s
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Where {
+pub(super) enum Where {
     Request,
     Response(u16),
 }
@@ -242,7 +249,7 @@ fn sending(doc: &mut Value) {
     not_found(doc, "getMessageStatus", "message with this idempotency key");
 }
 
-fn not_found(doc: &mut Value, operation: &str, what: &str) {
+pub(super) fn not_found(doc: &mut Value, operation: &str, what: &str) {
     let value = problem("not-found", "Not found", 404, &format!("{what} not found"));
     set(
         doc,
@@ -253,7 +260,7 @@ fn not_found(doc: &mut Value, operation: &str, what: &str) {
     );
 }
 
-fn page(items: Vec<Value>) -> Value {
+pub(super) fn page(items: Vec<Value>) -> Value {
     let total = items.len();
     json!({"items": items, "meta": {"page": 1, "page_size": 50, "total": total}})
 }

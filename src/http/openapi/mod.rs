@@ -12,6 +12,7 @@ mod bodies;
 mod edge;
 mod examples;
 mod links;
+mod webhook_examples;
 
 use std::sync::OnceLock;
 

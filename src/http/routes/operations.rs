@@ -181,7 +181,9 @@ async fn refresh_gauges(state: &AppState) {
     .await;
     match webhooks {
         Ok(n) => state.metrics.webhook_pending.store(n, Ordering::Relaxed),
-        Err(e) => tracing::warn!(error = %e, "cannot count pending webhook deliveries for the metrics"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count pending webhook deliveries for the metrics")
+        }
     }
     match due {
         Ok(n) => state.metrics.delivery.due.store(n, Ordering::Relaxed),

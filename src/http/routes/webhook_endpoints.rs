@@ -28,7 +28,11 @@ const MAX_DESCRIPTION: usize = 500;
 #[schema(as = NewWebhookEndpoint)]
 pub(crate) struct NewEndpointBody {
     /// Where events are POSTed: an http:// or https:// URL on a public address.
-    #[schema(max_length = 2048, format = "uri", example = "https://example.com/hooks/messaging")]
+    #[schema(
+        max_length = 2048,
+        format = "uri",
+        example = "https://example.com/hooks/messaging"
+    )]
     url: String,
     /// The event types to receive; empty or absent for all of them.
     #[serde(default)]
@@ -42,8 +46,10 @@ pub(crate) struct NewEndpointBody {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = WebhookEndpointChange)]
 pub(crate) struct ChangeBody {
-    #[schema(max_length = 2048, format = "uri")]
+    #[serde(default, deserialize_with = "given")]
+    #[schema(max_length = 2048, format = "uri", value_type = String)]
     url: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     #[schema(schema_with = event_types)]
     events: Option<Vec<String>>,
     /// `null` removes it.
@@ -51,7 +57,16 @@ pub(crate) struct ChangeBody {
     #[schema(max_length = 500, value_type = Option<String>)]
     description: Option<Option<String>>,
     /// `true` enables it again (after the service disabled it, too) with a fresh start.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = bool)]
     enabled: Option<bool>,
+}
+
+/// A field that may be left out but not given as `null` (it cannot be removed).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -68,6 +83,7 @@ fn event_types() -> utoipa::openapi::schema::Array {
             "`message.received` (inbound stored), `message.sent` (accepted by the provider), `message.delivered` and `message.failed` (the provider's receipt), `message.dead_lettered` (delivery failed for good).",
         ))
         .max_items(Some(names.len()))
+        .unique_items(true)
         .build()
 }
 
@@ -76,6 +92,8 @@ fn event_types() -> utoipa::openapi::schema::Array {
 #[schema(as = WebhookEndpoint)]
 pub(crate) struct EndpointView {
     id: Uuid,
+    /// Whose events it receives.
+    customer_id: Uuid,
     url: String,
     description: Option<String>,
     /// The types it receives; empty for all.
@@ -106,6 +124,7 @@ impl From<entity::webhook_endpoints::Model> for EndpointView {
     fn from(e: entity::webhook_endpoints::Model) -> Self {
         EndpointView {
             id: e.id,
+            customer_id: e.customer_id,
             url: e.url,
             description: e.description,
             events: EventType::load_set(&e.event_types)
@@ -158,6 +177,7 @@ fn event_type() -> Object {
 
 /// How many failed deliveries were made due again.
 #[derive(Serialize, ToSchema)]
+#[schema(as = WebhookReplay)]
 pub(crate) struct Replayed {
     replayed: u64,
 }
@@ -166,6 +186,10 @@ fn check_types(names: &[String], errors: &mut Vec<FieldError>) -> Vec<EventType>
     let mut types = Vec::new();
     for (i, name) in names.iter().enumerate() {
         match EventType::parse(name) {
+            Some(t) if types.contains(&t) => errors.push(FieldError::new(
+                format!("events[{i}]"),
+                "is listed twice",
+            )),
             Some(t) => types.push(t),
             None => errors.push(FieldError::new(
                 format!("events[{i}]"),
@@ -322,7 +346,10 @@ pub async fn update(
         .events
         .as_ref()
         .map(|names| check_types(names, &mut errors));
-    check_description(body.description.as_ref().and_then(|d| d.as_deref()), &mut errors);
+    check_description(
+        body.description.as_ref().and_then(|d| d.as_deref()),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

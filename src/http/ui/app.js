@@ -408,6 +408,64 @@ async function loadMessages(conversation) {
   }
 }
 
+// ---- webhook endpoints ------------------------------------------------------------------
+
+async function loadWebhooks() {
+  const tbody = $('webhooks-table').tBodies[0];
+  let page;
+  try {
+    page = await api('/api/webhook-endpoints?pageSize=200');
+  } catch (err) {
+    failed('Cannot list webhook endpoints', err);
+    return;
+  }
+  if (page.items.length === 0) {
+    emptyRow(tbody, 6, 'No webhook endpoints.');
+    return;
+  }
+  // The latest attempt of each endpoint that is failing or disabled: why it fails.
+  const failures = await Promise.all(page.items.map(async (e) => {
+    if (e.enabled && !e.failing_since) return null;
+    try {
+      const attempts = await api(`/api/webhook-endpoints/${e.id}/attempts?pageSize=1`);
+      return attempts.items[0] ?? null;
+    } catch {
+      return null;
+    }
+  }));
+  tbody.replaceChildren(...page.items.map((e, i) => webhookRow(e, failures[i])));
+}
+
+function webhookRow(e, failure) {
+  let stateText = 'ok';
+  if (!e.enabled) stateText = `disabled${e.disabled_reason ? `: ${e.disabled_reason}` : ''}`;
+  else if (e.failing_since) stateText = `failing since ${when(e.failing_since)}`;
+  const why = failure
+    ? `${when(failure.attempted_at)} · ${failure.status_code ?? 'no answer'} · ${failure.error ?? ''}`
+    : '–';
+  const replay = button('Replay failed', () => replayWebhooks(e), {
+    ariaLabel: `Replay failed deliveries of ${e.url}`,
+  });
+  return el('tr', { attrs: { 'data-id': e.id, 'data-state': e.enabled ? (e.failing_since ? 'failing' : 'ok') : 'disabled' } }, [
+    el('td', { text: shorten(e.url, 60), title: e.url, className: 'mono' }),
+    el('td', { text: shorten(e.customer_id, 8), title: e.customer_id, className: 'mono' }),
+    el('td', { text: e.events.length ? e.events.join(', ') : 'all' }),
+    el('td', { text: stateText }),
+    el('td', { text: shorten(why, 120), title: why }),
+    el('td', {}, [replay]),
+  ]);
+}
+
+async function replayWebhooks(e) {
+  try {
+    const answer = await api(`/api/webhook-endpoints/${e.id}/replay`, { method: 'POST' });
+    notify(`${answer.replayed} failed deliveries to ${e.url} are due again.`);
+  } catch (err) {
+    failed(`Cannot replay the deliveries to ${e.url}`, err);
+  }
+  loadWebhooks();
+}
+
 // ---- key handling and start-up ----------------------------------------------------------
 
 function showKeyState() {
@@ -435,6 +493,7 @@ async function start() {
   notify(state.key ? 'Connected.' : 'Connected without a key: authentication is off on this server (auth.required = false).');
   refreshStats();
   loadConversations();
+  loadWebhooks();
 }
 
 function wire() {
@@ -458,6 +517,7 @@ function wire() {
   $('dlq-prev').addEventListener('click', () => { state.dlqPage -= 1; loadDeadLetters(); });
   $('dlq-next').addEventListener('click', () => { state.dlqPage += 1; loadDeadLetters(); });
   $('conversations-refresh').addEventListener('click', loadConversations);
+  $('webhooks-refresh').addEventListener('click', loadWebhooks);
   $('conversations-prev').addEventListener('click', () => { state.conversationsPage -= 1; loadConversations(); });
   $('conversations-next').addEventListener('click', () => { state.conversationsPage += 1; loadConversations(); });
   $('lookup-form').addEventListener('submit', (event) => {

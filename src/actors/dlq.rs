@@ -154,6 +154,8 @@ async fn purge(db: &DatabaseConnection, retention: Duration) -> Result<u64, DlqE
     let purged = dead_letters::purge(db, cutoff).await?;
     // Records of failed attempts are kept as long as dead letters, then go with them.
     crate::store::failures::purge(db, cutoff).await?;
+    // So are settled webhook deliveries and the attempts made for them.
+    crate::store::webhook_deliveries::purge(db, cutoff).await?;
     if purged > 0 {
         tracing::info!(purged, "dead letters past retention purged");
     }

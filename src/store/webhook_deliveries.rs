@@ -276,6 +276,21 @@ pub async fn replay_failed(writer: &MessageWriter, endpoint: Uuid) -> Result<u64
         .rows_affected)
 }
 
+/// Deletes deliveries settled before `cutoff` (`dlq.retention`) and attempts made before
+/// it; pending deliveries stay whatever their age. Returns how many deliveries went.
+pub async fn purge<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    webhook_attempts::Entity::delete_many()
+        .filter(webhook_attempts::Column::AttemptedAt.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(Entity::delete_many()
+        .filter(Column::State.ne(PENDING))
+        .filter(Column::SettledAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 /// Deliveries not settled yet, whoever holds them (`messaging_webhook_pending`).
 pub async fn count_pending<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
     Ok(Entity::find()

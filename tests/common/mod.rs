@@ -7,6 +7,7 @@
 
 pub mod nats;
 pub mod otlp;
+pub mod receiver;
 pub mod server;
 pub mod stub;
 pub mod tls_stub;

@@ -10,7 +10,8 @@ use messaging_server::providers::Providers;
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
-use crate::common::{self, databases, spawn_app_with, TestApp};
+use crate::common::receiver::{events_by_message, webhook_settings, Receiver};
+use crate::common::{self, databases, eventually, spawn_app_with, TestApp};
 use crate::smtp::{email, smtp, SmtpServer, PASSWORD};
 use crate::twilio::{signed, twilio, Prism, ACCOUNT};
 use crate::{settled, status_of};
@@ -36,6 +37,7 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
     let configure = |s: &mut Settings| {
         twilio(s, &shim.url);
         smtp(s, &mail, PASSWORD);
+        webhook_settings(s);
     };
     for db in databases() {
         let mut settings = common::test_settings("sqlite::memory:");
@@ -54,6 +56,20 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
             },
         )
         .await;
+        // A receiver per database: the two runs send the same messages (the same keys).
+        let Some(receiver) = Receiver::start().await else {
+            return;
+        };
+        // The customer wants to hear of replies and of what reached its recipients.
+        let events = ["message.received", "message.delivered", "message.failed"];
+        let (status, endpoint) = app
+            .post_json(
+                "/api/webhook-endpoints",
+                &json!({"url": receiver.url(), "events": events}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+        receiver.set("secrets", endpoint["secret"].as_str().unwrap());
 
         // Out: an SMS, an MMS and an email.
         let sms = accepted(
@@ -112,6 +128,49 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
         assert_eq!(status_of(&app, &sms).await["status"], "delivered");
         assert_eq!(status_of(&app, &mms).await["status"], "undelivered");
         assert_eq!(status_of(&app, &email).await["status"], "sent");
+
+        // Each change reached the customer's endpoint, signed, once; nothing it did not
+        // ask for (message.sent).
+        let key = |v: &Value| v["idempotency_key"].as_str().unwrap().to_string();
+        let wanted = [
+            ("message.delivered".to_string(), key(&sms)),
+            ("message.failed".to_string(), key(&mms)),
+        ];
+        eventually(
+            std::time::Duration::from_secs(30),
+            "the receipts' events",
+            || {
+                let seen = events_by_message(&receiver);
+                let done = wanted.iter().all(|w| seen.contains_key(w))
+                    && seen.keys().any(|(t, _)| t == "message.received");
+                async move { done }
+            },
+        )
+        .await;
+        let seen = events_by_message(&receiver);
+        assert!(
+            seen.keys().all(|(t, _)| events.contains(&t.as_str())),
+            "{seen:?}"
+        );
+        let failed = receiver
+            .taken()
+            .into_iter()
+            .find(|r| r["event"]["type"] == "message.failed")
+            .unwrap();
+        assert_eq!(failed["event"]["data"]["status"], "undelivered");
+        assert!(
+            failed["event"]["data"]["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("Twilio"),
+            "{failed}"
+        );
+        let delivered = receiver
+            .taken()
+            .into_iter()
+            .find(|r| r["event"]["type"] == "message.delivered")
+            .unwrap();
+        assert_eq!(delivered["event"]["data"]["status"], "delivered");
 
         // One conversation holds the SMS out and the answer in.
         app.drained().await;

@@ -13,3 +13,11 @@ metric() {  # URL NAME-REGEX [LABEL-REGEX]: the sum of the matching samples
         '$0 ~ "^"m && (l == "" || $0 ~ l) {s += $NF} END {printf "%d\n", s + 0}'
 }
 wait_ready() { for _ in $(seq 300); do curl -sf "$1/readyz" >/dev/null && return; sleep 0.1; done; echo "$1 not ready" >&2; exit 1; }
+wait_for() {  # SECONDS DESCRIPTION COMMAND...: polls until the command succeeds
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@"; do
+        (( SECONDS < deadline )) || { echo "timed out waiting for $what" >&2; exit 1; }
+        sleep 0.05
+    done
+}

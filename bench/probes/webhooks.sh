@@ -19,14 +19,6 @@ PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 # shellcheck source=bench/probes/lib.sh
 source "$ROOT/bench/probes/lib.sh"
-wait_for() {  # SECONDS DESCRIPTION COMMAND...: polls until the command succeeds
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@"; do
-        (( SECONDS < deadline )) || { echo "timed out waiting for $what" >&2; exit 1; }
-        sleep 0.05
-    done
-}
 
 work=$(mktemp -d /tmp/webhooks-probe.XXXXXX)
 server= sink=

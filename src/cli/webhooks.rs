@@ -179,7 +179,8 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
             );
         }
         WebhooksAction::Delete { id } => {
-            if !webhook_endpoints::delete(&db, None, id)
+            let writer = MessageWriter::new(db);
+            if !webhook_endpoints::delete(&writer, None, id)
                 .await
                 .map_err(runtime)?
             {

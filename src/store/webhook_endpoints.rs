@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::outbox::EventType;
 use super::read::Page;
+use super::writer::{begin_write, MessageWriter};
 use super::StoreError;
 use crate::webhooks::signing;
 
@@ -111,12 +112,16 @@ pub async fn update<C: ConnectionTrait>(
     Ok(Some(row.update(db).await?))
 }
 
-/// Deletes the endpoint with its deliveries and attempts. Returns whether it existed.
-pub async fn delete<C: ConnectionTrait>(
-    db: &C,
+/// Deletes the endpoint with its deliveries and attempts, in one transaction (in turn
+/// with the other writes on SQLite). Returns whether it existed.
+pub async fn delete(
+    writer: &MessageWriter,
     customer: Option<Uuid>,
     id: Uuid,
 ) -> Result<bool, StoreError> {
+    let _turn = writer.take_turn().await;
+    let txn = begin_write(writer.connection()).await?;
+    let db = &txn;
     if get(db, customer, id).await?.is_none() {
         return Ok(false);
     }
@@ -129,7 +134,9 @@ pub async fn delete<C: ConnectionTrait>(
         .filter(webhook_deliveries::Column::EndpointId.eq(id))
         .exec(db)
         .await?;
-    Ok(Entity::delete_by_id(id).exec(db).await?.rows_affected > 0)
+    let deleted = Entity::delete_by_id(id).exec(db).await?.rows_affected > 0;
+    txn.commit().await?;
+    Ok(deleted)
 }
 
 /// A new secret; the old one keeps signing (beside it) for `grace`.

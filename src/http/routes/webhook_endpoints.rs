@@ -385,12 +385,9 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = endpoint_id(&id)?;
-    let _turn = state.writer.take_turn().await;
-    let txn = crate::store::writer::begin_write(&state.db).await?;
-    if !webhook_endpoints::delete(&txn, caller.customer_scope(), id).await? {
+    if !webhook_endpoints::delete(&state.writer, caller.customer_scope(), id).await? {
         return Err(not_found(id));
     }
-    txn.commit().await.map_err(crate::store::StoreError::from)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

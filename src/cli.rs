@@ -1,6 +1,8 @@
 //! The command line (SPEC §9). Exit codes: 0 ok, 1 runtime failure, 2 bad configuration
 //! or usage.
 
+mod addresses;
+mod keys;
 mod progress;
 mod serve;
 mod server;
@@ -17,7 +19,6 @@ use self::progress::Progress;
 use self::server::{CallError, Server};
 use crate::config::{QueueBackendKind, Settings, Sources};
 use crate::startup;
-use crate::store::keys::{self, Scope};
 use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
 
@@ -78,12 +79,12 @@ enum Command {
     /// Customers (tenants): each has its own API keys and data.
     Customers {
         #[command(subcommand)]
-        action: CustomersAction,
+        action: keys::CustomersAction,
     },
     /// API keys: create (printed once), list, revoke.
     Keys {
         #[command(subcommand)]
-        action: KeysAction,
+        action: keys::KeysAction,
     },
     /// Customers' webhook endpoints: list, create, attempts, replay, rotate-secret,
     /// enable, disable, delete.
@@ -91,39 +92,10 @@ enum Command {
         #[command(subcommand)]
         action: webhooks::WebhooksAction,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum CustomersAction {
-    /// Create a customer; prints its id alone on stdout.
-    Create {
-        #[arg(long)]
-        name: String,
-    },
-    /// List customers.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-enum KeysAction {
-    /// Create an API key; prints the key alone on stdout (it is not stored, only its hash).
-    Create {
-        /// The customer's id, a UUID (see `customers list`).
-        // Parsed in `keys`, so a name instead of an id gets one line saying what an id is.
-        #[arg(long)]
-        customer: String,
-        #[arg(long)]
-        name: String,
-        /// send, webhook or admin; repeat for several.
-        #[arg(long = "scope", required = true, value_parser = parse_scope)]
-        scopes: Vec<Scope>,
-    },
-    /// List keys (never the keys themselves).
-    List,
-    /// Revoke a key by id, prefix (msk_…, as listed) or the key itself.
-    Revoke {
-        #[arg(value_name = "ID_OR_PREFIX")]
-        key: String,
+    /// The phone numbers and email domains customers own: add, list, remove.
+    Addresses {
+        #[command(subcommand)]
+        action: addresses::AddressesAction,
     },
 }
 
@@ -135,7 +107,10 @@ impl Command {
         match self {
             Command::Migrate { action } => !matches!(action, MigrateAction::Up),
             Command::Dlq { action } => !matches!(action, DlqAction::Replay { .. }),
-            Command::Customers { .. } | Command::Keys { .. } | Command::Webhooks { .. } => true,
+            Command::Customers { .. }
+            | Command::Keys { .. }
+            | Command::Webhooks { .. }
+            | Command::Addresses { .. } => true,
             Command::Serve { .. } | Command::Status { .. } | Command::Config { .. } => false,
         }
     }
@@ -159,10 +134,6 @@ fn require_existing_database(settings: &Settings) -> Result<(), String> {
         shown.display(),
         settings.database.url
     ))
-}
-
-fn parse_scope(text: &str) -> Result<Scope, String> {
-    text.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -273,9 +244,10 @@ pub fn main() -> ExitCode {
             }
             Command::Migrate { action } => migrate(&settings, action).await,
             Command::Dlq { action } => dlq(&settings, action).await,
-            Command::Customers { action } => customers(&settings, action).await,
-            Command::Keys { action } => keys(&settings, action).await,
+            Command::Customers { action } => keys::customers(&settings, action).await,
+            Command::Keys { action } => keys::keys(&settings, action).await,
             Command::Webhooks { action } => webhooks::run(&settings, action).await,
+            Command::Addresses { action } => addresses::run(&settings, action).await,
             Command::Status { server, api_key } => {
                 let base =
                     server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
@@ -480,76 +452,6 @@ async fn replay_all(server: &Server) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn customers(settings: &Settings, action: CustomersAction) -> Result<(), Failure> {
-    let db = admin_database(settings).await?;
-    match action {
-        CustomersAction::Create { name } => {
-            let id = keys::create_customer(&db, &name)
-                .await
-                .map_err(keys_failure)?;
-            println!("{id}");
-        }
-        CustomersAction::List => {
-            println!("id\tname\tcreated");
-            for c in keys::customers(&db).await.map_err(runtime)? {
-                println!("{}\t{}\t{}", c.id, c.name, c.created_at.to_rfc3339());
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn keys(settings: &Settings, action: KeysAction) -> Result<(), Failure> {
-    let db = admin_database(settings).await?;
-    match action {
-        KeysAction::Create {
-            customer,
-            name,
-            scopes,
-        } => {
-            let scopes = scopes.into_iter().collect();
-            let customer = parse_customer(&customer)?;
-            let (row, key) = keys::create(&db, customer, &name, scopes)
-                .await
-                .map_err(keys_failure)?;
-            eprintln!(
-                "created API key {} ({}) for customer {} with scopes {}; it is shown only now",
-                row.id, row.prefix, row.customer_id, row.scopes
-            );
-            println!("{key}");
-        }
-        KeysAction::List => {
-            let never = || "-".to_string();
-            println!("id\tprefix\tname\tcustomer\tscopes\tcreated\tlast_used\trevoked");
-            for k in keys::list(&db).await.map_err(runtime)? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    k.id,
-                    k.prefix,
-                    k.name,
-                    k.customer_id,
-                    k.scopes,
-                    k.created_at.to_rfc3339(),
-                    k.last_used_at.map_or_else(never, |t| t.to_rfc3339()),
-                    k.revoked_at.map_or_else(never, |t| t.to_rfc3339()),
-                );
-            }
-        }
-        KeysAction::Revoke { key } => match keys::revoke(&db, &key).await.map_err(keys_failure)? {
-            keys::Revoked::Now(row) => println!(
-                "revoked API key {} ({}); running servers refuse it within auth.cache_ttl ({})",
-                row.id,
-                row.prefix,
-                humantime::format_duration(settings.auth.cache_ttl)
-            ),
-            keys::Revoked::Already(row) => {
-                println!("API key {} ({}) was already revoked", row.id, row.prefix)
-            }
-        },
-    }
-    Ok(())
-}
-
 /// The database for `customers` and `keys`, migrated like `serve` would (so a key can be
 /// created before the first start).
 async fn admin_database(settings: &Settings) -> Result<sea_orm::DatabaseConnection, Failure> {
@@ -569,12 +471,4 @@ fn parse_customer(text: &str) -> Result<uuid::Uuid, Failure> {
              `messaging-server customers list` shows (`customers create --name …` prints a new one)"
         ))
     })
-}
-
-/// Mistakes in what the operator typed are usage errors (exit 2); the rest are runtime.
-fn keys_failure(err: keys::KeysError) -> Failure {
-    match err {
-        keys::KeysError::Store(e) => runtime(e),
-        other => Failure::Usage(other.to_string()),
-    }
 }

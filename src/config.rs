@@ -77,6 +77,9 @@ pub struct ServerSettings {
     /// How long events may wait untouched before /readyz reports the queue stalled.
     #[serde(deserialize_with = "duration")]
     pub stall_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (rate limits, logs).
+    #[serde(deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +160,8 @@ pub struct AuthSettings {
     /// How long a verified key is trusted without asking the database again.
     #[serde(deserialize_with = "duration")]
     pub cache_ttl: Duration,
+    /// Where the first start writes the initial operator key (mode 0600); empty = stdout.
+    pub bootstrap_key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1083,6 +1088,35 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "accepts a duration like 250ms, 30s, 72h or 30d (at most 100 years), got {text:?}"
         ))),
     }
+}
+
+/// A list of CIDR ranges or addresses, in a list or one comma-separated string (as an
+/// environment variable gives it).
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        One(String),
+        Many(Vec<String>),
+    }
+    let texts = match Given::deserialize(d)? {
+        Given::One(text) => text.split(',').map(str::to_string).collect(),
+        Given::Many(texts) => texts,
+    };
+    texts
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "accepts addresses and CIDR ranges like [\"10.0.0.0/8\"], got {text:?}"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {

@@ -139,7 +139,7 @@ impl Application {
             ),
         };
         let initial_admin_key = if settings.auth.required {
-            store::keys::bootstrap_admin(&db, settings.api.default_customer_id).await?
+            store::keys::bootstrap_operator(&db).await?
         } else {
             tracing::warn!(
                 "auth.required = false: the API is open, anyone who can reach this port can send \

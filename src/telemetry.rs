@@ -49,6 +49,8 @@ pub struct Metrics {
     pub webhook_deliveries: Counter<u64>,
     /// Webhook endpoints the service disabled (failing for `webhooks.disable_after`).
     pub webhook_endpoints_disabled: Counter<u64>,
+    /// Inbound messages to an address no customer owns: answered, stored nowhere.
+    pub inbound_unrouted: Counter<u64>,
     /// Webhook deliveries not settled yet; refreshed from the database before each scrape.
     pub webhook_pending: Arc<AtomicU64>,
     /// Provider receipts and the delivery stage's gauges.
@@ -239,6 +241,10 @@ impl Metrics {
                 "messaging_webhook_endpoints_disabled",
                 "Webhook endpoints disabled by the service after failing for webhooks.disable_after",
             ),
+            inbound_unrouted: counter(
+                "messaging_inbound_unrouted",
+                "Inbound messages to an address no customer owns (see /api/addresses): answered, stored nowhere",
+            ),
             webhook_pending,
             delivery,
             http_duration: seconds(
@@ -291,6 +297,7 @@ impl Metrics {
                 .add(0, &[KeyValue::new("outcome", outcome)]);
         }
         self.webhook_endpoints_disabled.add(0, &[]);
+        self.inbound_unrouted.add(0, &[]);
         for provider in ["sms", "email"] {
             self.provider_requests.add(
                 0,

@@ -339,7 +339,8 @@ async fn idempotency_keys_are_stable_and_scoped() {
 async fn a_webhook_repeating_a_provider_id_with_other_content_is_a_conflict_not_a_dead_letter() {
     for db in common::databases() {
         let app = common::spawn_app(db).await;
-        let email = json!({"from": "a@b.com", "to": "c@d.com", "xillio_id": "x-1", "body": "hi"});
+        let email =
+            json!({"from": "a@b.com", "to": "c@example.com", "xillio_id": "x-1", "body": "hi"});
         let (status, _) = app.post_json("/api/webhooks/email", &email).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         app.drained().await;

@@ -77,91 +77,104 @@ async fn each_scope_is_allowed_or_refused_per_endpoint_and_refusals_enqueue_noth
         let customer = default_customer(&app);
         let send = create_key(app.db(), customer, &[Scope::Send]).await;
         let webhook = create_key(app.db(), customer, &[Scope::Webhook]).await;
-        let admin = create_key(app.db(), customer, &[Scope::Admin]).await;
+        let admin = common::create_operator_key(app.db()).await;
         let both = create_key(app.db(), customer, &[Scope::Send, Scope::Webhook]).await;
+        let read = create_key(app.db(), customer, &[Scope::Read]).await;
 
         use Expect::*;
         let accepted = Allowed(StatusCode::ACCEPTED);
         let ok = Allowed(StatusCode::OK);
         let missing = Allowed(StatusCode::NOT_FOUND);
-        // (method, path, body, [send, webhook, admin, send+webhook])
+        // (method, path, body, [send, webhook, operator, send+webhook, read])
         let mut n = 0;
         let mut body = |make: fn(&str) -> Value| {
             n += 1;
             Some(make(&format!("distinct {n}")))
         };
-        let cases: Vec<(Method, &str, Option<Value>, [Expect; 4])> = vec![
+        let cases: Vec<(Method, &str, Option<Value>, [Expect; 5])> = vec![
             (
                 Method::POST,
                 "/api/messages/sms",
                 body(|b| sms("+12016661234", "+18045551234", b)),
-                [accepted, Forbidden, accepted, accepted],
+                [accepted, Forbidden, accepted, accepted, Forbidden],
             ),
             (
                 Method::POST,
                 "/api/messages/email",
                 body(email),
-                [accepted, Forbidden, accepted, accepted],
+                [accepted, Forbidden, accepted, accepted, Forbidden],
             ),
             (
                 Method::POST,
                 "/api/webhooks/sms",
                 body(sms_webhook),
-                [Forbidden, accepted, accepted, accepted],
+                [Forbidden, accepted, accepted, accepted, Forbidden],
             ),
             (
                 Method::POST,
                 "/api/webhooks/email",
                 body(email_webhook),
-                [Forbidden, accepted, accepted, accepted],
+                [Forbidden, accepted, accepted, accepted, Forbidden],
             ),
             (
                 Method::GET,
                 "/api/conversations",
                 None,
-                [ok, Forbidden, ok, ok],
+                [ok, Forbidden, ok, ok, ok],
             ),
             (
                 Method::GET,
                 "/api/conversations/1",
                 None,
-                [missing, Forbidden, missing, missing],
+                [missing, Forbidden, missing, missing, missing],
             ),
             (
                 Method::GET,
                 "/api/conversations/1/messages",
                 None,
-                [missing, Forbidden, missing, missing],
+                [missing, Forbidden, missing, missing, missing],
             ),
             (
                 Method::GET,
                 "/api/dlq",
                 None,
-                [Forbidden, Forbidden, ok, Forbidden],
+                [Forbidden, Forbidden, ok, Forbidden, Forbidden],
             ),
             (
                 Method::GET,
                 "/api/dlq/1",
                 None,
-                [Forbidden, Forbidden, missing, Forbidden],
+                [Forbidden, Forbidden, missing, Forbidden, Forbidden],
             ),
             (
                 Method::POST,
                 "/api/dlq/1/replay",
                 None,
-                [Forbidden, Forbidden, missing, Forbidden],
+                [Forbidden, Forbidden, missing, Forbidden, Forbidden],
             ),
             (
                 Method::POST,
                 "/api/dlq/replay",
                 None,
-                [Forbidden, Forbidden, accepted, Forbidden],
+                [Forbidden, Forbidden, accepted, Forbidden, Forbidden],
             ),
             (
                 Method::DELETE,
                 "/api/dlq/1",
                 None,
-                [Forbidden, Forbidden, missing, Forbidden],
+                [Forbidden, Forbidden, missing, Forbidden, Forbidden],
+            ),
+            (
+                Method::GET,
+                "/api/webhook-endpoints",
+                None,
+                [ok, Forbidden, ok, ok, Forbidden],
+            ),
+            (
+                Method::GET,
+                "/api/stats",
+                None,
+                [Forbidden, Forbidden, ok, Forbidden, Forbidden],
             ),
         ];
         let bogus = format!("msk_{}", "0".repeat(64));
@@ -193,7 +206,10 @@ async fn each_scope_is_allowed_or_refused_per_endpoint_and_refusals_enqueue_noth
                 );
                 assert_eq!(queued(&app), before, "{path}: nothing enqueued on a 401");
             }
-            for (key, expect) in [&send, &webhook, &admin, &both].into_iter().zip(expected) {
+            for (key, expect) in [&send, &webhook, &admin, &both, &read]
+                .into_iter()
+                .zip(expected)
+            {
                 let before = queued(&app);
                 let (status, answer) =
                     call(&app, method.clone(), path, Some(key), body.as_ref()).await;
@@ -245,12 +261,24 @@ async fn customers_see_and_write_only_their_own_data_even_by_guessing_ids() {
             .await;
             assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
         }
+        // B receives on a number it owns.
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&b_key),
+            Some(&json!({"address": "+14155550177"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let mut inbound = sms_webhook("b-inbound-1");
+        inbound["to"] = json!("+14155550177");
         let (status, _) = call(
             &app,
             Method::POST,
             "/api/webhooks/sms",
             Some(&b_webhook),
-            Some(&sms_webhook("b-inbound-1")),
+            Some(&inbound),
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED);
@@ -616,8 +644,8 @@ async fn floods_get_429_with_retry_after_and_nothing_is_stored_for_them() {
                     per: Duration::from_secs(3600),
                 };
                 s.rate_limit.burst = 3;
-                // The first look-up of each of the two keys below is charged to it too.
-                s.rate_limit.per_ip = "6/h".parse().unwrap();
+                // Spent only by refused credentials: looking up a valid key is free.
+                s.rate_limit.per_ip = "4/h".parse().unwrap();
             },
             Hooks::default(),
         )
@@ -676,6 +704,15 @@ async fn floods_get_429_with_retry_after_and_nothing_is_stored_for_them() {
             "{db:?}: nothing stored for a 429"
         );
 
+        // A restart finds no key cached: first look-ups of more valid keys than the per-IP
+        // budget, from one address (a load balancer), all go through.
+        for i in 0..6 {
+            let fresh = create_key(app.db(), default_customer(&app), &[Scope::Read]).await;
+            let (status, _) =
+                call(&app, Method::GET, "/api/conversations", Some(&fresh), None).await;
+            assert_eq!(status, StatusCode::OK, "{db:?}: fresh key {i}");
+        }
+
         // Without valid credentials, the per-IP budget applies: bad keys cannot flood.
         let bogus = format!("msk_{}", "1".repeat(64));
         let mut statuses = Vec::new();
@@ -715,8 +752,7 @@ async fn one_bootstrap_key_however_many_starts_race_for_it() {
             .await
             .unwrap();
         messaging_server::store::migrate(&pool).await.unwrap();
-        let customer = settings.api.default_customer_id;
-        let racers = (0..8).map(|_| keys::bootstrap_admin(&pool, customer));
+        let racers = (0..8).map(|_| keys::bootstrap_operator(&pool));
         let created: Vec<String> = futures_util::future::join_all(racers)
             .await
             .into_iter()
@@ -724,15 +760,16 @@ async fn one_bootstrap_key_however_many_starts_race_for_it() {
             .collect();
         assert_eq!(created.len(), 1, "{db:?}: exactly one key created");
         assert!(
-            keys::bootstrap_admin(&pool, customer)
-                .await
-                .unwrap()
-                .is_none(),
+            keys::bootstrap_operator(&pool).await.unwrap().is_none(),
             "and never again"
         );
         let rows = keys::list(&pool).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].scopes, "admin");
+        assert_eq!(
+            rows[0].customer_id, None,
+            "an operator's key, of no customer"
+        );
         assert_eq!(rows[0].key_sha256, keys::key_sha256(&created[0]));
         pool.close().await.ok();
     }
@@ -817,5 +854,212 @@ async fn with_auth_off_keyless_requests_pass_and_keys_still_scope() {
         let bogus = format!("msk_{}", "2".repeat(64));
         let (status, _) = call(&app, Method::GET, "/api/conversations", Some(&bogus), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// Behind a load balancer listed in `server.trusted_proxies`, each client has its own
+/// per-IP budget (from `X-Forwarded-For`); without the setting the header is the client's
+/// own words and ignored: everyone through that peer shares one budget.
+#[actix_web::test]
+async fn x_forwarded_for_is_honoured_from_trusted_proxies_only() {
+    for trusted in [true, false] {
+        let app = spawn_app_with(
+            databases().remove(0),
+            |s| {
+                s.rate_limit.per_ip = "2/h".parse().unwrap();
+                if trusted {
+                    s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+                }
+            },
+            Hooks::default(),
+        )
+        .await;
+        let bogus = format!("msk_{}", "2".repeat(64));
+        let from = |client: &'static str| {
+            let app = &app;
+            let bogus = bogus.clone();
+            async move {
+                app.client
+                    .get(app.url("/api/conversations"))
+                    .insert_header(("X-Forwarded-For", client))
+                    .bearer_auth(bogus)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        // One client spends its budget of refused keys...
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(from("203.0.113.5").await);
+        }
+        assert_eq!(
+            first,
+            [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::UNAUTHORIZED,
+                StatusCode::TOO_MANY_REQUESTS
+            ],
+            "trusted: {trusted}"
+        );
+        // ...and another client through the same proxy has its own, when the proxy is
+        // trusted; a client naming itself in the header gains nothing otherwise.
+        let other = from("198.51.100.7").await;
+        let expected = if trusted {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(other, expected, "trusted: {trusted}");
+    }
+}
+
+/// Inbound messages belong to whoever owns their `to` (SPEC §16): a body's `customer_id`
+/// cannot choose another tenant, an unowned address stores nothing, and an address has
+/// one owner, managed by its customer's keys only.
+#[actix_web::test]
+async fn inbound_messages_go_to_the_owner_of_their_address_whatever_the_body_says() {
+    for db in databases() {
+        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let a = default_customer(&app);
+        let b = keys::create_customer(app.db(), "b").await.unwrap();
+        let a_send = create_key(app.db(), a, &[Scope::Send]).await;
+        let b_send = create_key(app.db(), b, &[Scope::Send]).await;
+        let b_read = create_key(app.db(), b, &[Scope::Read]).await;
+        let number = json!({"address": "+14155550123"});
+
+        // B owns the number; nobody else can own it, nor own for B.
+        let (status, owned) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&b_send),
+            Some(&number),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{db:?}: {owned}");
+        assert_eq!(owned["customer_id"], b.to_string());
+        assert_eq!(owned["kind"], "phone");
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&a_send),
+            Some(&number),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{db:?}: owned already");
+        let for_a = json!({"address": "b.example.org", "customer_id": a.to_string()});
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&b_send),
+            Some(&for_a),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{db:?}: a key owns for its customer only"
+        );
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&b_read),
+            Some(&number),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{db:?}: owning needs send");
+        let (_, listed) = call(&app, Method::GET, "/api/addresses", Some(&b_send), None).await;
+        assert_eq!(
+            listed["meta"]["total"], 1,
+            "{db:?}: B sees its own only: {listed}"
+        );
+        let (_, all) = app.get("/api/addresses").await;
+        assert_eq!(
+            all["meta"]["total"],
+            common::TEST_ADDRESSES.len() + 1,
+            "{all}"
+        );
+        let id = owned["id"].as_i64().unwrap();
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/api/addresses/{id}"),
+            Some(&a_send),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{db:?}: not A's to give up");
+
+        // An inbound message to B's number naming A in its body is B's.
+        let inbound = |to: &str, id: &str| {
+            json!({"from": "+18045551234", "to": to, "type": "sms", "messaging_provider_id": id,
+                   "body": "to whom?", "customer_id": a.to_string()})
+        };
+        let (status, answer) = app
+            .post_json("/api/webhooks/sms", &inbound("+14155550123", "in-b"))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{db:?}: {answer}");
+        app.drained().await;
+        let (_, b_sees) = call(&app, Method::GET, "/api/conversations", Some(&b_read), None).await;
+        assert_eq!(b_sees["meta"]["total"], 1, "{db:?}: {b_sees}");
+        let (_, a_sees) = call(&app, Method::GET, "/api/conversations", Some(&a_send), None).await;
+        assert_eq!(a_sees["meta"]["total"], 0, "{db:?}: {a_sees}");
+        // A's webhook key cannot post B's inbound messages.
+        let a_webhook = create_key(app.db(), a, &[Scope::Webhook]).await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/webhooks/sms",
+            Some(&a_webhook),
+            Some(&inbound("+14155550123", "in-b2")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{db:?}");
+
+        // To an address nobody owns: answered, stored nowhere, counted.
+        let before = app.scalar("SELECT COUNT(*) FROM messages").await;
+        let (status, answer) = app
+            .post_json("/api/webhooks/sms", &inbound("+14155550999", "in-none"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{db:?}: {answer}");
+        assert_eq!(answer, json!({"status": "unrouted"}));
+        let email = json!({"from": "x@sender.example", "to": "someone@nobody.example", "xillio_id": "e-none",
+                           "body": "hi", "attachments": []});
+        let (status, _) = app.post_json("/api/webhooks/email", &email).await;
+        assert_eq!(status, StatusCode::OK);
+        app.drained().await;
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM messages").await,
+            before,
+            "{db:?}"
+        );
+        let (_, metrics) = app.get("/metrics").await;
+        assert!(
+            metrics
+                .as_str()
+                .unwrap()
+                .contains("messaging_inbound_unrouted_total 2"),
+            "{db:?}"
+        );
+
+        // Given up, the number routes nowhere.
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/api/addresses/{id}"),
+            Some(&b_send),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = app
+            .post_json("/api/webhooks/sms", &inbound("+14155550123", "in-b3"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{db:?}");
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{databases, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
-const KEY_LINE: &str = "initial admin API key: ";
+const KEY_LINE: &str = "initial operator API key: ";
 /// Test cases per operation and phase, and a fixed seed: a few minutes, the same cases
 /// on every run.
 const MAX_EXAMPLES: &str = "40";

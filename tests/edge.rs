@@ -314,6 +314,7 @@ fn event_for(request: Value, header: Option<&str>) -> Event {
         .unwrap()
         .into_event(&Accept {
             default_customer: CUSTOMER.parse().unwrap(),
+            inbound_owner: None,
             idempotency_header: header,
             endpoint: "/api/messages/sms",
             now: chrono::Utc::now(),

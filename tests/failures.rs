@@ -195,6 +195,7 @@ async fn an_event_with_an_unknown_schema_version_is_dead_lettered_without_retrie
         }
         .into_event(&Accept {
             default_customer: app.state.settings.api.default_customer_id,
+            inbound_owner: None,
             idempotency_header: None,
             endpoint: "/api/messages/sms",
             now: Utc::now(),
@@ -632,6 +633,7 @@ async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
             }
             .into_event(&Accept {
                 default_customer: settings.api.default_customer_id,
+                inbound_owner: None,
                 idempotency_header: None,
                 endpoint: "/api/messages/sms",
                 now: Utc::now(),
@@ -730,6 +732,7 @@ async fn a_panicking_event_fails_alone_and_its_batch_mates_are_stored_at_once() 
             }
             .into_event(&Accept {
                 default_customer: customer,
+                inbound_owner: None,
                 idempotency_header: None,
                 endpoint: "/api/messages/sms",
                 now: Utc::now(),

@@ -17,6 +17,7 @@ import time
 import urllib.request
 
 from messaging_server_client import AuthenticatedClient, Client
+from messaging_server_client.api.addresses import add_address, list_addresses, remove_address
 from messaging_server_client.api.conversations import (
     get_conversation,
     list_conversation_messages,
@@ -35,6 +36,7 @@ from messaging_server_client.api.operations import get_stats, health, metrics, o
 from messaging_server_client.api.webhooks import receive_email, receive_sms
 from messaging_server_client.models import (
     Accepted,
+    NewAddress,
     EmailWebhook,
     MmsWebhook,
     Problem,
@@ -164,6 +166,18 @@ def sending():
     assert [e.field for e in invalid.errors] == ["from"], invalid.to_dict()
 
 
+def addresses():
+    """The shop owns its number and email domain: inbound messages to them are its own."""
+    for address in (SHOP, "example.com"):
+        owned = expect(add_address.sync_detailed(client=client, body=NewAddress(address=address)), 201, address)
+        assert owned.address == address, owned.to_dict()
+    expect(add_address.sync_detailed(client=client, body=NewAddress(address=SHOP)), 409, "owned twice")
+    spare = expect(add_address.sync_detailed(client=client, body=NewAddress(address=BOB)), 201, "spare")
+    expect(remove_address.sync_detailed(spare.id, client=client), 204, "given up")
+    listed = expect(list_addresses.sync_detailed(client=client), 200, "addresses")
+    assert sorted(a.address for a in listed.items) == sorted([SHOP, "example.com"]), listed.to_dict()
+
+
 def webhooks():
     """Inbound SMS, MMS and email, each followed to `received`; a redelivery is one message."""
     inbound = SmsWebhookText(from_=ALICE, to=SHOP, type_="sms", messaging_provider_id="gen-in-1", body="Hi back")
@@ -262,6 +276,7 @@ def stats():
 
 operations()
 sending()
+addresses()
 webhooks()
 conversations()
 dead_letters()

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use common::nats::{free_port, NatsCluster, NatsServer};
 use common::stub::{Answer, StubProvider};
-use common::{create_key, databases, eventually, sms, spawn_on, test_settings, Db, TestDatabase};
+use common::{databases, eventually, sms, spawn_on, test_settings, Db, TestDatabase};
 use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
 use messaging_server::domain::IdempotencyKey;
 use messaging_server::http::AppState;
 use messaging_server::providers::Providers;
 use messaging_server::startup::{Application, Hooks, StartupError};
-use messaging_server::store::keys::Scope;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
 
@@ -526,8 +525,7 @@ async fn postgres() -> TestDatabase {
 /// clients of the API processes: authentication is on, as in production.
 async fn admin_key(database_url: &str) -> String {
     let db = Database::connect(database_url).await.expect("connect");
-    let customer = uuid::Uuid::parse_str(migration::DEFAULT_CUSTOMER_ID).unwrap();
-    let key = create_key(&db, customer, &[Scope::Admin]).await;
+    let key = common::create_operator_key(&db).await;
     db.close().await.ok();
     key
 }

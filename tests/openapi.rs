@@ -637,6 +637,37 @@ async fn real_answers_match_the_document() {
         s.call(delete.clone(), "/api/dlq", "/api/dlq", a, None, &[], 200)
             .await;
 
+        let route = "/api/addresses";
+        let number = || Some(json!({"address": "+14155550188"}));
+        let owned = s
+            .call(post.clone(), route, route, a, number(), &[], 201)
+            .await;
+        s.call(post.clone(), route, route, a, number(), &[], 409)
+            .await;
+        let bad = Some(json!({"address": "not an address"}));
+        s.call(post.clone(), route, route, a, bad, &[], 400).await;
+        s.call(get.clone(), route, route, a, None, &[], 200).await;
+        let route = "/api/addresses/{id}";
+        let one = format!("/api/addresses/{}", owned["id"]);
+        s.call(get.clone(), route, &one, a, None, &[], 200).await;
+        s.call(delete.clone(), route, &one, a, None, &[], 204).await;
+        s.call(delete.clone(), route, &one, a, None, &[], 404).await;
+        s.call(get.clone(), route, "/api/addresses/x", a, None, &[], 400)
+            .await;
+        // An inbound message to an address nobody owns: 200, stored nowhere.
+        let unowned = json!({"from": "+18045551234", "to": "+14155550199", "type": "sms",
+                             "messaging_provider_id": "nobody's", "body": "hi"});
+        s.call(
+            post.clone(),
+            "/api/webhooks/sms",
+            "/api/webhooks/sms",
+            a,
+            Some(unowned),
+            &[],
+            200,
+        )
+        .await;
+
         // Every route answered its success status at least once.
         for endpoint in route_table() {
             for method in endpoint.methods() {
@@ -676,4 +707,47 @@ async fn real_answers_match_the_document() {
             }
         }
     }
+}
+
+/// The served document says what the server enforces: with `auth.required = false` no
+/// operation needs a key (Schemathesis and client generators would otherwise send one, or
+/// flag every open answer); a provider webhook with a secret takes its signature only.
+#[actix_web::test]
+async fn the_served_document_declares_the_security_the_server_enforces() {
+    let db = databases().remove(0);
+    let open = spawn_app_with(
+        db,
+        |s| {
+            s.auth.required = false;
+            s.providers.sms.webhook_secret = Secret::new("whsec-test-0123456789");
+        },
+        Hooks::default(),
+    )
+    .await;
+    let (status, doc) = open.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    for endpoint in route_table() {
+        for method in endpoint.methods() {
+            let op = operation(&doc, endpoint.path, &method).expect("documented");
+            let expected = match endpoint.guard {
+                Guard::Twilio => json!([{"twilioSignature": []}]),
+                Guard::SmsWebhook => json!([{"webhookSignature": []}]),
+                _ => json!([]),
+            };
+            assert_eq!(op["security"], expected, "{method} {}", endpoint.path);
+        }
+    }
+    // And a key is indeed not needed.
+    let answer = open
+        .client
+        .get(open.url("/api/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    // With keys required (the default), it is the published document.
+    let closed = spawn_app_with(databases().remove(0), |_| {}, Hooks::default()).await;
+    let (_, served) = closed.get("/openapi.json").await;
+    assert_eq!(&served, openapi::json());
 }

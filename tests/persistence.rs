@@ -15,6 +15,7 @@ const DEFAULT_CUSTOMER: &str = "00000000-0000-0000-0000-000000000001";
 fn accept() -> Accept<'static> {
     Accept {
         default_customer: DEFAULT_CUSTOMER.parse().unwrap(),
+        inbound_owner: None,
         idempotency_header: None,
         endpoint: "/api/messages/sms",
         now: Utc::now(),

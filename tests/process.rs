@@ -110,7 +110,7 @@ struct Server {
     key: RefCell<Option<String>>,
 }
 
-const KEY_LINE: &str = "initial admin API key: ";
+const KEY_LINE: &str = "initial operator API key: ";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -260,7 +260,7 @@ impl Server {
     }
 }
 
-/// The keys in `initial admin API key: …` lines.
+/// The keys in `initial operator API key: …` lines.
 fn printed_keys(stdout: &str) -> Vec<String> {
     stdout
         .lines()
@@ -764,6 +764,52 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
     }
 }
 
+/// In production the first key goes to `auth.bootstrap_key_file`, readable by its owner
+/// only, and neither to stdout (the log stream under systemd or Kubernetes) nor to the log.
+#[actix_web::test]
+async fn the_bootstrap_key_file_gets_the_first_key_with_mode_0600_and_stdout_none() {
+    use std::os::unix::fs::PermissionsExt;
+    let database = TestDatabase::create(Db::Sqlite).await;
+    let dir = std::env::temp_dir().join(format!("ms-bootstrap-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("operator.key");
+    let path = file.display().to_string();
+    let server = Server::start(
+        &database.url,
+        &[("MESSAGING__AUTH__BOOTSTRAP_KEY_FILE", path.as_str())],
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the key file written", || async {
+        std::fs::read_to_string(&file).is_ok_and(|k| k.ends_with('\n'))
+    })
+    .await;
+    let key = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(key.starts_with("msk_") && key.len() == 68, "{key}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    server.use_key(&key);
+    let dlq = server
+        .authorized(server.client.get(server.url("/api/dlq")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dlq.status(), StatusCode::OK, "an operator's key");
+    let stdout = server.stdout.clone();
+    let (code, logs) = server.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{logs}");
+    let stdout = stdout.lock().unwrap().clone();
+    assert!(
+        !stdout.contains(&key) && printed_keys(&stdout).is_empty(),
+        "{stdout}"
+    );
+    assert!(!logs.contains(&key), "the key reached the logs");
+    assert!(
+        logs.contains(&path),
+        "the log says where the key is: {logs}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// As an orchestrator rolls out a deployment: four processes start at the same moment on
 /// an empty database. Their migrations take turns (they used to race and two of three
 /// exited with "duplicate key value violates unique constraint pg_type_typname_nsp_index"),
@@ -901,17 +947,51 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
         ),
         (vec!["keys", "revoke", "msk_ffffffff"], "no API key"),
         (vec!["keys", "revoke", "msk_"], "neither"),
+        // `admin` is an operator's scope, never a customer's.
+        (
+            vec![
+                "keys",
+                "create",
+                "--customer",
+                &customer_arg,
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+            ],
+            "--operator",
+        ),
+        (
+            vec![
+                "keys",
+                "create",
+                "--operator",
+                "--customer",
+                &customer_arg,
+                "--name",
+                "x",
+            ],
+            "cannot be used with",
+        ),
     ] {
         let out = run(&args, &env);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 
+    // An operator's key belongs to no customer.
+    let out = run(&["keys", "create", "--operator", "--name", "ops"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let operator = stdout(&out).trim().to_string();
+    assert!(stderr(&out).contains("operators"), "{}", stderr(&out));
+
     let list = stdout(&run(&["keys", "list"], &env));
     assert!(
         list.contains(prefix) && list.contains("acme-sender"),
         "{list}"
     );
+    let ops = list.lines().find(|l| l.contains(&operator[..12])).unwrap();
+    assert!(ops.contains("\toperator\tadmin\t"), "{ops}");
     assert!(list.contains("send,webhook"), "{list}");
     assert!(!list.contains(&key), "keys list never shows a key");
 
@@ -933,6 +1013,14 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
         StatusCode::FORBIDDEN,
         "dead letters are admin-only"
     );
+    let dlq = server
+        .client
+        .get(server.url("/api/dlq"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dlq.status(), StatusCode::OK, "an operator reads them");
 
     let revoked = run(&["keys", "revoke", prefix], &env);
     assert_eq!(revoked.status.code(), Some(0), "{}", stderr(&revoked));

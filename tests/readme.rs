@@ -77,7 +77,7 @@ async fn start(
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.strip_prefix("initial admin API key: ") {
+            if let Some(key) = line.strip_prefix("initial operator API key: ") {
                 let _ = tx.send(key.to_string());
             }
         }

@@ -73,6 +73,7 @@ fn event(customer: uuid::Uuid, body: &str) -> Event {
     }
     .into_event(&Accept {
         default_customer: customer,
+        inbound_owner: None,
         idempotency_header: None,
         endpoint: "/api/messages/sms",
         now: Utc::now(),

@@ -128,13 +128,20 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
             .get(&format!("/api/webhook-endpoints/{id}/attempts"))
             .await;
         assert_eq!(status, StatusCode::OK, "{attempts}");
+        // One taken attempt per event; a connection the receiver dropped before answering
+        // (seen once under load) is a failed attempt with its error, then retried.
         let items = attempts["items"].as_array().unwrap();
-        assert_eq!(items.len(), 2, "{attempts}");
-        for a in items {
-            assert_eq!(a["status_code"], 204, "{a}");
+        let (taken, failed): (Vec<&Value>, Vec<&Value>) =
+            items.iter().partition(|a| a["status_code"] == 204);
+        assert_eq!(taken.len(), 2, "{attempts}");
+        for a in taken {
             assert!(a["latency_ms"].as_i64().unwrap() >= 0);
             assert_eq!(a["response"], "ok");
             assert!(a["error"].is_null());
+        }
+        for a in failed {
+            assert!(a["status_code"].is_null(), "{a}");
+            assert!(a["error"].as_str().is_some_and(|e| !e.is_empty()), "{a}");
         }
 
         // Rotation: the old secret keeps verifying (both sign), then the new one alone.

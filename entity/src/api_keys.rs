@@ -1,4 +1,4 @@
-//! `api_keys`: a customer's API keys. The key itself is never stored, only its SHA-256
+//! `api_keys`: customers' and operators' API keys. The key itself is never stored, only its SHA-256
 //! (hex) and its first characters (`prefix`), which identify it in listings and look-ups.
 
 use sea_orm::entity::prelude::*;
@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub customer_id: Uuid,
+    /// `None` for an operator's key, which belongs to no customer.
+    pub customer_id: Option<Uuid>,
     pub name: String,
     pub prefix: String,
     pub key_sha256: String,
-    /// Comma-separated scopes: `send`, `webhook`, `admin`.
+    /// Comma-separated scopes: `send`, `webhook`, `read` (customer keys) or `admin`
+    /// (operator keys).
     pub scopes: String,
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,

@@ -21,6 +21,8 @@ pub struct Model {
     pub last_error: String,
     /// `"transient"` or `"permanent"`.
     pub error_kind: String,
+    /// What the customer is told (`domain::ErrorCode`); `None` on rows older than codes.
+    pub error_code: Option<String>,
     #[sea_orm(indexed)]
     pub dead_at: DateTimeUtc,
     pub replayed_at: Option<DateTimeUtc>,

@@ -15,6 +15,8 @@ pub struct Model {
     pub last_error: String,
     /// `"transient"` or `"permanent"`.
     pub error_kind: String,
+    /// What the customer is told (`domain::ErrorCode`); `None` on rows older than codes.
+    pub error_code: Option<String>,
     /// This failure sent the event to the dead-letter queue (no retry follows).
     pub dead_lettered: bool,
     pub failed_at: DateTimeUtc,

@@ -1,5 +1,6 @@
 //! SeaORM entities for the messaging server.
 
+pub mod addresses;
 pub mod api_keys;
 pub mod conversations;
 pub mod customers;

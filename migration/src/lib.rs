@@ -14,6 +14,9 @@ mod m20261204_000001_schedule_deliveries;
 mod m20261205_000001_delivery_receipts;
 mod m20261205_000002_receipt_index_for_twilio;
 mod m20261205_000003_webhooks;
+mod m20261206_000001_operator_keys;
+mod m20261206_000002_error_codes;
+mod m20261206_000003_addresses;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -35,6 +38,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_delivery_receipts::Migration),
             Box::new(m20261205_000002_receipt_index_for_twilio::Migration),
             Box::new(m20261205_000003_webhooks::Migration),
+            Box::new(m20261206_000001_operator_keys::Migration),
+            Box::new(m20261206_000002_error_codes::Migration),
+            Box::new(m20261206_000003_addresses::Migration),
         ]
     }
 }

@@ -263,6 +263,7 @@ async fn check_schema(db: &DatabaseConnection) {
             last_attempt_at: Set(t2),
             last_error: Set("boom".into()),
             error_kind: Set("transient".into()),
+            error_code: Set(Some("provider_unavailable".into())),
             dead_at: Set(t2),
             replayed_at: Set(None),
         })
@@ -295,7 +296,62 @@ async fn check_schema(db: &DatabaseConnection) {
     );
 }
 
+/// The migration to operator keys turns every key with `admin` into an operator's key (no
+/// customer, `admin` alone), leaves the others as they were, and its `down` gives operator
+/// keys back to the first customer.
+async fn operator_keys_migration(db: &DatabaseConnection) {
+    let before = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261206_000001_operator_keys")
+        .expect("the migration is listed");
+    Migrator::up(db, Some(before as u32)).await.unwrap();
+    let insert = |id: i64, scopes: &str| {
+        let customer = match db.get_database_backend() {
+            DbBackend::Postgres => format!("'{DEFAULT_CUSTOMER_ID}'"),
+            // sqlx keeps a UUID as its 16 bytes in SQLite.
+            _ => format!("x'{}'", DEFAULT_CUSTOMER_ID.replace('-', "")),
+        };
+        format!(
+            "INSERT INTO api_keys (id, customer_id, name, prefix, key_sha256, scopes, created_at) \
+             VALUES ({id}, {customer}, 'k{id}', 'msk_0000000{id}', 'sha{id}', '{scopes}', '2026-12-06T00:00:00Z')"
+        )
+    };
+    for (id, scopes) in [(1, "send,admin"), (2, "send,webhook")] {
+        db.execute_unprepared(&insert(id, scopes)).await.unwrap();
+    }
+    Migrator::up(db, None).await.unwrap();
+    let keys = entity::ApiKey::find()
+        .order_by_asc(entity::api_keys::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    let seen: Vec<_> = keys
+        .iter()
+        .map(|k| (k.id, k.customer_id, k.scopes.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, None, "admin"),
+            (2, Some(default_customer()), "send,webhook")
+        ]
+    );
+    let applied = Migrator::migrations().len() - before;
+    Migrator::down(db, Some(applied as u32)).await.unwrap();
+    let keys = entity::ApiKey::find()
+        .order_by_asc(entity::api_keys::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    assert!(keys
+        .iter()
+        .all(|k| k.customer_id == Some(default_customer())));
+    db.execute_unprepared("DELETE FROM api_keys").await.unwrap();
+    Migrator::down(db, None).await.unwrap();
+}
+
 async fn run_cycle(db: &DatabaseConnection) {
+    operator_keys_migration(db).await;
     Migrator::up(db, None).await.unwrap();
     check_schema(db).await;
     Migrator::down(db, None).await.unwrap();

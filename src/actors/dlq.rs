@@ -23,7 +23,7 @@ use sea_orm::DatabaseConnection;
 use super::faults::{Faults, Site};
 use super::supervision::{self, Ping};
 use super::ErrorKind;
-use crate::domain::Event;
+use crate::domain::{ErrorCode, Event};
 use crate::queue::{Claimed, QueueBackend, QueueError, Settlement, Undecodable};
 use crate::store::dead_letters::{self, NewDeadLetter};
 use crate::store::status::{self, MessageStatus, Which};
@@ -45,6 +45,7 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub last_error: String,
     pub kind: ErrorKind,
+    pub code: ErrorCode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +216,7 @@ impl Writer {
             attempts: letter.attempts,
             last_error: &letter.last_error,
             error_kind: letter.kind.as_str(),
+            error_code: letter.code.as_str(),
         };
         match dead_letters::insert(&self.db, new()).await {
             Ok(row) => Ok(Stored::Plain(row.id)),

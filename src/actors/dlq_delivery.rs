@@ -16,7 +16,7 @@ use super::dlq::{DlqActor, ACTOR};
 use super::faults::Site;
 use super::supervision;
 use super::ErrorKind;
-use crate::domain::Event;
+use crate::domain::{ErrorCode, Event};
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::delivery::{self, Form};
 use crate::store::failures::{self, Failure};
@@ -34,6 +34,7 @@ pub struct ParkDelivery {
     pub attempts: u32,
     pub last_error: String,
     pub kind: ErrorKind,
+    pub code: ErrorCode,
     pub writer: MessageWriter,
 }
 
@@ -58,6 +59,7 @@ async fn write(park: ParkDelivery, metrics: Arc<Metrics>) {
         attempts: park.attempts,
         last_error: &park.last_error,
         error_kind: park.kind.as_str(),
+        error_code: park.code.as_str(),
     };
     let writer = &park.writer;
     let mut form = Form::Plain;
@@ -102,6 +104,7 @@ async fn write(park: ParkDelivery, metrics: Arc<Metrics>) {
                 attempts: park.attempts,
                 error: &park.last_error,
                 error_kind: park.kind.as_str(),
+                error_code: park.code.as_str(),
                 dead_lettered: true,
             };
             if let Err(err) = failures::record(writer.connection(), failure).await {

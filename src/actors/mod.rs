@@ -31,6 +31,7 @@ pub use retry::RetryScheduler;
 pub use sender::Sender;
 pub use worker::PersistenceWorker;
 
+use crate::domain::ErrorCode;
 use crate::providers::ProviderError;
 use crate::store::StoreError;
 
@@ -79,6 +80,17 @@ impl ProcessingError {
             ErrorKind::Transient
         } else {
             ErrorKind::Permanent
+        }
+    }
+
+    /// What the event's customer is told (see [`ErrorCode`]).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProcessingError::InvalidEvent(_) => ErrorCode::InvalidMessage,
+            ProcessingError::Store(e) => e.code(),
+            ProcessingError::Provider(e) => e.code(),
+            ProcessingError::WorkerStopped(_) => ErrorCode::InternalError,
+            ProcessingError::KeyReused => ErrorCode::IdempotencyKeyReused,
         }
     }
 

@@ -167,13 +167,14 @@ impl RetryScheduler {
             return;
         };
         let db = self.db.clone();
-        let (error, kind) = (error.to_string(), error.kind().as_str());
+        let (error, kind, code) = (error.to_string(), error.kind().as_str(), error.code());
         actix::spawn(async move {
             let failure = Failure {
                 event: &event,
                 attempts,
                 error: &error,
                 error_kind: kind,
+                error_code: code.as_str(),
                 dead_lettered: dead,
             };
             if let Err(err) = failures::record(&db, failure).await {
@@ -219,6 +220,7 @@ impl RetryScheduler {
                     attempts,
                     last_error: error.to_string(),
                     kind,
+                    code: error.code(),
                 });
             }
             Decision::Retry(delay) => {

@@ -53,6 +53,9 @@ impl Senders {
 #[rtype(result = "usize")]
 pub struct Drain(pub Instant);
 
+/// How long past the shutdown deadline a settlement in progress may take to finish.
+const SETTLE_GRACE: Duration = Duration::from_secs(5);
+
 pub struct Sender {
     lane: Rc<Lane>,
     poll: Duration,
@@ -122,7 +125,15 @@ impl Handler<Drain> for Sender {
                 }
                 if Instant::now() >= deadline {
                     lane.stop();
-                    return lane.give_back_in_flight().await;
+                    let given_back = lane.give_back_in_flight().await;
+                    // Calls that returned are being recorded: their holds were released, so
+                    // this ends after one more write, and what it could not record is then
+                    // logged by idempotency key (it will be sent again).
+                    let grace = Instant::now() + SETTLE_GRACE;
+                    while lane.settling() && Instant::now() < grace {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    return given_back;
                 }
                 actix::spawn(lane.clone().claim());
                 actix::spawn(lane.clone().start_pending());

@@ -19,16 +19,12 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
     let shutdown_timeout = settings.server.shutdown_timeout;
     let workers_enabled = role != startup::Role::Api;
     let memory = settings.queue.backend == QueueBackendKind::Memory;
+    let settings_key_file = settings.auth.bootstrap_key_file.clone();
     let mut app = Application::build_role(settings, role, startup::Hooks::default())
         .await
         .map_err(runtime)?;
     if let Some(key) = app.take_initial_admin_key() {
-        // stdout, not the log: keys never reach logs. Shown this once only.
-        println!("initial admin API key: {key}");
-        println!(
-            "Store it now: it will not be shown again (only its hash is kept). \
-             Create more keys with `messaging-server keys create`."
-        );
+        hand_out_initial_key(&key, &settings_key_file)?;
     }
     let queue = app.state().queue.clone();
     let pipeline = app.state().pipeline.clone();
@@ -86,6 +82,47 @@ pub(super) async fn serve(settings: Settings, role: startup::Role) -> Result<(),
     saved?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The first start's operator key: to `auth.bootstrap_key_file` (0600) when set, else on
+/// stdout, never to the log (keys never reach logs). Shown this once only.
+fn hand_out_initial_key(key: &str, file: &str) -> Result<(), Failure> {
+    if file.is_empty() {
+        println!("initial operator API key: {key}");
+        println!(
+            "Store it now: it will not be shown again (only its hash is kept). \
+             Create more keys with `messaging-server keys create`."
+        );
+        return Ok(());
+    }
+    write_private(std::path::Path::new(file), &format!("{key}\n")).map_err(|err| {
+        runtime(format!(
+            "the initial operator key could not be written to auth.bootstrap_key_file {file}: {err}; \
+             it exists but is shown nowhere: revoke it and create another with \
+             `messaging-server keys list` / `keys revoke` / `keys create --operator`"
+        ))
+    })?;
+    tracing::warn!(
+        file,
+        "initial operator API key written (mode 0600); it is shown nowhere else"
+    );
+    Ok(())
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file that existed keeps its mode through `open`: tightened here.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// Saves what the memory queue still held at shutdown (see [`startup::save_unfinished`]).

@@ -198,6 +198,11 @@ impl Lane {
         state.in_flight == 0 && !state.claiming && !state.settling && state.pending.is_empty()
     }
 
+    /// Outcomes of returned calls are being recorded.
+    pub fn settling(&self) -> bool {
+        self.state.borrow().settling
+    }
+
     /// No provider may be called now: the circuit is open, and the fallback's too (or
     /// there is none).
     pub fn cannot_send(&self) -> bool {

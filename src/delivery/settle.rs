@@ -160,6 +160,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                         attempts: event.attempt.saturating_add(1),
                         last_error: error.to_string(),
                         kind: error.kind(),
+                        code: error.code(),
                         event,
                         writer: lane.deps.writer.clone(),
                     }),

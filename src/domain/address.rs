@@ -89,6 +89,11 @@ fn check_email(s: &str) -> Result<(), &'static str> {
     {
         return Err("the part before @ contains invalid characters");
     }
+    check_domain(domain)
+}
+
+/// A DNS name with at least two labels (`example.com`), lower case.
+fn check_domain(domain: &str) -> Result<(), &'static str> {
     if !domain.contains('.') {
         return Err("the domain must contain a dot");
     }
@@ -98,10 +103,61 @@ fn check_email(s: &str) -> Result<(), &'static str> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if !domain.split('.').all(label_ok) {
+    if domain.len() > 253 || !domain.split('.').all(label_ok) {
         return Err("the domain is invalid");
     }
     Ok(())
+}
+
+/// What a customer can own (SPEC §16): a phone number, or an email domain (every address
+/// at it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OwnedAddress {
+    Phone(PhoneNumber),
+    EmailDomain(String),
+}
+
+impl OwnedAddress {
+    /// `+12016661234` or `example.com`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with('+') {
+            return PhoneNumber::parse(raw).map(OwnedAddress::Phone);
+        }
+        let domain = raw.to_ascii_lowercase();
+        check_domain(&domain)
+            .map_err(|_| {
+                "must be a phone number in E.164 (+12016661234) or an email domain (example.com)"
+                    .to_string()
+            })
+            .map(|()| OwnedAddress::EmailDomain(domain))
+    }
+
+    /// What owns an inbound message: its recipient's number, or its email domain.
+    pub fn of_recipient(to: &str, channel: Channel) -> Option<Self> {
+        match channel {
+            Channel::Sms | Channel::Mms => PhoneNumber::parse(to).ok().map(OwnedAddress::Phone),
+            Channel::Email => {
+                let address = EmailAddress::parse(to).ok()?;
+                let (_, domain) = address.as_str().rsplit_once('@')?;
+                Some(OwnedAddress::EmailDomain(domain.to_string()))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OwnedAddress::Phone(_) => "phone",
+            OwnedAddress::EmailDomain(_) => "email_domain",
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            OwnedAddress::Phone(p) => p.as_str(),
+            OwnedAddress::EmailDomain(d) => d,
+        }
+    }
 }
 
 /// A participant of a message: the channel decides which kind.
@@ -227,5 +283,35 @@ mod tests {
         assert!(Address::parse("+12016661234", Channel::Email).is_err());
         let a = Address::parse("A@B.io", Channel::Email).unwrap();
         assert_eq!(a.as_str(), "a@b.io");
+    }
+
+    #[test]
+    fn owned_addresses_are_numbers_or_domains_and_recipients_map_to_them() {
+        let phone = OwnedAddress::parse(" +12016661234 ").unwrap();
+        assert_eq!((phone.kind(), phone.as_str()), ("phone", "+12016661234"));
+        let domain = OwnedAddress::parse("Mail.Example.COM").unwrap();
+        assert_eq!(
+            (domain.kind(), domain.as_str()),
+            ("email_domain", "mail.example.com")
+        );
+        for bad in [
+            "",
+            "+1",
+            "example",
+            "a@example.com",
+            "-x.com",
+            "12016661234",
+        ] {
+            assert!(OwnedAddress::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            OwnedAddress::of_recipient("Ann@Mail.Example.com", Channel::Email),
+            Some(domain)
+        );
+        assert_eq!(
+            OwnedAddress::of_recipient("+12016661234", Channel::Mms),
+            Some(phone)
+        );
+        assert_eq!(OwnedAddress::of_recipient("nope", Channel::Sms), None);
     }
 }

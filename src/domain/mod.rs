@@ -3,14 +3,16 @@
 
 pub mod address;
 pub mod error;
+pub mod error_code;
 pub mod event;
 pub mod idempotency;
 pub mod message;
 pub mod request;
 pub mod text;
 
-pub use address::{Address, EmailAddress, PhoneNumber};
+pub use address::{Address, EmailAddress, OwnedAddress, PhoneNumber};
 pub use error::{FieldError, ValidationErrors};
+pub use error_code::ErrorCode;
 pub(crate) use event::check_provider_id;
 pub use event::{Event, SCHEMA_VERSION};
 pub use idempotency::IdempotencyKey;

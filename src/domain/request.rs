@@ -17,6 +17,9 @@ use super::text::check_metadata;
 #[derive(Debug, Clone, Copy)]
 pub struct Accept<'a> {
     pub default_customer: Uuid,
+    /// Inbound: the customer owning the recipient's address (SPEC §16). It is the
+    /// message's customer, whatever the body's `customer_id` says.
+    pub inbound_owner: Option<Uuid>,
     /// The raw `Idempotency-Key` header, if sent.
     pub idempotency_header: Option<&'a str>,
     /// The matched route pattern (e.g. `/api/messages/sms`); scopes header keys.
@@ -231,9 +234,13 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         None => Some(ctx.now),
         Some(t) => c.check("timestamp", parse_timestamp(&t)),
     };
-    let customer_id = match f.customer_id {
-        None => Some(ctx.default_customer),
-        Some(s) => c.check(
+    let owner = ctx
+        .inbound_owner
+        .filter(|_| f.direction == Direction::Inbound);
+    let customer_id = match (owner, f.customer_id) {
+        (Some(owner), _) => Some(owner),
+        (None, None) => Some(ctx.default_customer),
+        (None, Some(s)) => c.check(
             "customer_id",
             Uuid::parse_str(&s).map_err(|_| "must be a UUID".to_string()),
         ),
@@ -355,6 +362,7 @@ mod tests {
     fn ctx(header: Option<&str>) -> Accept<'_> {
         Accept {
             default_customer: CUSTOMER,
+            inbound_owner: None,
             idempotency_header: header,
             endpoint: "/api/test",
             now: "2024-12-24T10:00:00Z".parse().unwrap(),
@@ -605,6 +613,7 @@ mod fingerprint_tests {
     fn event(v: serde_json::Value, now: &str) -> Event {
         let ctx = Accept {
             default_customer: Uuid::from_u128(1),
+            inbound_owner: None,
             idempotency_header: Some("k"),
             endpoint: "/api/messages/email",
             now: now.parse().unwrap(),

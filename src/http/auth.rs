@@ -8,7 +8,6 @@
 //! parsed, so nothing is enqueued for a refused request, and leaves a [`Caller`] in the
 //! request for the handler to take as an extractor.
 
-use std::cell::Cell;
 use std::future::{ready, Ready};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,6 +23,7 @@ use futures_util::StreamExt;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use super::client_ip::TrustedProxies;
 use super::key_cache::{CachedKey, KeyCache, Verdict};
 use super::rate_limit::{RateLimits, Subject};
 use super::signature::{self, SignatureError};
@@ -89,9 +89,10 @@ impl Caller {
         }
     }
 
-    fn from_key(key: &CachedKey) -> Self {
+    /// An operator's key acts for `default_customer` when a request names none.
+    fn from_key(key: &CachedKey, default_customer: Uuid) -> Self {
         Caller {
-            customer_id: key.customer_id,
+            customer_id: key.customer_id.unwrap_or(default_customer),
             scopes: key.scopes,
             principal: Principal::Key {
                 id: key.id,
@@ -135,41 +136,37 @@ impl Provider {
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy)]
-enum Access {
-    /// Send messages: `send` or `admin`.
+pub enum Access {
+    /// Send messages and manage the customer's own settings (webhook endpoints,
+    /// addresses): `send` or `admin`.
     Send,
-    /// Read conversations: `send` or `admin`, scoped to the key's customer.
+    /// Read conversations: `read`, `send` or `admin`, scoped to the key's customer.
     Read,
-    /// A message's status: whoever may send or deliver it (`send`, `webhook`, `admin`),
-    /// scoped to the key's customer.
+    /// A message's status: whoever may send, deliver or read it (`send`, `webhook`,
+    /// `read`, `admin`), scoped to the key's customer.
     Status,
-    /// Dead letters and everything else: `admin`.
+    /// Dead letters, stats, the audit log: an operator's `admin`.
     Admin,
     /// A provider's webhook: its signature when it has a secret, else `webhook` or `admin`.
     Webhook(Provider),
 }
 
 impl Access {
+    /// Scopes any one of which lets a key through, and how a refusal names them.
+    pub fn scopes(self) -> (&'static [Scope], &'static str) {
+        use Scope::*;
+        match self {
+            Access::Send => (&[Send, Admin], "send"),
+            Access::Read => (&[Read, Send, Admin], "read or send"),
+            Access::Status => (&[Send, Webhook, Read, Admin], "send, webhook or read"),
+            Access::Admin => (&[Admin], "admin (an operator's key)"),
+            Access::Webhook(_) => (&[Webhook, Admin], "webhook"),
+        }
+    }
+
     fn permits(self, caller: &Caller) -> Result<(), ApiError> {
-        let scopes = caller.scopes;
-        let (allowed, needs) = match self {
-            Access::Send | Access::Read => (
-                scopes.contains(Scope::Send) || scopes.contains(Scope::Admin),
-                "send",
-            ),
-            Access::Status => (
-                scopes.contains(Scope::Send)
-                    || scopes.contains(Scope::Webhook)
-                    || scopes.contains(Scope::Admin),
-                "send or webhook",
-            ),
-            Access::Admin => (scopes.contains(Scope::Admin), "admin"),
-            Access::Webhook(_) => (
-                scopes.contains(Scope::Webhook) || scopes.contains(Scope::Admin),
-                "webhook",
-            ),
-        };
-        if allowed {
+        let (any_of, needs) = self.scopes();
+        if any_of.iter().any(|s| caller.scopes.contains(*s)) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
@@ -203,6 +200,7 @@ pub struct Auth {
     limits: RateLimits,
     sms_signing: Option<Signing>,
     email_signing: Option<Signing>,
+    proxies: TrustedProxies,
     /// The upkeep task, until [`Auth::stop_upkeep`].
     upkeep: Mutex<Option<Upkeep>>,
 }
@@ -226,6 +224,7 @@ impl Auth {
             limits: RateLimits::new(&settings.rate_limit),
             sms_signing: Signing::from(&settings.providers.sms),
             email_signing: Signing::from(&settings.providers.email),
+            proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
             upkeep: Mutex::default(),
         })
     }
@@ -305,7 +304,11 @@ impl Auth {
 
     /// Decides whether the request may go on, and as whom.
     async fn admit(&self, req: &mut ServiceRequest, access: Access) -> Result<Caller, ApiError> {
-        let ip = client_ip(req);
+        let ip = self.client_ip(req);
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("client", tracing::field::display(ip));
+        }
         if let Access::Webhook(provider) = access {
             if let Some(signing) = self.signing(provider) {
                 return self.admit_signed(req, provider, signing, ip).await;
@@ -335,36 +338,29 @@ impl Auth {
                 ));
             }
             Credentials::Key(key) => {
-                // Only uncached keys reach the database; each look-up is charged to the
-                // client's IP so that made-up keys cannot hammer it.
-                let charged = Cell::new(false);
+                // Only uncached keys reach the database. A key found valid costs nothing
+                // (a restart does not spend clients' budgets on their first requests); a
+                // refused one costs its client one request of the per-IP budget, and a
+                // client over that budget gets no more look-ups until it refills.
                 let verdict = self
                     .keys
-                    .resolve(&key, || {
-                        charged.set(true);
-                        self.limits.check_ip(ip)
-                    })
+                    .resolve(&key, || self.limits.may_look_up(ip))
                     .await?;
-                // A refused key costs the client one request of its IP budget, once.
-                let charge_once = || match charged.get() {
-                    true => Ok(()),
-                    false => self.limits.check_ip(ip),
-                };
                 match verdict {
                     Verdict::Valid(key) => {
                         key.mark_used();
                         self.limits.check(&Subject::Key(key.id))?;
-                        Caller::from_key(&key)
+                        Caller::from_key(&key, self.default_customer)
                     }
                     Verdict::Revoked => {
-                        charge_once()?;
+                        self.limits.check_ip(ip)?;
                         return Err(unauthorized(
                             "the API key is revoked",
                             INVALID_TOKEN_CHALLENGE,
                         ));
                     }
                     Verdict::Unknown => {
-                        charge_once()?;
+                        self.limits.check_ip(ip)?;
                         return Err(unauthorized(
                             "the API key is not valid",
                             INVALID_TOKEN_CHALLENGE,
@@ -456,11 +452,15 @@ fn credentials(headers: &HeaderMap) -> Credentials {
     }
 }
 
-/// The peer's address. Forwarded headers are not trusted: any client can send them.
-fn client_ip(req: &ServiceRequest) -> IpAddr {
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+impl Auth {
+    /// The client: the peer, or whom a trusted proxy names (see [`TrustedProxies`]).
+    fn client_ip(&self, req: &ServiceRequest) -> IpAddr {
+        let peer = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.proxies.client(peer, req.headers())
+    }
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 as the JSON extractor
@@ -624,15 +624,17 @@ mod tests {
         };
         let send = caller(&[Scope::Send], key());
         let webhook = caller(&[Scope::Webhook], key());
+        let read = caller(&[Scope::Read], key());
         let admin = caller(&[Scope::Admin], key());
         let sms = Access::Webhook(Provider::Sms);
         for (access, allowed) in [
-            (Access::Send, [true, false, true]),
-            (Access::Read, [true, false, true]),
-            (Access::Admin, [false, false, true]),
-            (sms, [false, true, true]),
+            (Access::Send, [true, false, false, true]),
+            (Access::Read, [true, false, true, true]),
+            (Access::Status, [true, true, true, true]),
+            (Access::Admin, [false, false, false, true]),
+            (sms, [false, true, false, true]),
         ] {
-            for (caller, allowed) in [&send, &webhook, &admin].into_iter().zip(allowed) {
+            for (caller, allowed) in [&send, &webhook, &read, &admin].into_iter().zip(allowed) {
                 assert_eq!(
                     access.permits(caller).is_ok(),
                     allowed,

@@ -26,11 +26,13 @@ pub async fn request_context<B: MessageBody + 'static>(
         .map(str::to_owned)
         .unwrap_or_else(new_id);
     let api = req.path().starts_with("/api/");
-    // `caller` is filled in by the authentication guard, `trace_id` when the request is traced.
+    // `caller` and `client` are filled in by the authentication guard, `trace_id` when the
+    // request is traced.
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         caller = tracing::field::Empty,
+        client = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
     // Handlers' and guards' errors arrive here as responses (problems), so they get the

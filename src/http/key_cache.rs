@@ -8,10 +8,11 @@
 //! cannot be read, known keys keep their last known state (requests go on being accepted
 //! into the queue, as they do during any database outage).
 //!
-//! Prefixes that match no key are remembered for `cache_ttl` too (bounded), and look-ups
-//! of uncached prefixes are charged to the client's per-IP budget, so a flood of made-up
-//! keys costs at most that many indexed queries. Concurrent misses on one prefix wait for
-//! a single look-up (a cold cache under load asks once, and charges once).
+//! Prefixes that match no key are remembered for `cache_ttl` too (bounded), and a look-up
+//! of an uncached prefix first asks whether the client may have one (see
+//! `RateLimits::may_look_up`), so a flood of made-up keys costs at most the client's
+//! per-IP budget of indexed queries. Concurrent misses on one prefix wait for a single
+//! look-up (a cold cache under load asks once).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,8 +31,8 @@ use crate::store::StoreError;
 
 /// `last_used_at` is written at most this often per key.
 pub const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(5);
-/// Most unknown prefixes remembered; beyond it they are looked up each time (and charged
-/// to the per-IP budget like every look-up).
+/// Most unknown prefixes remembered; beyond it they are looked up each time (within the
+/// client's per-IP budget of refused keys).
 const MAX_UNKNOWN: usize = 10_000;
 
 /// A key as the cache knows it.
@@ -39,7 +40,8 @@ const MAX_UNKNOWN: usize = 10_000;
 pub struct CachedKey {
     pub id: i64,
     pub prefix: String,
-    pub customer_id: Uuid,
+    /// `None` for an operator's key.
+    pub customer_id: Option<Uuid>,
     pub scopes: Scopes,
     pub revoked: bool,
     sha256: String,
@@ -59,8 +61,11 @@ impl CachedKey {
             id: row.id,
             prefix: row.prefix,
             customer_id: row.customer_id,
-            // A row with a scope this version does not know grants nothing it does not know.
-            scopes: Scopes::parse(&row.scopes).unwrap_or_default(),
+            // A row with a scope this version does not know grants nothing it does not know;
+            // a customer's key never has an operator's scope, whatever its row says.
+            scopes: Scopes::parse(&row.scopes)
+                .unwrap_or_default()
+                .for_customer(row.customer_id.is_some()),
             revoked: row.revoked_at.is_some(),
             sha256: row.key_sha256,
             usage,
@@ -114,12 +119,12 @@ impl KeyCache {
         }
     }
 
-    /// What the key is: from memory when known, else from the database after `charge`
-    /// accepted the cost of a look-up (its error is returned as is).
+    /// What the key is: from memory when known, else from the database once `may_look_up`
+    /// allowed it (its error is returned as is).
     pub async fn resolve(
         &self,
         key: &PresentedKey,
-        charge: impl FnOnce() -> Result<(), ApiError>,
+        may_look_up: impl FnOnce() -> Result<(), ApiError>,
     ) -> Result<Verdict, ApiError> {
         if let Some(verdict) = self.cached(key) {
             return Ok(verdict);
@@ -136,7 +141,7 @@ impl KeyCache {
         if let Some(verdict) = self.cached(key) {
             return Ok(verdict);
         }
-        charge()?;
+        may_look_up()?;
         Ok(self.load(key).await?)
     }
 

@@ -1,6 +1,7 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
 pub mod auth;
+mod client_ip;
 pub mod connection;
 pub mod errors;
 mod hygiene;

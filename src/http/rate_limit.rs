@@ -1,10 +1,13 @@
 //! Rate limits (SPEC §11): one budget per API key (and per provider for signed webhooks),
 //! and a smaller one per client IP for requests without valid credentials, so a flood of
-//! bad keys costs at most that many database look-ups.
+//! bad keys costs at most that many database look-ups. Looking up a key that turns out
+//! valid costs nothing, so a restart (every key uncached) does not 429 real clients.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -27,6 +30,8 @@ pub struct RateLimits {
     per_key_burst: u32,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_ip_burst: u32,
+    /// Clients over their per-IP budget, until when: they get no key look-ups meanwhile.
+    over_budget: Mutex<HashMap<IpAddr, Instant>>,
     clock: DefaultClock,
 }
 
@@ -38,6 +43,7 @@ impl RateLimits {
             per_key_burst: settings.burst,
             per_ip: DefaultKeyedRateLimiter::keyed(quota(settings.per_ip, per_ip_burst)),
             per_ip_burst,
+            over_budget: Mutex::default(),
             clock: DefaultClock::default(),
         }
     }
@@ -51,9 +57,36 @@ impl RateLimits {
 
     /// Spends one request from the budget of a client without valid credentials.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.per_ip
-            .check_key(&ip)
-            .map_err(|not_until| self.refused(self.per_ip_burst, &not_until))
+        self.per_ip.check_key(&ip).map_err(|not_until| {
+            let refused = self.refused(self.per_ip_burst, &not_until);
+            if let ApiError::RateLimited { retry_after, .. } = &refused {
+                self.over_budget().insert(ip, Instant::now() + *retry_after);
+            }
+            refused
+        })
+    }
+
+    /// Whether a key this process does not know may be looked up for `ip`: not while the
+    /// client is over its budget of refused credentials (a flood of made-up keys costs at
+    /// most that many queries). Spends nothing: valid keys are never charged.
+    pub fn may_look_up(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let until = match self.over_budget().get(&ip) {
+            Some(until) => *until,
+            None => return Ok(()),
+        };
+        let now = Instant::now();
+        if until <= now {
+            self.over_budget().remove(&ip);
+            return Ok(());
+        }
+        Err(ApiError::RateLimited {
+            limit: self.per_ip_burst,
+            retry_after: until - now,
+        })
+    }
+
+    fn over_budget(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.over_budget.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn refused(
@@ -73,6 +106,8 @@ impl RateLimits {
         self.per_ip.retain_recent();
         self.per_key.shrink_to_fit();
         self.per_ip.shrink_to_fit();
+        let now = Instant::now();
+        self.over_budget().retain(|_, until| *until > now);
     }
 }
 
@@ -123,5 +158,11 @@ mod tests {
             Err(ApiError::RateLimited { limit: 2, .. })
         ));
         limits.check_ip("192.0.2.2".parse().unwrap()).unwrap();
+        // Over its budget, a client gets no look-ups of unknown keys; others still do.
+        assert!(matches!(
+            limits.may_look_up(ip),
+            Err(ApiError::RateLimited { limit: 2, .. })
+        ));
+        limits.may_look_up("192.0.2.2".parse().unwrap()).unwrap();
     }
 }

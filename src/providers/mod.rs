@@ -18,7 +18,7 @@ pub use smtp::SmtpProvider;
 pub use twilio::TwilioProvider;
 
 use crate::config::{ProviderKind, ProviderSettings, ProvidersSettings};
-use crate::domain::{Channel, Event};
+use crate::domain::{Channel, ErrorCode, Event};
 
 /// What a provider is asked to deliver.
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +92,27 @@ impl ProviderError {
         match self {
             ProviderError::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// What the message's customer is told; the provider's own text is for operators.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProviderError::Status { status: 408, .. } => ErrorCode::Timeout,
+            ProviderError::Status { .. } if self.is_transient() => ErrorCode::ProviderUnavailable,
+            ProviderError::Status { .. } => ErrorCode::ProviderRejected,
+            ProviderError::Timeout(_) => ErrorCode::Timeout,
+            ProviderError::Unreachable(_) | ProviderError::BadResponse(_) => {
+                ErrorCode::ProviderUnavailable
+            }
+            // RFC 5321: no such mailbox (550), not local (551), mailbox name not allowed (553).
+            ProviderError::Smtp {
+                code: 550 | 551 | 553,
+                ..
+            } => ErrorCode::InvalidRecipient,
+            ProviderError::Smtp { .. } if self.is_transient() => ErrorCode::ProviderUnavailable,
+            ProviderError::Smtp { .. } => ErrorCode::ProviderRejected,
+            ProviderError::NotSendable(_) => ErrorCode::InvalidMessage,
         }
     }
 

@@ -129,6 +129,7 @@ mod tests {
         }
         .into_event(&Accept {
             default_customer: uuid::Uuid::nil(),
+            inbound_owner: None,
             idempotency_header: None,
             endpoint: "/api/messages/sms",
             now: Utc::now(),

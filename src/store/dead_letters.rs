@@ -11,7 +11,7 @@ use sea_orm::{
 use super::read::Page;
 use super::status::{self, MessageStatus, Which};
 use super::{writer, StoreError};
-use crate::domain::Event;
+use crate::domain::{ErrorCode, Event};
 
 /// A failure to park.
 pub struct NewDeadLetter<'a> {
@@ -19,6 +19,8 @@ pub struct NewDeadLetter<'a> {
     pub attempts: u32,
     pub last_error: &'a str,
     pub error_kind: &'a str,
+    /// What the customer is told (`domain::ErrorCode`).
+    pub error_code: &'a str,
 }
 
 /// The key under which the encoded form of an event is kept (see [`insert_encoded`]).
@@ -118,6 +120,7 @@ fn row(event: serde_json::Value, key: String, new: &NewDeadLetter<'_>) -> Active
         last_attempt_at: Set(now),
         last_error: Set(printable(new.last_error)),
         error_kind: Set(new.error_kind.to_string()),
+        error_code: Set(Some(new.error_code.to_string())),
         dead_at: Set(now),
         replayed_at: Set(None),
     }
@@ -184,6 +187,7 @@ pub async fn insert_undecodable(
         last_attempt_at: Set(now),
         last_error: Set(printable(error)),
         error_kind: Set("permanent".to_string()),
+        error_code: Set(Some(ErrorCode::InvalidMessage.as_str().to_string())),
         dead_at: Set(now),
         replayed_at: Set(None),
     };

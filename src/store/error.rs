@@ -16,6 +16,15 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// What the message's customer is told (the database's own words are not for them).
+    pub fn code(&self) -> crate::domain::ErrorCode {
+        if self.is_transient() {
+            crate::domain::ErrorCode::StorageUnavailable
+        } else {
+            crate::domain::ErrorCode::InternalError
+        }
+    }
 }
 
 impl From<DbErr> for StoreError {

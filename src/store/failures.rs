@@ -16,6 +16,8 @@ pub struct Failure<'a> {
     pub attempts: u32,
     pub error: &'a str,
     pub error_kind: &'a str,
+    /// What the customer is told (`domain::ErrorCode`).
+    pub error_code: &'a str,
     /// No retry follows: the event goes to the dead-letter queue.
     pub dead_lettered: bool,
 }
@@ -35,6 +37,7 @@ pub async fn record<C: ConnectionTrait>(db: &C, failure: Failure<'_>) -> Result<
         // Bounded: a provider's error text can be long, and this is shown, not analysed.
         last_error: Set(truncate(failure.error, 2000)),
         error_kind: Set(failure.error_kind.to_string()),
+        error_code: Set(Some(failure.error_code.to_string())),
         dead_lettered: Set(failure.dead_lettered),
         failed_at: Set(Utc::now()),
     };
@@ -46,6 +49,7 @@ pub async fn record<C: ConnectionTrait>(db: &C, failure: Failure<'_>) -> Result<
                     Column::Attempts,
                     Column::LastError,
                     Column::ErrorKind,
+                    Column::ErrorCode,
                     Column::DeadLettered,
                     Column::FailedAt,
                 ])

@@ -1,4 +1,7 @@
-//! API keys and customers: creating, listing, revoking, and the bootstrap admin key.
+//! API keys and customers: creating, listing, revoking, and the bootstrap operator key.
+//!
+//! A customer's key has `send`, `webhook` and/or `read` and acts for its customer only;
+//! an operator's key has `admin`, belongs to no customer and acts for all (SPEC §16).
 //!
 //! A key is `msk_` followed by 64 hex digits (32 random bytes from the operating system).
 //! Only its SHA-256 is stored, with its first [`PREFIX_LEN`] characters as a public handle:
@@ -33,21 +36,27 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Send messages and read its own customer's conversations.
+    /// Send messages, manage its customer's webhook endpoints and addresses, and read.
     Send,
     /// Post inbound provider webhooks.
     Webhook,
-    /// Everything, for every customer, dead letters included.
+    /// Read its customer's conversations and message statuses.
+    Read,
+    /// An operator's: everything, for every customer, dead letters included. Never on a
+    /// customer's key.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Send, Scope::Webhook, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Send, Scope::Webhook, Scope::Read, Scope::Admin];
+    /// What a customer's key may have.
+    pub const CUSTOMER: [Scope; 3] = [Scope::Send, Scope::Webhook, Scope::Read];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Send => "send",
             Scope::Webhook => "webhook",
+            Scope::Read => "read",
             Scope::Admin => "admin",
         }
     }
@@ -57,6 +66,7 @@ impl Scope {
             Scope::Send => 1,
             Scope::Webhook => 2,
             Scope::Admin => 4,
+            Scope::Read => 8,
         }
     }
 }
@@ -68,7 +78,7 @@ impl std::str::FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s.trim())
-            .ok_or_else(|| format!("unknown scope {s:?} (send, webhook or admin)"))
+            .ok_or_else(|| format!("unknown scope {s:?} (send, webhook or read)"))
     }
 }
 
@@ -87,6 +97,16 @@ impl Scopes {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// These scopes on a customer's key (`true`): without `admin`, which only an
+    /// operator's key has.
+    pub fn for_customer(self, customer: bool) -> Self {
+        if customer {
+            Scopes(self.0 & !Scope::Admin.bit())
+        } else {
+            self
+        }
     }
 
     /// Reads the stored form; unknown names are refused, not ignored.
@@ -222,7 +242,8 @@ pub async fn customers(db: &DatabaseConnection) -> Result<Vec<customers::Model>,
         .await?)
 }
 
-/// Creates a key; returns its row and the key, which exists nowhere else from now on.
+/// Creates a customer's key; returns its row and the key, which exists nowhere else from
+/// now on. `admin` is refused: it belongs to operators' keys ([`create_operator`]).
 pub async fn create(
     db: &DatabaseConnection,
     customer_id: Uuid,
@@ -230,6 +251,13 @@ pub async fn create(
     scopes: Scopes,
 ) -> Result<(api_keys::Model, String), KeysError> {
     let name = check_name("key", name)?;
+    if scopes.contains(Scope::Admin) {
+        return Err(KeysError::Invalid(
+            "admin is an operator's scope, never a customer's: create an operator key \
+             (keys create --operator --name …)"
+                .into(),
+        ));
+    }
     if scopes.is_empty() {
         return Err(KeysError::Invalid("a key needs at least one scope".into()));
     }
@@ -240,12 +268,25 @@ pub async fn create(
     {
         return Err(KeysError::UnknownCustomer(customer_id));
     }
-    Ok(insert(db, customer_id, &name, scopes).await?)
+    Ok(insert(db, Some(customer_id), &name, scopes).await?)
+}
+
+/// Creates an operator's key: `admin`, for every customer, of none.
+pub async fn create_operator(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<(api_keys::Model, String), KeysError> {
+    let name = check_name("key", name)?;
+    Ok(insert(db, None, &name, operator_scopes()).await?)
+}
+
+fn operator_scopes() -> Scopes {
+    [Scope::Admin].into_iter().collect()
 }
 
 async fn insert(
     db: &impl ConnectionTrait,
-    customer_id: Uuid,
+    customer_id: Option<Uuid>,
     name: &str,
     scopes: Scopes,
 ) -> Result<(api_keys::Model, String), StoreError> {
@@ -266,14 +307,11 @@ async fn insert(
     Ok((row, key))
 }
 
-/// On a database without any API key, creates an admin key for `customer_id` and returns
-/// it; otherwise `None`. Two processes starting at once create one key between them: the
-/// check and the insert run under a lock that only one transaction holds (SQLite's write
-/// lock taken by `BEGIN IMMEDIATE`, a self-exclusive table lock on PostgreSQL).
-pub async fn bootstrap_admin(
-    db: &DatabaseConnection,
-    customer_id: Uuid,
-) -> Result<Option<String>, StoreError> {
+/// On a database without any API key, creates an operator key and returns it; otherwise
+/// `None`. Two processes starting at once create one key between them: the check and the
+/// insert run under a lock that only one transaction holds (SQLite's write lock taken by
+/// `BEGIN IMMEDIATE`, a self-exclusive table lock on PostgreSQL).
+pub async fn bootstrap_operator(db: &DatabaseConnection) -> Result<Option<String>, StoreError> {
     let txn = begin_write(db).await?;
     if db.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
@@ -283,8 +321,7 @@ pub async fn bootstrap_admin(
         txn.rollback().await?;
         return Ok(None);
     }
-    let scopes = [Scope::Admin].into_iter().collect();
-    let (_, key) = insert(&txn, customer_id, "initial admin key", scopes).await?;
+    let (_, key) = insert(&txn, None, "initial operator key", operator_scopes()).await?;
     txn.commit().await?;
     Ok(Some(key))
 }
@@ -436,7 +473,9 @@ mod tests {
         assert_eq!(scopes.to_string(), "send,webhook");
         assert_eq!(Scopes::parse("send,webhook").unwrap(), scopes);
         assert!(scopes.contains(Scope::Send) && !scopes.contains(Scope::Admin));
-        assert_eq!(Scopes::all().to_string(), "send,webhook,admin");
+        assert_eq!(Scopes::all().to_string(), "send,webhook,read,admin");
+        assert!(!Scopes::all().for_customer(true).contains(Scope::Admin));
+        assert!(Scopes::all().for_customer(false).contains(Scope::Admin));
         assert!(Scopes::parse("send,root").is_err());
         assert!(Scopes::parse("").unwrap().is_empty());
     }

@@ -1,5 +1,6 @@
 //! Persistence on SeaORM, the same code for SQLite and PostgreSQL.
 
+pub mod addresses;
 pub mod checkpoint;
 pub mod dead_letters;
 pub mod delivery;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::status::MessageStatus;
 use super::{failures, StoreError};
+use crate::domain::ErrorCode;
 
 /// How far an accepted message got, as the status resource reports it (its `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -74,8 +75,10 @@ pub struct Resolved {
     pub status: Progress,
     /// Processing attempts so far: failed ones, plus the one that stored the message.
     pub attempts: u32,
-    /// The last failure's error, while the status is `failed` or `dead_lettered`; the
-    /// provider's, when `undelivered`.
+    /// Why, while the status is `failed`, `dead_lettered` or `undelivered`.
+    pub error_code: Option<ErrorCode>,
+    /// The code's public message (the raw error is for operators: dead letters, logs);
+    /// the carrier's error code, when `undelivered`.
     pub last_error: Option<String>,
     pub message_id: Option<i64>,
     pub conversation_id: Option<i64>,
@@ -174,23 +177,32 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
         .as_ref()
         .filter(|f| !f.dead_lettered)
         .map_or(1, |f| f.attempts.max(0) as u32 + 1);
-    let failed = |f: &event_failures::Model, base: Resolved| Resolved {
-        status: Progress::Failed,
-        attempts: f.attempts.max(0) as u32,
-        last_error: Some(f.last_error.clone()),
-        updated_at: f.failed_at,
-        ..base
+    let public = |code: &Option<String>| {
+        let code = ErrorCode::parse(code.as_deref());
+        (Some(code), Some(code.public_message().to_string()))
+    };
+    let failed = |f: &event_failures::Model, base: Resolved| {
+        let (error_code, last_error) = public(&f.error_code);
+        Resolved {
+            status: Progress::Failed,
+            attempts: f.attempts.max(0) as u32,
+            error_code,
+            last_error,
+            updated_at: f.failed_at,
+            ..base
+        }
     };
     let dead = |base: Resolved| {
-        let (attempts, error, at) = match (&facts.dead_letter, &facts.failure) {
-            (Some(d), _) => (d.attempts, Some(d.last_error.clone()), d.dead_at),
-            (None, Some(f)) => (f.attempts, Some(f.last_error.clone()), f.failed_at),
-            (None, None) => (0, None, base.updated_at),
+        let (attempts, (error_code, last_error), at) = match (&facts.dead_letter, &facts.failure) {
+            (Some(d), _) => (d.attempts, public(&d.error_code), d.dead_at),
+            (None, Some(f)) => (f.attempts, public(&f.error_code), f.failed_at),
+            (None, None) => (0, (None, None), base.updated_at),
         };
         Resolved {
             status: Progress::DeadLettered,
             attempts: attempts.max(0) as u32,
-            last_error: error,
+            error_code,
+            last_error,
             updated_at: at,
             ..base
         }
@@ -200,6 +212,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
         let base = Resolved {
             status: Progress::Stored,
             attempts: attempts_after_success,
+            error_code: None,
             last_error: None,
             message_id: Some(m.id),
             conversation_id: Some(m.conversation_id),
@@ -223,6 +236,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
             },
             Some(MessageStatus::Undelivered) => Resolved {
                 status: Progress::Undelivered,
+                error_code: Some(ErrorCode::Undelivered),
                 last_error: m.delivery_error.clone(),
                 ..base
             },
@@ -241,6 +255,7 @@ pub fn resolve(facts: &Facts, queued: Option<Queued>) -> Option<Resolved> {
     let nothing = Resolved {
         status: Progress::Pending,
         attempts: 0,
+        error_code: None,
         last_error: None,
         message_id: None,
         conversation_id: None,
@@ -320,10 +335,15 @@ mod tests {
             attempts,
             last_error: "provider said 503".into(),
             error_kind: "transient".into(),
+            error_code: Some("provider_unavailable".into()),
             dead_lettered,
             failed_at: at(when),
         }
     }
+
+    /// What a tenant reads for the failure above: its code's public message, never the
+    /// provider's words.
+    const UNAVAILABLE: &str = "The provider was unavailable.";
 
     fn status(facts: Facts, queued: bool) -> Option<(Progress, u32, Option<String>)> {
         let queued = queued.then_some(Queued { accepted_at: at(0) });
@@ -340,7 +360,7 @@ mod tests {
         };
         assert_eq!(
             status(provider_failed, true),
-            Some((Progress::Failed, 2, Some("provider said 503".into())))
+            Some((Progress::Failed, 2, Some(UNAVAILABLE.into())))
         );
         // The database failed before the message was stored, then the retry stored it.
         let stored_since = Facts {
@@ -386,7 +406,7 @@ mod tests {
         };
         assert_eq!(
             status(dead_and_deleted, false),
-            Some((Progress::DeadLettered, 3, Some("provider said 503".into())))
+            Some((Progress::DeadLettered, 3, Some(UNAVAILABLE.into())))
         );
     }
 }

@@ -245,11 +245,9 @@ pub async fn spawn_on(
     let admin_key = match app.take_initial_admin_key() {
         Some(key) => key,
         // A restart on a database that has keys (or auth.required = false).
-        None => {
-            let customer = state.settings.api.default_customer_id;
-            create_key(&state.db, customer, &[Scope::Admin]).await
-        }
+        None => create_operator_key(&state.db).await,
     };
+    own_test_addresses(&state.db, state.settings.api.default_customer_id).await;
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -405,6 +403,37 @@ pub async fn create_key(db: &DatabaseConnection, customer: Uuid, scopes: &[Scope
     keys::create(db, customer, "test key", scopes)
         .await
         .expect("key created")
+        .1
+}
+
+/// The recipients the tests' inbound messages go to, owned by `customer` (the default
+/// one): an inbound message to an address nobody owns is stored nowhere (SPEC §16).
+pub const TEST_ADDRESSES: [&str; 5] = [
+    "+12016661234",
+    "+18045551234",
+    "usehatchapp.com",
+    "gmail.com",
+    "example.com",
+];
+
+/// Gives [`TEST_ADDRESSES`] to `customer` (those owned already stay as they are).
+pub async fn own_test_addresses(db: &DatabaseConnection, customer: Uuid) {
+    use messaging_server::domain::OwnedAddress;
+    use messaging_server::store::addresses::{self, AddressError};
+    for address in TEST_ADDRESSES {
+        let address = OwnedAddress::parse(address).unwrap();
+        match addresses::add(db, customer, &address).await {
+            Ok(_) | Err(AddressError::Taken(_)) => {}
+            Err(err) => panic!("owning {}: {err}", address.as_str()),
+        }
+    }
+}
+
+/// A new operator key (`admin`, every customer).
+pub async fn create_operator_key(db: &DatabaseConnection) -> String {
+    keys::create_operator(db, "test operator")
+        .await
+        .expect("operator key created")
         .1
 }
 

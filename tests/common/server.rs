@@ -87,7 +87,7 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(key) = line.strip_prefix("initial admin API key: ") {
+                if let Some(key) = line.strip_prefix("initial operator API key: ") {
                     let _ = tx.send(key.trim().to_string());
                 }
             }

@@ -497,6 +497,7 @@ async fn twilios_signed_webhooks_bring_messages_in_and_receipts_move_sent_messag
             undelivered["status"], "undelivered",
             "{db:?}: {undelivered}"
         );
+        assert_eq!(undelivered["error_code"], "undelivered", "{undelivered}");
         assert!(
             undelivered["last_error"]
                 .as_str()

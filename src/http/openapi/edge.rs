@@ -14,6 +14,25 @@ const TWILIO_SIGNATURE: &str = "twilioSignature";
 
 pub fn add(doc: &mut Value, table: &[Endpoint]) {
     add_components(doc);
+    for_each_operation(doc, table, |operation, endpoint| {
+        add_to_operation(operation, endpoint)
+    });
+}
+
+/// The security requirements as a server with these settings enforces them: with
+/// `auth.required = false` no key is needed (one given is still checked); a provider
+/// webhook with a secret takes its signature only.
+pub fn secure_as_served(doc: &mut Value, table: &[Endpoint], served: Served) {
+    for_each_operation(doc, table, |operation, endpoint| {
+        operation["security"] = security(endpoint.guard, served);
+    });
+}
+
+fn for_each_operation(
+    doc: &mut Value,
+    table: &[Endpoint],
+    mut f: impl FnMut(&mut Value, &Endpoint),
+) {
     for endpoint in table {
         for method in endpoint.methods() {
             let pointer = format!(
@@ -23,10 +42,57 @@ pub fn add(doc: &mut Value, table: &[Endpoint]) {
             );
             // A route missing from the document is reported by tests/openapi.rs.
             if let Some(operation) = doc.pointer_mut(&pointer) {
-                add_to_operation(operation, endpoint);
+                f(operation, endpoint);
             }
         }
     }
+}
+
+/// Which of a route's guards a server enforces (see [`secure_as_served`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Served {
+    pub keys_required: bool,
+    pub sms_signed: bool,
+    pub email_signed: bool,
+}
+
+impl Default for Served {
+    /// The defaults: keys required, provider webhooks unsigned.
+    fn default() -> Self {
+        Served {
+            keys_required: true,
+            sms_signed: false,
+            email_signed: false,
+        }
+    }
+}
+
+/// An operation's `security`: any one requirement of the list lets a request through; an
+/// empty list, none needed.
+fn security(guard: Guard, served: Served) -> Value {
+    let signed = match guard {
+        Guard::SmsWebhook => served.sms_signed,
+        Guard::EmailWebhook => served.email_signed,
+        _ => false,
+    };
+    if guard == Guard::Twilio {
+        return json!([{ TWILIO_SIGNATURE: [] }]);
+    }
+    if signed {
+        return json!([{ SIGNATURE: [] }]);
+    }
+    if !guard.takes_keys() || !served.keys_required {
+        return json!([]);
+    }
+    let mut requirements: Vec<Value> = guard
+        .scopes()
+        .iter()
+        .map(|scope| json!({ BEARER: [scope] }))
+        .collect();
+    if guard.signed_webhook() {
+        requirements.push(json!({ SIGNATURE: [] }));
+    }
+    Value::Array(requirements)
 }
 
 fn add_components(doc: &mut Value) {
@@ -120,21 +186,7 @@ fn add_to_operation(operation: &mut Value, endpoint: &Endpoint) {
         None => false,
     };
     // Open operations say so (`security: []`): no key is needed, as opposed to unstated.
-    operation["security"] = json!([]);
-    if guard == Guard::Twilio {
-        operation["security"] = json!([{ TWILIO_SIGNATURE: [] }]);
-    }
-    if guard.takes_keys() {
-        let mut requirements: Vec<Value> = guard
-            .scopes()
-            .iter()
-            .map(|scope| json!({ BEARER: [scope] }))
-            .collect();
-        if guard.signed_webhook() {
-            requirements.push(json!({ SIGNATURE: [] }));
-        }
-        operation["security"] = Value::Array(requirements);
-    }
+    operation["security"] = security(guard, Served::default());
     let responses = operation["responses"]
         .as_object_mut()
         .expect("an operation has responses");

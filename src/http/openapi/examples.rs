@@ -18,6 +18,7 @@ pub fn add(doc: &mut Value) {
     operations(doc);
     twilio(doc);
     super::webhook_examples::add(doc);
+    super::address_examples::add(doc);
 }
 
 /// Sets `examples` (name → summary and value) on an operation's request body or answer.
@@ -231,7 +232,8 @@ fn sending(doc: &mut Value) {
     };
     let mut dead = status("dead_lettered", Value::Null);
     dead["attempts"] = json!(2);
-    dead["last_error"] = json!("provider answered 500: mock provider error");
+    dead["error_code"] = json!("provider_unavailable");
+    dead["last_error"] = json!("The provider was unavailable.");
     set(
         doc,
         "getMessageStatus",

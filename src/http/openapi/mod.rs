@@ -8,24 +8,29 @@
 //! refusals). tests/openapi.rs checks the document against the route table and real
 //! answers.
 
+mod address_examples;
 mod bodies;
 mod edge;
+
+pub use edge::Served;
 mod examples;
 mod links;
 mod webhook_examples;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use actix_web::http::header;
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde_json::Value;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::OpenApi;
 
 use super::routes::{
-    self, conversations, dead_letters, messages, operations, stats, status, twilio,
+    self, addresses, conversations, dead_letters, messages, operations, stats, status, twilio,
     webhook_endpoints,
 };
+use super::AppState;
 use crate::domain::FieldError;
 use crate::http::errors::ProblemDoc;
 
@@ -63,6 +68,10 @@ use crate::http::errors::ProblemDoc;
         webhook_endpoints::rotate_secret,
         webhook_endpoints::attempts,
         webhook_endpoints::replay,
+        addresses::add,
+        addresses::list,
+        addresses::get,
+        addresses::remove,
         dead_letters::list,
         dead_letters::delete_all,
         dead_letters::replay_all,
@@ -76,6 +85,7 @@ use crate::http::errors::ProblemDoc;
         (name = "webhooks", description = "Receive messages from the providers"),
         (name = "conversations", description = "Read conversations and their messages"),
         (name = "webhook endpoints", description = "Events pushed to your endpoints, signed per Standard Webhooks"),
+        (name = "addresses", description = "Phone numbers and email domains a customer owns: inbound messages to them are its"),
         (name = "dead letters", description = "Events that could not be processed (admin)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     )
@@ -156,10 +166,32 @@ fn reference_page_items(doc: &mut Value) {
     tag = "operations",
     responses((status = 200, description = "The OpenAPI document", body = Object)),
 )]
-pub async fn document() -> HttpResponse {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    let bytes = BYTES.get_or_init(|| serde_json::to_vec(json()).expect("serializes"));
+pub async fn document(state: web::Data<AppState>) -> HttpResponse {
+    let settings = &state.settings;
+    let served = Served {
+        keys_required: settings.auth.required,
+        sms_signed: !settings.providers.sms.webhook_secret.is_empty(),
+        email_signed: !settings.providers.email.webhook_secret.is_empty(),
+    };
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
-        .body(bytes.as_slice())
+        .body(served_bytes(served))
+}
+
+/// The document as a server with these settings enforces it, serialized once per kind of
+/// server (a test process runs several).
+fn served_bytes(served: Served) -> web::Bytes {
+    static SERVED: OnceLock<Mutex<HashMap<Served, web::Bytes>>> = OnceLock::new();
+    let mut cache = SERVED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(served)
+        .or_insert_with(|| {
+            let mut doc = json().clone();
+            edge::secure_as_served(&mut doc, &routes::table(), served);
+            web::Bytes::from(serde_json::to_vec(&doc).expect("serializes"))
+        })
+        .clone()
 }

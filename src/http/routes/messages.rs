@@ -5,17 +5,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
+use super::body::JsonObject;
 use super::status::status_path;
 use crate::actors::queue::Enqueue;
 use crate::domain::{
-    Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
-    SmsWebhook,
+    Accept, Direction, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, OwnedAddress,
+    SendEmail, SendSms, SmsWebhook,
 };
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::idempotency::Seen;
 use crate::http::{request_trace, ApiError, AppState, Caller};
-use crate::store;
+use crate::store::{self, addresses};
 use crate::telemetry;
 use tracing::Instrument;
 
@@ -83,9 +85,9 @@ pub async fn send_sms(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<SendSms>,
+    body: web::Json<JsonObject<SendSms>>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner().into_inner()).await
 }
 
 /// Send an email
@@ -110,15 +112,16 @@ pub async fn send_email(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<SendEmail>,
+    body: web::Json<JsonObject<SendEmail>>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner().into_inner()).await
 }
 
 /// Receive an SMS or MMS (provider webhook)
 ///
-/// An inbound message from the SMS provider. `messaging_provider_id` makes it idempotent:
-/// the same webhook delivered twice stores one message.
+/// An inbound message from the SMS provider, for the customer owning `to` (a body's
+/// `customer_id` does not choose it). `messaging_provider_id` makes it idempotent: the
+/// same webhook delivered twice stores one message.
 #[utoipa::path(
     post,
     path = "/api/webhooks/sms",
@@ -127,7 +130,8 @@ pub async fn send_email(
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/SmsWebhook"), content_type = "application/json", description = "The inbound message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
+        (status = 202, description = "Queued for the customer owning `to` (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
+        (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
@@ -137,14 +141,15 @@ pub async fn sms_webhook(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<SmsWebhook>,
+    body: web::Json<JsonObject<SmsWebhook>>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner().into_inner()).await
 }
 
 /// Receive an email (provider webhook)
 ///
-/// An inbound email from the email provider. `xillio_id` makes it idempotent: the same
+/// An inbound email from the email provider, for the customer owning the domain of `to`
+/// (a body's `customer_id` does not choose it). `xillio_id` makes it idempotent: the same
 /// webhook delivered twice stores one message.
 #[utoipa::path(
     post,
@@ -154,7 +159,8 @@ pub async fn sms_webhook(
     params(IdempotencyKeyHeader),
     request_body(content = ref("#/components/schemas/EmailWebhook"), content_type = "application/json", description = "The inbound email. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
     responses(
-        (status = 202, description = "Queued (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
+        (status = 202, description = "Queued for the customer owning `to` (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
+        (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
         (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
@@ -164,9 +170,9 @@ pub async fn email_webhook(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<EmailWebhook>,
+    body: web::Json<JsonObject<EmailWebhook>>,
 ) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner()).await
+    accept(&state, &caller, &req, body.into_inner().into_inner()).await
 }
 
 /// The event is in the queue when this answers 202; nothing is enqueued on any error.
@@ -174,10 +180,43 @@ async fn accept(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
-    request: impl IntoEvent,
+    request: impl IntoEvent + Clone,
 ) -> Result<HttpResponse, ApiError> {
-    let queued = enqueue(state, caller, req, request).await?;
-    Ok(accepted(&queued.idempotency_key, queued.event_id))
+    match enqueue(state, caller, req, request).await? {
+        Enqueued::Queued(queued) => Ok(accepted(&queued.idempotency_key, queued.event_id)),
+        Enqueued::Unrouted => Ok(HttpResponse::Ok().json(Unrouted {
+            status: UnroutedStatus::Unrouted,
+        })),
+    }
+}
+
+/// What became of a request.
+pub(super) enum Enqueued {
+    Queued(Queued),
+    /// An inbound message to an address no customer owns: stored nowhere.
+    Unrouted,
+}
+
+/// An inbound message no customer owns: answered 200, so that the provider does not send
+/// it again, and stored nowhere (counted in `messaging_inbound_unrouted_total`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Unrouted {
+    status: UnroutedStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum UnroutedStatus {
+    Unrouted,
+}
+
+/// Inbound messages belong to the customer owning their `to` (SPEC §16), whatever the
+/// body's `customer_id` says; `None` when no customer owns it.
+async fn route_inbound(state: &AppState, event: &Event) -> Result<Option<Uuid>, ApiError> {
+    let Some(address) = OwnedAddress::of_recipient(&event.to, event.channel) else {
+        return Ok(None);
+    };
+    Ok(addresses::owner(&state.db, &address).await?)
 }
 
 /// A request whose event is in the queue (or a repeat of one that is).
@@ -191,8 +230,8 @@ pub(super) async fn enqueue(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
-    request: impl IntoEvent,
-) -> Result<Queued, ApiError> {
+    request: impl IntoEvent + Clone,
+) -> Result<Enqueued, ApiError> {
     let header = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -204,16 +243,39 @@ pub(super) async fn enqueue(
     };
     // Scoped by the matched route, so `/api/messages/%73ms` is `/api/messages/sms`.
     let route = req.match_pattern();
-    let ctx = Accept {
+    let mut ctx = Accept {
         // The customer comes from the key; a body naming another one is refused below.
         default_customer: caller.customer_id,
+        inbound_owner: None,
         idempotency_header: header,
         endpoint: route.as_deref().unwrap_or(req.path()),
         now: Utc::now(),
     };
     let mut event = request
+        .clone()
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
+    if event.direction == Direction::Inbound {
+        match route_inbound(state, &event).await? {
+            // Made again for its owner: the customer is part of its idempotency key.
+            Some(owner) => {
+                ctx.inbound_owner = Some(owner);
+                event = request
+                    .into_event(&ctx)
+                    .map_err(|errors| ApiError::Validation(errors.0))?;
+            }
+            None => {
+                state.metrics.inbound_unrouted.add(1, &[]);
+                tracing::warn!(
+                    to = %event.to,
+                    channel = event.channel.as_str(),
+                    provider_message_id = event.provider_message_id.as_deref().unwrap_or(""),
+                    "inbound message to an address no customer owns; not stored"
+                );
+                return Ok(Enqueued::Unrouted);
+            }
+        }
+    }
     caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;
     // Accepting while nothing can be stored would only grow what an outage holds back.
@@ -234,10 +296,10 @@ pub(super) async fn enqueue(
             Seen::Repeat(_) | Seen::InProgress if derived => false,
             // A true repeat: the original answer, nothing enqueued.
             Seen::Repeat(original) => {
-                return Ok(Queued {
+                return Ok(Enqueued::Queued(Queued {
                     idempotency_key,
                     event_id: original,
-                })
+                }))
             }
             Seen::Conflict if derived => return Err(ApiError::Conflict(
                 "a message with this provider message id was already received with other content"
@@ -280,10 +342,10 @@ pub(super) async fn enqueue(
             "event accepted"
         )
     });
-    Ok(Queued {
+    Ok(Enqueued::Queued(Queued {
         idempotency_key,
         event_id,
-    })
+    }))
 }
 
 fn accepted(idempotency_key: &IdempotencyKey, event_id: uuid::Uuid) -> HttpResponse {

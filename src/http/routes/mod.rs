@@ -6,6 +6,8 @@
 //! otherwise). To add a route: an entry here, a `#[utoipa::path]` beside its handler, and
 //! the handler's name in the `paths(...)` list of `openapi::ApiDoc`.
 
+pub(crate) mod addresses;
+pub(crate) mod body;
 pub(crate) mod conversations;
 pub(crate) mod dead_letters;
 pub(crate) mod messages;
@@ -30,21 +32,24 @@ use super::{require_json_accept, ApiError, AppState};
 
 pub use operations::{refresh_gauges_every, GaugeRefresh};
 
-/// Who may call a route: the authentication guard its resource is wrapped in (SPEC §11).
+/// Who may call a route: the authentication guard its resource is wrapped in (SPEC §11,
+/// §16); the scopes each accepts are decided in `http::auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
     /// No key needed: health, readiness, metrics, the API document.
     Open,
-    /// Sending messages: a `send` or `admin` key.
+    /// Sending messages and managing a customer's own settings (webhook endpoints): a
+    /// `send` key, or an operator's.
     Send,
-    /// Reading conversations: a `send` or `admin` key, scoped to its customer.
+    /// Reading conversations: a `read` or `send` key, scoped to its customer, or an
+    /// operator's.
     Read,
-    /// Operator routes (dead letters, stats): an `admin` key.
+    /// Operator routes (dead letters, stats): an operator's `admin` key.
     Admin,
-    /// A message's status: any key of its customer (`send`, `webhook` or `admin`).
+    /// A message's status: any key of its customer, or an operator's.
     Status,
-    /// A provider's webhook: its signature when it has a secret, else a `webhook` or
-    /// `admin` key.
+    /// A provider's webhook: its signature when it has a secret, else a `webhook` key or
+    /// an operator's.
     SmsWebhook,
     EmailWebhook,
     /// Twilio's webhooks: only Twilio's signature (`X-Twilio-Signature`), never a key.
@@ -52,15 +57,25 @@ pub enum Guard {
 }
 
 impl Guard {
-    /// The scopes a key may have to pass (any one of them); empty for open routes.
-    pub fn scopes(self) -> &'static [&'static str] {
+    /// What the guard checks, when it takes keys.
+    fn access(self) -> Option<auth::Access> {
+        use auth::Access;
         match self {
-            Guard::Open | Guard::Twilio => &[],
-            Guard::Send | Guard::Read => &["send", "admin"],
-            Guard::Admin => &["admin"],
-            Guard::Status => &["send", "webhook", "admin"],
-            Guard::SmsWebhook | Guard::EmailWebhook => &["webhook", "admin"],
+            Guard::Open | Guard::Twilio => None,
+            Guard::Send => Some(Access::Send),
+            Guard::Read => Some(Access::Read),
+            Guard::Admin => Some(Access::Admin),
+            Guard::Status => Some(Access::Status),
+            Guard::SmsWebhook => Some(Access::Webhook(auth::Provider::Sms)),
+            Guard::EmailWebhook => Some(Access::Webhook(auth::Provider::Email)),
         }
+    }
+
+    /// The scopes a key may have to pass (any one of them); empty for open routes.
+    pub fn scopes(self) -> Vec<&'static str> {
+        self.access()
+            .map(|access| access.scopes().0.iter().map(|s| s.as_str()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether the route takes API keys (and so answers 401 without a valid one).
@@ -201,18 +216,24 @@ pub fn table() -> Vec<Endpoint> {
         Endpoint::new("/api/conversations", Read).get(conversations::list),
         Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
         Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
-        Endpoint::new("/api/webhook-endpoints", Read)
+        Endpoint::new("/api/webhook-endpoints", Send)
             .get(webhook_endpoints::list)
             .post(webhook_endpoints::create),
-        Endpoint::new("/api/webhook-endpoints/{id}", Read)
+        Endpoint::new("/api/webhook-endpoints/{id}", Send)
             .get(webhook_endpoints::get)
             .patch(webhook_endpoints::update)
             .delete(webhook_endpoints::delete),
-        Endpoint::new("/api/webhook-endpoints/{id}/rotate-secret", Read)
+        Endpoint::new("/api/webhook-endpoints/{id}/rotate-secret", Send)
             .post(webhook_endpoints::rotate_secret),
-        Endpoint::new("/api/webhook-endpoints/{id}/attempts", Read)
+        Endpoint::new("/api/webhook-endpoints/{id}/attempts", Send)
             .get(webhook_endpoints::attempts),
-        Endpoint::new("/api/webhook-endpoints/{id}/replay", Read).post(webhook_endpoints::replay),
+        Endpoint::new("/api/webhook-endpoints/{id}/replay", Send).post(webhook_endpoints::replay),
+        Endpoint::new("/api/addresses", Send)
+            .get(addresses::list)
+            .post(addresses::add),
+        Endpoint::new("/api/addresses/{id}", Send)
+            .get(addresses::get)
+            .delete(addresses::remove),
         Endpoint::new("/api/dlq", Admin)
             .get(dead_letters::list)
             .delete(dead_letters::delete_all),

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::IdempotencyKey;
+use crate::domain::{ErrorCode, IdempotencyKey};
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState, Caller};
 use crate::store::progress::{self, Progress, Queued, Resolved};
@@ -25,8 +25,12 @@ pub struct MessageStatusView {
     pub idempotency_key: String,
     /// Processing attempts so far: the failed ones, plus the one that stored the message.
     pub attempts: u32,
-    /// Why the last attempt failed, while the status is `failed` or `dead_lettered`; the
-    /// provider's error from its receipt when `undelivered`.
+    /// Why, while the status is `failed`, `dead_lettered` or `undelivered`: a stable code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = error_code, required = false)]
+    pub error_code: Option<&'static str>,
+    /// The code's short public message (the carrier's error code when `undelivered`).
+    /// The raw error is for operators (dead letters, logs).
     pub last_error: Option<String>,
     /// Once stored.
     pub message_id: Option<i64>,
@@ -50,6 +54,7 @@ impl MessageStatusView {
             status: r.status,
             idempotency_key,
             attempts: r.attempts,
+            error_code: r.error_code.map(ErrorCode::as_str),
             last_error: r.last_error,
             message_id: r.message_id,
             conversation_id: r.conversation_id,
@@ -59,6 +64,14 @@ impl MessageStatusView {
             next_attempt_at: r.next_attempt_at,
         }
     }
+}
+
+fn error_code() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(
+        "ErrorCode",
+        ErrorCode::ALL.map(ErrorCode::as_str),
+        "Why the message failed, for the customer: `provider_rejected`, `provider_unavailable`, `invalid_recipient`, `timeout`, `invalid_message`, `idempotency_key_reused`, `storage_unavailable`, `undelivered` (the carrier's receipt), `internal_error`.",
+    )
 }
 
 /// A message's status

@@ -40,7 +40,7 @@ fn signed_form(req: &HttpRequest) -> Result<SignedForm, ApiError> {
     tag = "webhooks",
     request_body(content = ref("#/components/schemas/TwilioInbound"), content_type = "application/x-www-form-urlencoded", description = "Twilio's inbound message parameters"),
     responses(
-        (status = 200, description = "Queued (or a repeat of a queued message): an empty TwiML response", body = String, content_type = "text/xml", example = json!("<Response/>")),
+        (status = 200, description = "Queued for the customer owning `To` (or a repeat of a queued message), or `To` is owned by no customer (stored nowhere, counted in `messaging_inbound_unrouted_total`): an empty TwiML response", body = String, content_type = "text/xml", example = json!("<Response/>")),
         (status = 400, description = "`validation-failed`: the message is not one this service can store (with `errors`, named by this service's fields)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: no valid `X-Twilio-Signature`, or Twilio is not configured (`providers.sms.kind = \"twilio\"` with `auth_token` and `public_url`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: a message with this `MessageSid` was already received with other content", body = Problem, content_type = "application/problem+json"),
@@ -68,6 +68,8 @@ pub async fn inbound_sms(
         attachments: Some(attachments).filter(|a| !a.is_empty()),
         ..SmsWebhook::default()
     };
+    // Queued, or to an address no customer owns (counted, logged): Twilio gets its
+    // answer either way, and does not send it again.
     enqueue(&state, &caller, &req, message).await?;
     Ok(twiml())
 }

@@ -9,6 +9,7 @@ use utoipa::openapi::schema::{ArrayBuilder, Object};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::body::JsonObject;
 use super::paging::{PageQuery, Paged};
 use crate::domain::FieldError;
 use crate::http::errors::ProblemDoc as Problem;
@@ -242,9 +243,9 @@ fn not_found(id: Uuid) -> ApiError {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<NewEndpointBody>,
+    body: web::Json<JsonObject<NewEndpointBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.into_inner().into_inner();
     let mut errors = Vec::new();
     check_endpoint_url(&state, &body.url, &mut errors);
     let types = check_types(&body.events, &mut errors);
@@ -334,10 +335,10 @@ pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
-    body: web::Json<ChangeBody>,
+    body: web::Json<JsonObject<ChangeBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = endpoint_id(&id)?;
-    let body = body.into_inner();
+    let body = body.into_inner().into_inner();
     let mut errors = Vec::new();
     if let Some(url) = &body.url {
         check_endpoint_url(&state, url, &mut errors);

@@ -28,6 +28,9 @@ pub struct Accept<'a> {
 }
 
 pub trait IntoEvent {
+    /// Inbound requests are routed to the owner of their recipient (SPEC §16).
+    const DIRECTION: Direction;
+
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors>;
 }
 
@@ -88,6 +91,8 @@ pub struct EmailWebhook {
 }
 
 impl IntoEvent for SendSms {
+    const DIRECTION: Direction = Direction::Outbound;
+
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {
@@ -109,6 +114,8 @@ impl IntoEvent for SendSms {
 }
 
 impl IntoEvent for SendEmail {
+    const DIRECTION: Direction = Direction::Outbound;
+
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {
@@ -130,6 +137,8 @@ impl IntoEvent for SendEmail {
 }
 
 impl IntoEvent for SmsWebhook {
+    const DIRECTION: Direction = Direction::Inbound;
+
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {
@@ -151,6 +160,8 @@ impl IntoEvent for SmsWebhook {
 }
 
 impl IntoEvent for EmailWebhook {
+    const DIRECTION: Direction = Direction::Inbound;
+
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {

@@ -226,11 +226,11 @@ pub(super) struct Queued {
 }
 
 /// Validates `request` and puts its event in the queue; nothing is enqueued on any error.
-pub(super) async fn enqueue(
+pub(super) async fn enqueue<R: IntoEvent + Clone>(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
-    request: impl IntoEvent + Clone,
+    request: R,
 ) -> Result<Enqueued, ApiError> {
     let header = match req.headers().get("Idempotency-Key") {
         None => None,
@@ -251,11 +251,12 @@ pub(super) async fn enqueue(
         endpoint: route.as_deref().unwrap_or(req.path()),
         now: Utc::now(),
     };
+    // Inbound requests are kept to be made again for their owner; sends are not copied.
+    let inbound = (R::DIRECTION == Direction::Inbound).then(|| request.clone());
     let mut event = request
-        .clone()
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
-    if event.direction == Direction::Inbound {
+    if let Some(request) = inbound {
         match route_inbound(state, &event).await? {
             // Made again for its owner: the customer is part of its idempotency key.
             Some(owner) => {

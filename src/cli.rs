@@ -2,6 +2,7 @@
 //! or usage.
 
 mod addresses;
+mod audit;
 mod keys;
 mod progress;
 mod serve;
@@ -18,6 +19,7 @@ use migration::MigratorTrait;
 use self::progress::Progress;
 use self::server::{CallError, Server};
 use crate::config::{QueueBackendKind, Settings, Sources};
+use crate::domain::audit::{target, Action};
 use crate::startup;
 use crate::store::{self, dead_letters, read::Page};
 use crate::telemetry;
@@ -97,6 +99,8 @@ enum Command {
         #[command(subcommand)]
         action: addresses::AddressesAction,
     },
+    /// Who changed what: the audit log, newest first.
+    Audit(audit::AuditArgs),
 }
 
 impl Command {
@@ -110,7 +114,8 @@ impl Command {
             Command::Customers { .. }
             | Command::Keys { .. }
             | Command::Webhooks { .. }
-            | Command::Addresses { .. } => true,
+            | Command::Addresses { .. }
+            | Command::Audit(_) => true,
             Command::Serve { .. } | Command::Status { .. } | Command::Config { .. } => false,
         }
     }
@@ -248,6 +253,7 @@ pub fn main() -> ExitCode {
             Command::Keys { action } => keys::keys(&settings, action).await,
             Command::Webhooks { action } => webhooks::run(&settings, action).await,
             Command::Addresses { action } => addresses::run(&settings, action).await,
+            Command::Audit(args) => audit::run(&settings, args).await,
             Command::Status { server, api_key } => {
                 let base =
                     server.unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.server.port));
@@ -387,6 +393,13 @@ async fn dlq(settings: &Settings, action: DlqAction) -> Result<(), Failure> {
             let db = store::connect(&settings.database).await.map_err(runtime)?;
             let cutoff = dead_letters::cutoff(settings.dlq.retention);
             let purged = dead_letters::purge(&db, cutoff).await.map_err(runtime)?;
+            audit::record(
+                &db,
+                Action::DeadLetterPurge,
+                target::DEAD_LETTERS,
+                Some(format!("{purged} older than {}", cutoff.to_rfc3339())),
+            )
+            .await;
             println!(
                 "purged {purged} dead letter(s) older than {}",
                 humantime::format_duration(settings.dlq.retention)

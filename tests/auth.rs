@@ -1063,3 +1063,278 @@ async fn inbound_messages_go_to_the_owner_of_their_address_whatever_the_body_say
         assert_eq!(status, StatusCode::OK, "{db:?}");
     }
 }
+
+/// Sends `method path` as the operator with `X-Request-Id: request_id`; returns the status.
+async fn as_operator(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    request_id: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let request = app
+        .client
+        .request(method, app.url(path))
+        .insert_header(("X-Request-Id", request_id));
+    app.request(request, body).await
+}
+
+/// Dead letters made the quick way: events from a schema version this server cannot read
+/// are parked at once.
+async fn park(app: &TestApp, n: usize) -> Vec<i64> {
+    use messaging_server::domain::{Accept, IntoEvent, SendSms};
+    for i in 0..n {
+        let mut event = SendSms {
+            from: Some("+12016661234".into()),
+            to: Some("+18045551234".into()),
+            r#type: Some("sms".into()),
+            body: Some(format!("from the future {i}")),
+            ..Default::default()
+        }
+        .into_event(&Accept {
+            default_customer: default_customer(app),
+            inbound_owner: None,
+            idempotency_header: None,
+            endpoint: "/api/messages/sms",
+            now: chrono::Utc::now(),
+        })
+        .unwrap();
+        event.schema_version = 2;
+        app.enqueue(vec![event]).await;
+    }
+    app.drained().await;
+    let (_, page) = app.get("/api/dlq").await;
+    let ids: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n, "{page}");
+    ids
+}
+
+#[actix_web::test]
+async fn every_state_change_is_in_the_audit_log_once_with_who_what_and_the_request() {
+    for db in databases() {
+        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let customer = default_customer(&app);
+        let letters = park(&app, 3).await;
+        let operator = format!("key:{}", &app.admin_key[..12]);
+
+        // The operator's destructive actions, each with its own request id; a refused one
+        // and the reads between them change nothing and are not recorded.
+        let endpoint = json!({"url": "https://hooks.example.com/in", "events": ["message.sent"]});
+        let (status, created) = as_operator(
+            &app,
+            Method::POST,
+            "/api/webhook-endpoints",
+            "req-ep-create",
+            Some(&endpoint),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{db:?}: {created}");
+        let endpoint_id = created["id"].as_str().unwrap().to_string();
+        let address = json!({"address": "+14155550188", "customer_id": customer.to_string()});
+        let (status, owned) = as_operator(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            "req-addr-add",
+            Some(&address),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{db:?}: {owned}");
+        let address_id = owned["id"].as_i64().unwrap();
+        let steps = [
+            (
+                Method::POST,
+                format!("/api/dlq/{}/replay", letters[0]),
+                "req-replay",
+                StatusCode::ACCEPTED,
+            ),
+            (
+                Method::DELETE,
+                format!("/api/dlq/{}", letters[1]),
+                "req-delete",
+                StatusCode::NO_CONTENT,
+            ),
+            (
+                Method::DELETE,
+                "/api/dlq/999999".into(),
+                "req-refused",
+                StatusCode::NOT_FOUND,
+            ),
+            (Method::GET, "/api/dlq".into(), "req-read", StatusCode::OK),
+            (
+                Method::DELETE,
+                "/api/dlq".into(),
+                "req-delete-all",
+                StatusCode::OK,
+            ),
+            (
+                Method::POST,
+                format!("/api/webhook-endpoints/{endpoint_id}/rotate-secret"),
+                "req-ep-rotate",
+                StatusCode::OK,
+            ),
+            (
+                Method::DELETE,
+                format!("/api/webhook-endpoints/{endpoint_id}"),
+                "req-ep-delete",
+                StatusCode::NO_CONTENT,
+            ),
+            (
+                Method::DELETE,
+                format!("/api/addresses/{address_id}"),
+                "req-addr-remove",
+                StatusCode::NO_CONTENT,
+            ),
+        ];
+        let mut deleted = Value::Null;
+        for (method, path, request_id, expected) in &steps {
+            let (status, answer) = as_operator(&app, method.clone(), path, request_id, None).await;
+            assert_eq!(status, *expected, "{db:?}: {method} {path}: {answer}");
+            if *request_id == "req-delete-all" {
+                deleted = answer["deleted"].clone();
+            }
+        }
+
+        // A customer's change to its own settings is recorded under its key and customer.
+        let send = create_key(app.db(), customer, &[Scope::Send]).await;
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/addresses",
+            Some(&send),
+            Some(&json!({"address": "own.example.org"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        let (status, log) = app.get("/api/audit?pageSize=200").await;
+        assert_eq!(status, StatusCode::OK, "{db:?}: {log}");
+        let entries = log["items"].as_array().unwrap();
+        let expected = [
+            (
+                "webhook_endpoint.create",
+                "req-ep-create".to_string(),
+                format!("webhook_endpoint:{endpoint_id}"),
+            ),
+            (
+                "address.add",
+                "req-addr-add".into(),
+                format!("address:{address_id}"),
+            ),
+            (
+                "dead_letter.replay",
+                "req-replay".into(),
+                format!("dead_letter:{}", letters[0]),
+            ),
+            (
+                "dead_letter.delete",
+                "req-delete".into(),
+                format!("dead_letter:{}", letters[1]),
+            ),
+            (
+                "dead_letter.delete_all",
+                "req-delete-all".into(),
+                "dead_letters".into(),
+            ),
+            (
+                "webhook_endpoint.rotate_secret",
+                "req-ep-rotate".into(),
+                format!("webhook_endpoint:{endpoint_id}"),
+            ),
+            (
+                "webhook_endpoint.delete",
+                "req-ep-delete".into(),
+                format!("webhook_endpoint:{endpoint_id}"),
+            ),
+            (
+                "address.remove",
+                "req-addr-remove".into(),
+                format!("address:{address_id}"),
+            ),
+        ];
+        assert_eq!(entries.len(), expected.len() + 1, "{db:?}: {log}");
+        for (action, request_id, target) in &expected {
+            let found: Vec<_> = entries
+                .iter()
+                .filter(|e| e["action"] == *action && e["actor"] == operator)
+                .collect();
+            assert_eq!(found.len(), 1, "{db:?}: {action} once: {log}");
+            let e = found[0];
+            assert_eq!(e["request_id"], *request_id, "{db:?}: {e}");
+            assert_eq!(e["target"], *target, "{db:?}: {e}");
+            assert_eq!(e["actor"], operator, "{db:?}: {e}");
+            assert!(
+                e["customer_id"].is_null(),
+                "an operator acts for nobody: {e}"
+            );
+            assert!(e["at"].is_string());
+        }
+        assert!(!log.to_string().contains("req-refused") && !log.to_string().contains("req-read"));
+        // Newest first: the customer's own change, then the operator's in order, reversed.
+        let newest = &entries[0];
+        assert_eq!(newest["action"], "address.add");
+        assert_eq!(newest["actor"], format!("key:{}", &send[..12]));
+        assert_eq!(newest["customer_id"], customer.to_string());
+        let order: Vec<_> = entries[1..]
+            .iter()
+            .map(|e| e["request_id"].as_str().unwrap())
+            .rev()
+            .collect();
+        let sent: Vec<_> = expected.iter().map(|(_, r, _)| r.as_str()).collect();
+        assert_eq!(order, sent, "{db:?}");
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e["action"] == "dead_letter.delete_all")
+                .map(|e| e["detail"].clone())
+                .next(),
+            Some(json!(format!("{deleted} deleted"))),
+            "the count the answer gave: {log}"
+        );
+        assert!(!log.to_string().contains(&app.admin_key), "never a key");
+
+        // Filters.
+        let (_, one) = app.get("/api/audit?action=dead_letter.delete").await;
+        assert_eq!(one["meta"]["total"], 1, "{one}");
+        let (_, by_target) = app
+            .get(&format!("/api/audit?target=webhook_endpoint:{endpoint_id}"))
+            .await;
+        assert_eq!(by_target["meta"]["total"], 3, "{by_target}");
+        let (_, by_actor) = app
+            .get(&format!("/api/audit?actor={operator}&pageSize=2"))
+            .await;
+        assert_eq!(by_actor["meta"]["total"], expected.len(), "{by_actor}");
+        assert_eq!(by_actor["items"].as_array().unwrap().len(), 2);
+        let (_, future) = app.get("/api/audit?since=2999-01-01T00:00:00Z").await;
+        assert_eq!(future["meta"]["total"], 0, "{future}");
+        let (_, past) = app.get("/api/audit?until=2000-01-01T00:00:00Z").await;
+        assert_eq!(past["meta"]["total"], 0, "{past}");
+        for bad in ["action=dead_letter.explode", "since=yesterday", "page=0"] {
+            let (status, problem) = app.get(&format!("/api/audit?{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+            assert_eq!(
+                problem["type"]
+                    .as_str()
+                    .map(|t| t.ends_with("invalid-query")),
+                Some(true),
+                "{problem}"
+            );
+        }
+
+        // Operators only.
+        for scopes in [
+            &[Scope::Send][..],
+            &[Scope::Read],
+            &[Scope::Send, Scope::Webhook],
+        ] {
+            let key = create_key(app.db(), customer, scopes).await;
+            let (status, _) = call(&app, Method::GET, "/api/audit", Some(&key), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{db:?}: {scopes:?}");
+        }
+    }
+}

@@ -654,6 +654,30 @@ async fn real_answers_match_the_document() {
         s.call(delete.clone(), route, &one, a, None, &[], 404).await;
         s.call(get.clone(), route, "/api/addresses/x", a, None, &[], 400)
             .await;
+        // The audit log holds the address changes above.
+        let route = "/api/audit";
+        let log = s
+            .call(
+                get.clone(),
+                route,
+                "/api/audit?action=address.add",
+                a,
+                None,
+                &[],
+                200,
+            )
+            .await;
+        assert_eq!(log["meta"]["total"], 1, "{log}");
+        s.call(
+            get.clone(),
+            route,
+            "/api/audit?since=soon",
+            a,
+            None,
+            &[],
+            400,
+        )
+        .await;
         // An inbound message to an address nobody owns: 200, stored nowhere.
         let unowned = json!({"from": "+18045551234", "to": "+14155550199", "type": "sms",
                              "messaging_provider_id": "nobody's", "body": "hi"});

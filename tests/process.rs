@@ -1045,6 +1045,49 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
     let line = list.lines().find(|l| l.contains(prefix)).unwrap();
     assert!(!line.ends_with("\t-"), "revoked time listed: {line}");
 
+    // The operator's HTTP action and the commands above are in the audit log, once each:
+    // a repeated revoke and the refused commands changed nothing and are not.
+    let purged = server
+        .client
+        .delete(server.url("/api/dlq"))
+        .bearer_auth(&operator)
+        .insert_header(("X-Request-Id", "purge-by-ops"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), StatusCode::OK);
+    let audit = run(&["audit"], &env);
+    assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+    let log = stdout(&audit);
+    let entries: Vec<Vec<&str>> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let count = |action: &str| entries.iter().filter(|e| e[2] == action).count();
+    assert_eq!(count("customer.create"), 1, "{log}");
+    assert_eq!(count("key.create"), 3, "acme-sender, acme-both, ops: {log}");
+    assert_eq!(count("key.revoke"), 1, "{log}");
+    assert_eq!(count("dead_letter.delete_all"), 1, "{log}");
+    assert_eq!(entries.len(), 6, "{log}");
+    let newest = &entries[0];
+    assert_eq!(newest[1], format!("key:{}", &operator[..12]), "{log}");
+    assert_eq!(newest[4], "purge-by-ops", "{log}");
+    assert!(
+        entries[1..]
+            .iter()
+            .all(|e| e[1].starts_with("cli:") && e[4] == "-"),
+        "commands are the command line's: {log}"
+    );
+    let revokes = stdout(&run(&["audit", "--action", "key.revoke"], &env));
+    assert!(revokes.contains(&format!("key:{prefix}")), "{revokes}");
+    assert!(
+        !log.contains(&key) && !log.contains(&operator),
+        "never a key: {log}"
+    );
+    let bad = run(&["audit", "--action", "key.explode"], &env);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
     let out = server.stdout.clone();
     let (code, logs) = server.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0));

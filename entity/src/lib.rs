@@ -2,6 +2,7 @@
 
 pub mod addresses;
 pub mod api_keys;
+pub mod audit_log;
 pub mod conversations;
 pub mod customers;
 pub mod dead_letters;

@@ -17,6 +17,7 @@ mod m20261205_000003_webhooks;
 mod m20261206_000001_operator_keys;
 mod m20261206_000002_error_codes;
 mod m20261206_000003_addresses;
+mod m20261206_000004_audit_log;
 
 /// Id of the customer row created by the initial migration (name `"default"`).
 pub const DEFAULT_CUSTOMER_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_operator_keys::Migration),
             Box::new(m20261206_000002_error_codes::Migration),
             Box::new(m20261206_000003_addresses::Migration),
+            Box::new(m20261206_000004_audit_log::Migration),
         ]
     }
 }

@@ -3,8 +3,9 @@
 
 use clap::Subcommand;
 
-use super::{admin_database, parse_customer, runtime, Failure};
+use super::{admin_database, audit, parse_customer, runtime, Failure};
 use crate::config::Settings;
+use crate::domain::audit::{target, Action};
 use crate::domain::OwnedAddress;
 use crate::store::addresses::{self, AddressError};
 use crate::store::read::Page;
@@ -47,6 +48,14 @@ pub(super) async fn run(settings: &Settings, action: AddressesAction) -> Result<
                     AddressError::Taken(_) => Failure::Usage(err.to_string()),
                     AddressError::Store(e) => runtime(e),
                 })?;
+            let detail = format!("{} for customer {customer}", row.address);
+            audit::record(
+                &db,
+                Action::AddressAdd,
+                target::address(row.id),
+                Some(detail),
+            )
+            .await;
             eprintln!(
                 "{} {} is now customer {}'s",
                 row.kind, row.address, row.customer_id
@@ -81,6 +90,14 @@ pub(super) async fn run(settings: &Settings, action: AddressesAction) -> Result<
                 .await
                 .map_err(runtime)?
                 .ok_or_else(|| Failure::Usage(format!("no address {id}")))?;
+            let detail = format!("{} of customer {}", row.address, row.customer_id);
+            audit::record(
+                &db,
+                Action::AddressRemove,
+                target::address(id),
+                Some(detail),
+            )
+            .await;
             println!(
                 "customer {} no longer owns {}; inbound messages to it are stored nowhere",
                 row.customer_id, row.address

@@ -2,8 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{admin_database, parse_customer, runtime, Failure};
+use super::{admin_database, audit, parse_customer, runtime, Failure};
 use crate::config::Settings;
+use crate::domain::audit::{target, Action};
 use crate::store::keys::{self, Scope};
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +65,13 @@ pub(super) async fn customers(settings: &Settings, action: CustomersAction) -> R
             let id = keys::create_customer(&db, &name)
                 .await
                 .map_err(keys_failure)?;
+            audit::record(
+                &db,
+                Action::CustomerCreate,
+                target::customer(id),
+                Some(name),
+            )
+            .await;
             println!("{id}");
         }
         CustomersAction::List => {
@@ -96,6 +104,19 @@ pub(super) async fn keys(settings: &Settings, action: KeysAction) -> Result<(), 
                     .await
                     .map_err(keys_failure)?,
             };
+            let detail = format!(
+                "{} for {} with scopes {}",
+                row.name,
+                owner(row.customer_id),
+                row.scopes
+            );
+            audit::record(
+                &db,
+                Action::KeyCreate,
+                target::key(&row.prefix),
+                Some(detail),
+            )
+            .await;
             eprintln!(
                 "created API key {} ({}) for {} with scopes {}; it is shown only now",
                 row.id,
@@ -124,12 +145,15 @@ pub(super) async fn keys(settings: &Settings, action: KeysAction) -> Result<(), 
             }
         }
         KeysAction::Revoke { key } => match keys::revoke(&db, &key).await.map_err(keys_failure)? {
-            keys::Revoked::Now(row) => println!(
-                "revoked API key {} ({}); running servers refuse it within auth.cache_ttl ({})",
-                row.id,
-                row.prefix,
-                humantime::format_duration(settings.auth.cache_ttl)
-            ),
+            keys::Revoked::Now(row) => {
+                audit::record(&db, Action::KeyRevoke, target::key(&row.prefix), None).await;
+                println!(
+                    "revoked API key {} ({}); running servers refuse it within auth.cache_ttl ({})",
+                    row.id,
+                    row.prefix,
+                    humantime::format_duration(settings.auth.cache_ttl)
+                )
+            }
             keys::Revoked::Already(row) => {
                 println!("API key {} ({}) was already revoked", row.id, row.prefix)
             }

@@ -4,8 +4,9 @@
 use clap::Subcommand;
 use uuid::Uuid;
 
-use super::{admin_database, parse_customer, runtime, Failure};
+use super::{admin_database, audit, parse_customer, runtime, Failure};
 use crate::config::Settings;
+use crate::domain::audit::{target, Action};
 use crate::store::read::Page;
 use crate::store::writer::MessageWriter;
 use crate::store::{webhook_deliveries, webhook_endpoints};
@@ -111,6 +112,13 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 types: events,
             };
             let e = webhook_endpoints::create(&db, new).await.map_err(runtime)?;
+            audit::record(
+                &db,
+                Action::WebhookEndpointCreate,
+                target::webhook_endpoint(e.id),
+                Some(e.url.clone()),
+            )
+            .await;
             eprintln!(
                 "created webhook endpoint {} for customer {}; its secret is shown only now",
                 e.id, e.customer_id
@@ -148,10 +156,18 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .await
                 .map_err(runtime)?
                 .ok_or_else(|| not_found(id))?;
-            let writer = MessageWriter::new(db);
+            let writer = MessageWriter::new(db.clone());
             let n = webhook_deliveries::replay_failed(&writer, id)
                 .await
                 .map_err(runtime)?;
+            let detail = format!("{n} delivery(ies) due again");
+            audit::record(
+                &db,
+                Action::WebhookEndpointReplay,
+                target::webhook_endpoint(id),
+                Some(detail),
+            )
+            .await;
             println!("{n} failed deliveries are due again");
         }
         WebhooksAction::RotateSecret { id } => {
@@ -160,6 +176,13 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .await
                 .map_err(runtime)?
                 .ok_or_else(|| not_found(id))?;
+            audit::record(
+                &db,
+                Action::WebhookEndpointRotateSecret,
+                target::webhook_endpoint(id),
+                None,
+            )
+            .await;
             eprintln!("the old secret signs beside the new one for 24 hours");
             println!("{}", e.secret);
         }
@@ -173,19 +196,34 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .await
                 .map_err(runtime)?
                 .ok_or_else(|| not_found(id))?;
+            let detail = if enabled { "enabled" } else { "disabled" };
+            audit::record(
+                &db,
+                Action::WebhookEndpointUpdate,
+                target::webhook_endpoint(id),
+                Some(detail.into()),
+            )
+            .await;
             println!(
                 "webhook endpoint {id} {}",
                 if enabled { "enabled" } else { "disabled" }
             );
         }
         WebhooksAction::Delete { id } => {
-            let writer = MessageWriter::new(db);
+            let writer = MessageWriter::new(db.clone());
             if !webhook_endpoints::delete(&writer, None, id)
                 .await
                 .map_err(runtime)?
             {
                 return Err(not_found(id));
             }
+            audit::record(
+                &db,
+                Action::WebhookEndpointDelete,
+                target::webhook_endpoint(id),
+                None,
+            )
+            .await;
             println!("webhook endpoint {id} deleted");
         }
     }

@@ -2,6 +2,7 @@
 //! layer, queue and workers all speak these types.
 
 pub mod address;
+pub mod audit;
 pub mod error;
 pub mod error_code;
 pub mod event;

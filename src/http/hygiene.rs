@@ -7,10 +7,14 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in its extensions, for what records it besides logs (the audit log).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 /// Longest request id taken from a client.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -26,6 +30,7 @@ pub async fn request_context<B: MessageBody + 'static>(
         .map(str::to_owned)
         .unwrap_or_else(new_id);
     let api = req.path().starts_with("/api/");
+    req.extensions_mut().insert(RequestId(id.clone()));
     // `caller` and `client` are filled in by the authentication guard, `trace_id` when the
     // request is traced.
     let span = tracing::info_span!(

@@ -1,5 +1,6 @@
 //! HTTP: routes, extractors, and the mapping of errors to problem responses.
 
+pub mod audit;
 pub mod auth;
 mod client_ip;
 pub mod connection;

@@ -1,6 +1,7 @@
 //! Persistence on SeaORM, the same code for SQLite and PostgreSQL.
 
 pub mod addresses;
+pub mod audit;
 pub mod checkpoint;
 pub mod dead_letters;
 pub mod delivery;

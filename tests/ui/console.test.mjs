@@ -116,6 +116,20 @@ try {
   await until('the deleted row to go', async () => (await page.locator(`#dlq-table tr[data-id="${deleteId}"]`).count()) === 0);
   await until('the dead-letter count to drop', async () => (await number('stat-dlq')) === dlqBefore - 1);
 
+  step('the deletion is in the audit log, under the key that did it');
+  const deleted = page.locator('#audit-table tbody tr[data-action="dead_letter.delete"]');
+  await until('an audit entry for the deletion', async () => (await deleted.count()) === 1);
+  const entry = await deleted.textContent();
+  if (!entry.includes(`dead_letter:${deleteId}`) || !entry.includes(`key:${adminKey.slice(0, 12)}`)) {
+    throw new Error(`the audit entry does not say what and who: ${entry}`);
+  }
+
+  step('an address is owned with the form, listed, and audited');
+  await page.getByLabel('Phone number or email domain').fill('+14155550177');
+  await page.getByRole('button', { name: 'Own address', exact: true }).click();
+  await until('the address listed', async () => (await page.locator('#addresses-table tbody').textContent()).includes('+14155550177'));
+  await until('its audit entry', async () => (await page.locator('#audit-table tbody tr[data-action="address.add"]').count()) === 1);
+
   step('the provider is fixed (accepts after 1.5 s) and load is sent');
   const fixed = await fetch(control, {
     method: 'POST',

@@ -19,6 +19,7 @@ pub fn add(doc: &mut Value) {
     twilio(doc);
     super::webhook_examples::add(doc);
     super::address_examples::add(doc);
+    super::audit_examples::add(doc);
 }
 
 /// Sets `examples` (name → summary and value) on an operation's request body or answer.

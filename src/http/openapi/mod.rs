@@ -9,6 +9,7 @@
 //! answers.
 
 mod address_examples;
+mod audit_examples;
 mod bodies;
 mod edge;
 
@@ -27,8 +28,8 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::OpenApi;
 
 use super::routes::{
-    self, addresses, conversations, dead_letters, messages, operations, stats, status, twilio,
-    webhook_endpoints,
+    self, addresses, audit, conversations, dead_letters, messages, operations, stats, status,
+    twilio, webhook_endpoints,
 };
 use super::AppState;
 use crate::domain::FieldError;
@@ -72,6 +73,7 @@ use crate::http::errors::ProblemDoc;
         addresses::list,
         addresses::get,
         addresses::remove,
+        audit::list,
         dead_letters::list,
         dead_letters::delete_all,
         dead_letters::replay_all,
@@ -87,6 +89,7 @@ use crate::http::errors::ProblemDoc;
         (name = "webhook endpoints", description = "Events pushed to your endpoints, signed per Standard Webhooks"),
         (name = "addresses", description = "Phone numbers and email domains a customer owns: inbound messages to them are its"),
         (name = "dead letters", description = "Events that could not be processed (admin)"),
+        (name = "audit", description = "Who changed what (admin)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     )
 )]

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::body::JsonObject;
 use super::paging::{PageQuery, Paged};
+use crate::domain::audit::{target, Action};
 use crate::domain::{FieldError, OwnedAddress};
+use crate::http::audit::Audit;
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::{ApiError, AppState, Caller};
 use crate::store::addresses::{self, AddressError};
@@ -97,6 +99,7 @@ fn not_found(id: i64) -> ApiError {
 pub async fn add(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     body: web::Json<JsonObject<NewAddressBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().into_inner();
@@ -119,6 +122,13 @@ pub async fn add(
     state.require_customer(customer).await?;
     let row = addresses::add(&state.db, customer, &address).await?;
     tracing::info!(customer_id = %customer, address = %row.address, "address owned");
+    audit
+        .record(
+            Action::AddressAdd,
+            target::address(row.id),
+            Some(format!("{} for customer {customer}", row.address)),
+        )
+        .await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/addresses/{}", row.id)))
         .json(AddressView::from(row)))
@@ -192,6 +202,7 @@ pub async fn get(
 pub async fn remove(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -199,5 +210,12 @@ pub async fn remove(
         .await?
         .ok_or_else(|| not_found(id))?;
     tracing::info!(customer_id = %row.customer_id, address = %row.address, "address given up");
+    audit
+        .record(
+            Action::AddressRemove,
+            target::address(id),
+            Some(format!("{} of customer {}", row.address, row.customer_id)),
+        )
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 use super::paging::{PageQuery, Paged};
 use crate::actors::dlq::{Replay, ReplayAll};
 use crate::actors::ErrorKind;
+use crate::domain::audit::{target, Action};
+use crate::http::audit::Audit;
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState};
@@ -147,10 +149,14 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpR
 )]
 pub async fn replay(
     state: web::Data<AppState>,
+    audit: Audit,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     state.dlq.send(Replay(id)).await??;
+    audit
+        .record(Action::DeadLetterReplay, target::dead_letter(id), None)
+        .await;
     Ok(HttpResponse::Accepted().json(Replayed {
         status: ReplayedStatus::Replayed,
         id,
@@ -169,8 +175,18 @@ pub async fn replay(
         (status = 202, description = "Queued again", body = ReplayedAll),
     ),
 )]
-pub async fn replay_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn replay_all(
+    state: web::Data<AppState>,
+    audit: Audit,
+) -> Result<HttpResponse, ApiError> {
     let replayed = state.dlq.send(ReplayAll).await??;
+    audit
+        .record(
+            Action::DeadLetterReplayAll,
+            target::DEAD_LETTERS,
+            Some(format!("{replayed} replayed")),
+        )
+        .await;
     Ok(HttpResponse::Accepted().json(ReplayedAll {
         status: ReplayedStatus::Replayed,
         replayed,
@@ -192,10 +208,14 @@ pub async fn replay_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 )]
 pub async fn delete(
     state: web::Data<AppState>,
+    audit: Audit,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if dead_letters::delete(&state.db, id).await? {
+        audit
+            .record(Action::DeadLetterDelete, target::dead_letter(id), None)
+            .await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("dead letter {id}")))
@@ -219,7 +239,17 @@ pub struct Deleted {
     tag = "dead letters",
     responses((status = 200, description = "Deleted", body = Deleted)),
 )]
-pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_all(
+    state: web::Data<AppState>,
+    audit: Audit,
+) -> Result<HttpResponse, ApiError> {
     let deleted = dead_letters::delete_all(&state.db).await?;
+    audit
+        .record(
+            Action::DeadLetterDeleteAll,
+            target::DEAD_LETTERS,
+            Some(format!("{deleted} deleted")),
+        )
+        .await;
     Ok(HttpResponse::Ok().json(Deleted { deleted }))
 }

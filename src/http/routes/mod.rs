@@ -7,6 +7,7 @@
 //! the handler's name in the `paths(...)` list of `openapi::ApiDoc`.
 
 pub(crate) mod addresses;
+pub(crate) mod audit;
 pub(crate) mod body;
 pub(crate) mod conversations;
 pub(crate) mod dead_letters;
@@ -44,7 +45,7 @@ pub enum Guard {
     /// Reading conversations: a `read` or `send` key, scoped to its customer, or an
     /// operator's.
     Read,
-    /// Operator routes (dead letters, stats): an operator's `admin` key.
+    /// Operator routes (dead letters, stats, the audit log): an operator's `admin` key.
     Admin,
     /// A message's status: any key of its customer, or an operator's.
     Status,
@@ -234,6 +235,7 @@ pub fn table() -> Vec<Endpoint> {
         Endpoint::new("/api/addresses/{id}", Send)
             .get(addresses::get)
             .delete(addresses::remove),
+        Endpoint::new("/api/audit", Admin).get(audit::list),
         Endpoint::new("/api/dlq", Admin)
             .get(dead_letters::list)
             .delete(dead_letters::delete_all),

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::body::JsonObject;
 use super::paging::{PageQuery, Paged};
+use crate::domain::audit::{target, Action};
 use crate::domain::FieldError;
+use crate::http::audit::Audit;
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState, Caller};
@@ -243,6 +245,7 @@ fn not_found(id: Uuid) -> ApiError {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     body: web::Json<JsonObject<NewEndpointBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().into_inner();
@@ -260,6 +263,13 @@ pub async fn create(
         types,
     };
     let created = webhook_endpoints::create(&state.db, new).await?;
+    audit
+        .record(
+            Action::WebhookEndpointCreate,
+            target::webhook_endpoint(created.id),
+            Some(created.url.clone()),
+        )
+        .await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/webhook-endpoints/{}", created.id)))
         .json(with_secret(created)))
@@ -334,6 +344,7 @@ pub async fn get(
 pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     id: web::Path<String>,
     body: web::Json<JsonObject<ChangeBody>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -363,6 +374,13 @@ pub async fn update(
     let changed = webhook_endpoints::update(&state.db, caller.customer_scope(), id, change)
         .await?
         .ok_or_else(|| not_found(id))?;
+    audit
+        .record(
+            Action::WebhookEndpointUpdate,
+            target::webhook_endpoint(id),
+            None,
+        )
+        .await;
     Ok(HttpResponse::Ok().json(EndpointView::from(changed)))
 }
 
@@ -383,12 +401,20 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = endpoint_id(&id)?;
     if !webhook_endpoints::delete(&state.writer, caller.customer_scope(), id).await? {
         return Err(not_found(id));
     }
+    audit
+        .record(
+            Action::WebhookEndpointDelete,
+            target::webhook_endpoint(id),
+            None,
+        )
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -411,6 +437,7 @@ pub async fn delete(
 pub async fn rotate_secret(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = endpoint_id(&id)?;
@@ -418,6 +445,13 @@ pub async fn rotate_secret(
     let rotated = webhook_endpoints::rotate_secret(&state.db, caller.customer_scope(), id, grace)
         .await?
         .ok_or_else(|| not_found(id))?;
+    audit
+        .record(
+            Action::WebhookEndpointRotateSecret,
+            target::webhook_endpoint(id),
+            None,
+        )
+        .await;
     Ok(HttpResponse::Ok().json(with_secret(rotated)))
 }
 
@@ -486,6 +520,7 @@ pub async fn attempts(
 pub async fn replay(
     state: web::Data<AppState>,
     caller: Caller,
+    audit: Audit,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = endpoint_id(&id)?;
@@ -496,6 +531,13 @@ pub async fn replay(
         return Err(not_found(id));
     }
     let replayed = webhook_deliveries::replay_failed(&state.writer, id).await?;
+    audit
+        .record(
+            Action::WebhookEndpointReplay,
+            target::webhook_endpoint(id),
+            Some(format!("{replayed} delivery(ies) due again")),
+        )
+        .await;
     Ok(HttpResponse::Accepted().json(Replayed { replayed }))
 }
 

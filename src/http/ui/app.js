@@ -5,107 +5,17 @@
 // Everything the API returns is written with textContent, never as HTML: message bodies
 // and errors are other people's text.
 
-const KEY_STORAGE = 'messaging-server.admin-key';
+import {
+  $, ApiError, KEY_STORAGE, api, button, el, emptyRow, failed, notify, shorten, state, when,
+} from './core.js';
+import { loadAddresses, loadAudit, wireSettings } from './settings.js';
+
 const REFRESH_MS = 2000;
 const HISTORY = 60; // samples on the chart: 2 minutes
 const DLQ_PAGE_SIZE = 20;
 const CONVERSATIONS_PAGE_SIZE = 10;
 const MESSAGES_PAGE_SIZE = 50;
 const FINAL = new Set(['sent', 'received', 'dead_lettered']);
-
-const $ = (id) => document.getElementById(id);
-
-const state = {
-  key: sessionStorage.getItem(KEY_STORAGE) || '',
-  previous: null,
-  history: [],
-  lastDlqSize: null,
-  dlqPage: 1,
-  dlqTotal: 0,
-  conversationsPage: 1,
-  conversationsTotal: 0,
-  conversation: null,
-  statsTimer: null,
-  lookupTimer: null,
-  ticks: 0,
-};
-
-class ApiError extends Error {
-  constructor(status, problem) {
-    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
-    this.status = status;
-  }
-}
-
-async function api(path, { method = 'GET' } = {}) {
-  const headers = { Accept: 'application/json' };
-  if (state.key) headers.Authorization = `Bearer ${state.key}`;
-  const response = await fetch(path, { method, headers, cache: 'no-store' });
-  const text = await response.text();
-  let body = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = { detail: text.slice(0, 200) };
-    }
-  }
-  if (!response.ok) throw new ApiError(response.status, body);
-  return body;
-}
-
-// ---- small DOM helpers ----------------------------------------------------------------
-
-function el(tag, { text, className, title, attrs } = {}, children = []) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (className) node.className = className;
-  if (title) node.title = title;
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function button(label, onClick, { className = 'small', ariaLabel } = {}) {
-  const b = el('button', { text: label, className, attrs: { type: 'button' } });
-  if (ariaLabel) b.setAttribute('aria-label', ariaLabel);
-  b.addEventListener('click', onClick);
-  return b;
-}
-
-function when(iso) {
-  if (!iso) return '—';
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
-}
-
-function shorten(text, max) {
-  if (text === null || text === undefined) return '';
-  const s = String(text);
-  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
-}
-
-function notify(message, { error = false } = {}) {
-  const notice = $('notice');
-  notice.textContent = message;
-  notice.classList.toggle('error', error);
-}
-
-function emptyRow(tbody, columns, message) {
-  tbody.replaceChildren(
-    el('tr', { className: 'empty' }, [el('td', { text: message, attrs: { colspan: String(columns) } })]),
-  );
-}
-
-/// Reports a failed call; a 401/403 means the key is missing or not an admin key.
-function failed(what, err) {
-  if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
-    notify(`${what}: ${err.message}. Enter an admin API key above.`, { error: true });
-    $('api-key').focus();
-  } else {
-    notify(`${what}: ${err.message}`, { error: true });
-  }
-}
 
 // ---- overview: stats every 2 s, rates from successive samples -----------------------------
 
@@ -250,6 +160,7 @@ async function replayOne(d) {
     lookUp(d.idempotency_key);
     notify(`Dead letter ${d.id} replayed; following its message below.`);
     await loadDeadLetters();
+    loadAudit();
   } catch (err) {
     failed(`Cannot replay dead letter ${d.id}`, err);
   }
@@ -261,6 +172,7 @@ async function deleteOne(d) {
     await api(`/api/dlq/${d.id}`, { method: 'DELETE' });
     notify(`Dead letter ${d.id} deleted.`);
     await loadDeadLetters();
+    loadAudit();
   } catch (err) {
     failed(`Cannot delete dead letter ${d.id}`, err);
   }
@@ -272,6 +184,7 @@ async function replayAll() {
     const answer = await api('/api/dlq/replay', { method: 'POST' });
     notify(`${answer.replayed} dead letter(s) replayed.`);
     await loadDeadLetters();
+    loadAudit();
   } catch (err) {
     failed('Cannot replay the dead letters', err);
   }
@@ -284,6 +197,7 @@ async function deleteAll() {
     notify(`${answer.deleted} dead letter(s) deleted.`);
     state.dlqPage = 1;
     await loadDeadLetters();
+    loadAudit();
   } catch (err) {
     failed('Cannot delete the dead letters', err);
   }
@@ -464,6 +378,7 @@ async function replayWebhooks(e) {
     failed(`Cannot replay the deliveries to ${e.url}`, err);
   }
   loadWebhooks();
+  loadAudit();
 }
 
 // ---- key handling and start-up ----------------------------------------------------------
@@ -494,6 +409,8 @@ async function start() {
   refreshStats();
   loadConversations();
   loadWebhooks();
+  loadAddresses();
+  loadAudit();
 }
 
 function wire() {
@@ -520,6 +437,7 @@ function wire() {
   $('webhooks-refresh').addEventListener('click', loadWebhooks);
   $('conversations-prev').addEventListener('click', () => { state.conversationsPage -= 1; loadConversations(); });
   $('conversations-next').addEventListener('click', () => { state.conversationsPage += 1; loadConversations(); });
+  wireSettings();
   $('lookup-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const key = $('lookup-key').value.trim().toLowerCase();

@@ -1,4 +1,4 @@
-//! The ops console (SPEC §12) at `/ui/`: plain HTML, CSS and an ES module, embedded in the
+//! The ops console (SPEC §12) at `/ui/`: plain HTML, CSS and ES modules, embedded in the
 //! binary (no CDN, no build step). The page talks to the JSON API with the admin key the
 //! operator pastes; serving the files needs no key (they hold no data).
 
@@ -28,6 +28,16 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("app.js"),
+    },
+    Asset {
+        name: "core.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("core.js"),
+    },
+    Asset {
+        name: "settings.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("settings.js"),
     },
     Asset {
         name: "style.css",
@@ -75,4 +85,24 @@ fn serve(name: &str) -> Result<HttpResponse, ApiError> {
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"));
     Ok(response.body(asset.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::audit::Action;
+
+    #[test]
+    fn the_audit_filter_offers_every_action_and_nothing_else() {
+        let page = std::str::from_utf8(include_bytes!("index.html")).unwrap();
+        let select = &page[page.find("<select id=\"audit-action\">").unwrap()..];
+        let select = &select[..select.find("</select>").unwrap()];
+        let offered: Vec<&str> = select
+            .split("<option value=\"")
+            .skip(1)
+            .map(|o| &o[..o.find('"').unwrap()])
+            .filter(|v| !v.is_empty())
+            .collect();
+        let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(offered, actions);
+    }
 }

@@ -579,3 +579,46 @@ async fn the_console_is_served_without_a_key_under_a_strict_policy() {
     let (code, _) = app.send(client.post(app.url("/ui/")), None).await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[actix_web::test]
+async fn a_database_refusal_reaches_the_tenant_as_a_code_and_its_text_only_operators() {
+    use sea_orm::ConnectionTrait;
+    for db in databases() {
+        let app = spawn_with(db, |_| Hooks::default()).await;
+        // The database refuses one message by a rule of its own, naming its internals.
+        let refuse = match db {
+            Db::Sqlite => "CREATE TRIGGER refuse_marked BEFORE INSERT ON message_bodies \
+                 WHEN NEW.body LIKE '%refuse me%' BEGIN \
+                 SELECT RAISE(ABORT, 'constraint ck_internal_body_rule failed on message_bodies'); END"
+                .to_string(),
+            Db::Postgres => "CREATE FUNCTION refuse_marked() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.body LIKE '%refuse me%' THEN \
+                 RAISE EXCEPTION 'new row violates check constraint \"ck_internal_body_rule\"' \
+                 USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER refuse_marked BEFORE INSERT ON message_bodies \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_marked()"
+                .to_string(),
+        };
+        app.db().execute_unprepared(&refuse).await.unwrap();
+        let accepted = post(
+            &app,
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", "please refuse me"),
+            None,
+        )
+        .await;
+
+        let dead = until(&app, &accepted.location, "dead_lettered").await;
+        assert_eq!(dead["error_code"], "internal_error", "{db:?}: {dead}");
+        assert!(
+            !dead.to_string().contains("ck_internal_body_rule"),
+            "{db:?}: the database's words reached the tenant: {dead}"
+        );
+        let (_, letters) = app.get("/api/dlq").await;
+        let raw = letters["items"][0]["last_error"].as_str().unwrap();
+        assert!(
+            raw.contains("ck_internal_body_rule"),
+            "{db:?}: operators see it: {raw}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ bench:
 	bash bench/run.sh
 
 lint:
-	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
+	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings && cargo clippy --lib --bins -- -D warnings
 
 migrate:
 	cargo run --release -- migrate up

@@ -17,4 +17,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod webhooks;

@@ -9,13 +9,15 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
-use crate::actors::faults::{FaultHook, Faults};
+#[cfg(feature = "testing")]
+use crate::actors::faults::FaultHook;
+use crate::actors::faults::Faults;
 use crate::actors::health::{Pipeline, Progress, Workers};
 use crate::actors::queue::WorkerPool;
 use crate::actors::retry::RetryPolicy;
 use crate::actors::sender::{SenderSpec, Senders};
 use crate::actors::webhooks::WebhookDeliverer;
-use crate::actors::worker::{BeforePersist, WorkerDeps, WorkerThread};
+use crate::actors::worker::{WorkerDeps, WorkerThread};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler, Sender};
 use crate::config::{QueueBackendKind, Settings};
 use crate::delivery::LaneDeps;
@@ -64,9 +66,10 @@ pub enum Role {
 /// Replaceable parts, for tests that inject faults or count provider calls.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    pub before_persist: Option<BeforePersist>,
     pub providers: Option<Providers>,
-    /// Called by every pipeline actor at the start of its work: may panic or wedge it.
+    /// Called by every pipeline actor at the start of its work: may panic or wedge it
+    /// (the `testing` feature only).
+    #[cfg(feature = "testing")]
     pub fault: Option<FaultHook>,
 }
 
@@ -170,7 +173,10 @@ impl Application {
             .providers
             .unwrap_or_else(|| Providers::from_settings(&settings.providers));
 
-        let faults = Faults::new(hooks.fault);
+        #[cfg(feature = "testing")]
+        let faults = Faults::new(hooks.fault.clone());
+        #[cfg(not(feature = "testing"))]
+        let faults = Faults::default();
         // One writer (its SQLite turn is shared with readiness's write check).
         let writer = MessageWriter::new(db.clone());
         let checkpointer = Checkpointer::start(&settings.database, writer.clone())
@@ -246,7 +252,6 @@ impl Application {
                     email: senders[1].clone(),
                     lease: settings.delivery.lease,
                 },
-                before_persist: hooks.before_persist,
                 max_attempts: settings.retry.max_attempts,
                 queue: backend.name(),
                 faults: faults.clone(),

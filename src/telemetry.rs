@@ -16,7 +16,7 @@ use prometheus::{Encoder, TextEncoder};
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
 
 pub use otlp::ExportError;
-pub use traces::{provider_call, record_outcome, BatchTrace, TraceSpan, Tracer};
+pub use traces::{provider_call, record_outcome, BatchTrace, CallFailure, TraceSpan, Tracer};
 
 /// Reads the current queue depth at scrape time.
 pub type DepthProbe = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use chrono::Utc;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
+use messaging_server::actors::faults::Site;
 use messaging_server::config::{ProviderKind, Settings};
 use messaging_server::domain::{Accept, IntoEvent, SendSms};
 use messaging_server::startup::Hooks;
@@ -348,10 +349,11 @@ async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
         let panicked = Arc::new(AtomicBool::new(false));
         let flag = panicked.clone();
         let hooks = Hooks {
-            before_persist: Some(Arc::new(move |_batch| {
-                if !flag.swap(true, Ordering::SeqCst) {
+            fault: Some(Arc::new(move |site, _| {
+                if site == Site::Persist && !flag.swap(true, Ordering::SeqCst) {
                     panic!("injected fault");
                 }
+                None
             })),
             ..Hooks::default()
         };
@@ -705,10 +707,11 @@ async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
 async fn a_panicking_event_fails_alone_and_its_batch_mates_are_stored_at_once() {
     for db in databases() {
         let hooks = Hooks {
-            before_persist: Some(Arc::new(|batch| {
-                if batch.iter().any(|d| d.event.body == "poison") {
+            fault: Some(Arc::new(|site, batch| {
+                if site == Site::Persist && batch.iter().any(|event| event.body == "poison") {
                     panic!("injected fault: a poison event");
                 }
+                None
             })),
             ..Hooks::default()
         };

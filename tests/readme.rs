@@ -286,3 +286,62 @@ async fn the_readme_examples_give_the_answers_it_shows() {
         failures.join("\n")
     );
 }
+
+/// The README's layout map (the block under "## Development") and `src/`: every entry of
+/// `src/` and of its directories is on the map, and every file the map names exists.
+#[test]
+fn the_layout_map_matches_the_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Development")
+        .expect("a Development section")..];
+    let start = section.find("```\n").expect("the map's block") + 4;
+    let map = &section[start..start + section[start..].find("```").unwrap()];
+    // The lines from `src/` to the next top-level entry.
+    let map = &map[map.find("\nsrc/").expect("src/ on the map")..];
+    let map = &map[..map.find("\nentity/").expect("entity/ after src/")];
+    let words: Vec<&str> = map
+        .split(|c: char| c.is_whitespace() || ",;()".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    // `x/` is named by `x/` or by a path in it (`routes/mod.rs`).
+    let named = |name: &str| {
+        words.iter().any(|w| {
+            let w = w.trim_end_matches(':');
+            w == name || (name.ends_with('/') && w.starts_with(name))
+        })
+    };
+
+    let mut missing = Vec::new();
+    let mut files = Vec::new();
+    let src = root.join("src");
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.push(name.clone());
+            if path.is_dir() {
+                // `src/x/` and its subdirectories: each on the map as `x/`.
+                if !named(&format!("{name}/")) {
+                    missing.push(format!("{}/", path.strip_prefix(root).unwrap().display()));
+                }
+                dirs.push(path);
+            } else if dir == src && !named(&name) {
+                missing.push(format!("src/{name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not on the README's layout map: {missing:?}"
+    );
+    let stale: Vec<&str> = words
+        .iter()
+        .map(|w| w.trim_end_matches(['.', ':']))
+        .filter(|w| w.ends_with(".rs") || w.ends_with(".js"))
+        .filter(|w| !files.iter().any(|f| f == w.rsplit('/').next().unwrap()))
+        .collect();
+    assert!(stale.is_empty(), "on the map but not in src/: {stale:?}");
+}

@@ -58,7 +58,6 @@ async fn start(
         providers: (settings.providers.sms.kind == ProviderKind::Http)
             .then(|| Providers::from_settings(&settings.providers)),
         fault,
-        ..Hooks::default()
     };
     spawn_on(database, move |s| *s = settings, hooks).await
 }

@@ -53,7 +53,6 @@ async fn spawn_with(
     let hooks = Hooks {
         providers: Some(Providers::from_settings(&settings.providers)),
         fault: Some(hook),
-        ..Hooks::default()
     };
     spawn_on(database, move |s| *s = settings, hooks).await
 }

@@ -366,7 +366,7 @@ async fn replay(
         // The message goes back to `queued`, due at once with fresh attempts (the delivery
         // stage sends it); the event is published too, for a dead letter whose event was
         // never stored (the idempotency key makes a stored one's repeat a no-op).
-        let txn = crate::store::writer::begin_write(db).await?;
+        let txn = crate::store::begin_write(db).await?;
         status::transition(
             &txn,
             Which::OfEvent(&event),

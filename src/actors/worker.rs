@@ -31,9 +31,6 @@ use crate::store::writer::{MessageWriter, Persisted};
 use crate::store::StoreError;
 use crate::telemetry::{self, mask_address, Metrics};
 
-/// Runs before each batch is stored; tests use it to inject faults (a panic).
-pub type BeforePersist = Arc<dyn Fn(&[Delivery]) + Send + Sync>;
-
 /// The label of these actors in `messaging_actor_restarts_total`.
 const ACTOR: &str = "worker";
 
@@ -44,7 +41,6 @@ pub struct WorkerDeps {
     pub metrics: Arc<Metrics>,
     /// The delivery stage's senders, handed the outbound messages this worker stores.
     pub senders: Senders,
-    pub before_persist: Option<BeforePersist>,
     /// `retry.max_attempts`: an event delivered this often already is not processed again.
     pub max_attempts: u32,
     /// The queue backend's name (`memory`, `nats`), for trace attributes.
@@ -157,8 +153,8 @@ impl Handler<Ping> for PersistenceWorker {
 
 async fn process(deps: WorkerDeps, batch: Vec<Delivery>) {
     let started = Instant::now();
-    if let Some(hook) = &deps.before_persist {
-        hook(&batch);
+    if let Some(stall) = deps.faults.at_batch(Site::Persist, &batch) {
+        stall.await;
     }
     let mut valid = Vec::with_capacity(batch.len());
     for delivery in batch {

@@ -12,9 +12,9 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, Error, HttpMessage, ResponseError};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 
 use super::{ApiError, AppState};
@@ -109,6 +109,29 @@ fn timed_out() -> io::Error {
 /// Whether a payload error is the body deadline passing.
 pub fn is_body_timeout(err: &PayloadError) -> bool {
     matches!(err, PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 as the JSON extractor
+/// would.
+pub(crate) async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]

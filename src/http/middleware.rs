@@ -6,7 +6,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpMessage, HttpRequest, ResponseError};
+use actix_web::{mime, web, Error, HttpMessage, HttpRequest, ResponseError};
 use opentelemetry::Context;
 
 use super::{ApiError, AppState};
@@ -17,34 +17,32 @@ pub async fn require_json_accept(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let accepts = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(admits_json);
-    if !accepts {
+    if !admits_json(&req) {
         let response = ApiError::NotAcceptable.error_response();
         return Ok(req.into_response(response));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-fn admits_json(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let refused = parts.any(|p| {
-            let p = p.trim().replace(' ', "");
-            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
-        });
-        !refused
-            && (media.is_empty()
-                || media == "*/*"
-                || media == "application/*"
-                || media == "application/json"
-                || media == "application/problem+json"
-                || media.ends_with("+json"))
-    })
+/// Whether the `Accept` header (as actix-web parses it, q-values included) names a JSON
+/// type with a quality above 0. No header, an empty one or one nobody can read is no
+/// reason to refuse an answer.
+fn admits_json(req: &impl HttpMessage) -> bool {
+    let Ok(header::Accept(ranges)) = <header::Accept as header::Header>::parse(req) else {
+        return true;
+    };
+    ranges.is_empty()
+        || ranges
+            .iter()
+            .any(|range| range.quality > header::Quality::ZERO && is_json(&range.item))
+}
+
+fn is_json(media: &mime::Mime) -> bool {
+    media.type_() == mime::STAR
+        || (media.type_() == mime::APPLICATION
+            && (media.subtype() == mime::STAR
+                || media.subtype() == mime::JSON
+                || media.suffix() == Some(mime::JSON)))
 }
 
 /// Records every request in `http_server_request_duration_seconds` (by method, route
@@ -104,7 +102,16 @@ pub fn request_trace(req: &HttpRequest) -> Context {
 
 #[cfg(test)]
 mod tests {
-    use super::admits_json;
+    use actix_web::http::header::ACCEPT;
+    use actix_web::test::TestRequest;
+
+    fn admits_json(accept: &str) -> bool {
+        super::admits_json(
+            &TestRequest::default()
+                .insert_header((ACCEPT, accept))
+                .to_http_request(),
+        )
+    }
 
     #[test]
     fn accept_header_negotiation() {
@@ -122,6 +129,7 @@ mod tests {
             "text/html",
             "application/xml",
             "application/json;q=0",
+            "application/json; q=0.000, text/html",
             "text/*",
         ] {
             assert!(!admits_json(refused), "{refused}");

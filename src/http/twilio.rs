@@ -16,7 +16,8 @@ use actix_web::{web, Error, HttpMessage, ResponseError};
 use base64::Engine;
 use ring::hmac;
 
-use super::auth::{read_body, Caller, Principal};
+use super::auth::{Caller, Principal};
+use super::limits::read_body;
 use super::{ApiError, AppState};
 use crate::store::keys::Scope;
 

@@ -4,15 +4,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use super::{OutboundMessage, Provider, ProviderError, Receipt};
 use crate::config::ProviderSettings;
@@ -33,40 +30,6 @@ thread_local! {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-/// Reads the certificates of a PEM file (at least one).
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-/// The TLS client configuration: Mozilla's roots and the extra CAs.
-pub fn tls_config(ca_file: &str) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if !ca_file.is_empty() {
-        for cert in load_ca_file(Path::new(ca_file))? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{ca_file}: not a usable CA certificate: {e}"))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // awc speaks HTTP/1.1 here.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
 
 #[derive(serde::Deserialize)]
 struct Accepted {
@@ -94,9 +57,9 @@ impl HttpProvider {
 /// `ca_file` included; should the file have changed since, the provider still works with
 /// the public roots.
 pub(super) fn provider_tls(name: &str, ca_file: &str) -> Arc<rustls::ClientConfig> {
-    let tls = tls_config(ca_file).unwrap_or_else(|err| {
+    let tls = crate::tls::client_config(ca_file).unwrap_or_else(|err| {
         tracing::error!(provider = name, error = %err, "ignoring providers.{name}.ca_file");
-        tls_config("").expect("the public roots load")
+        crate::tls::client_config("").expect("the public roots load")
     });
     Arc::new(tls)
 }
@@ -168,9 +131,22 @@ pub(super) async fn answer_of(
     })
 }
 
+/// `Retry-After` in either of its forms (RFC 9110 §10.2.3): seconds, or an HTTP date
+/// (a date already past means now).
 fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(awc::http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let value = headers
+        .get(awc::http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 impl Provider for HttpProvider {
@@ -203,5 +179,31 @@ impl Provider for HttpProvider {
             })
         }
         .boxed_local()
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use std::time::{Duration, SystemTime};
+
+    use awc::http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn after(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        super::retry_after(&headers)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(after("120"), Some(Duration::from_secs(120)));
+        let soon = SystemTime::now() + Duration::from_secs(90);
+        let waited = after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(
+            waited > Duration::from_secs(80) && waited <= Duration::from_secs(90),
+            "{waited:?}"
+        );
+        assert_eq!(after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(after("soon"), None);
     }
 }

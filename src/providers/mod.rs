@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 
-pub use http::{tls_config, HttpProvider};
+pub use http::HttpProvider;
 pub use mock::MockProvider;
 pub use smtp::SmtpProvider;
 pub use twilio::TwilioProvider;
@@ -128,6 +128,12 @@ impl ProviderError {
             ProviderError::Smtp { code, .. } if *code < 500 => "server_error",
             ProviderError::Smtp { .. } | ProviderError::NotSendable(_) => "rejected",
         }
+    }
+}
+
+impl crate::telemetry::CallFailure for ProviderError {
+    fn outcome(&self) -> &'static str {
+        ProviderError::outcome(self)
     }
 }
 

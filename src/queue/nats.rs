@@ -430,10 +430,23 @@ fn subject_token(key: &str) -> String {
 }
 
 fn publish_error(err: PublishError) -> QueueError {
+    use jetstream::ErrorCode;
     let text = err.to_string();
+    // JetStream's own error code, when the server answered the publish with one.
+    let code = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code);
+    // `discard: new` at `max_bytes` or `max_msgs` ("maximum bytes exceeded") is a store
+    // failure of the stream; the server's storage limits have codes of their own.
+    let full = [
+        ErrorCode::STREAM_STORE_FAILED,
+        ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+        ErrorCode::MEMORY_RESOURCES_EXCEEDED,
+    ];
     match err.kind() {
-        // `discard: new` at `max_bytes`: "maximum bytes exceeded" (or messages).
-        PublishErrorKind::Other if text.contains("maximum") => QueueError::Refused(text),
+        PublishErrorKind::Other if code.is_some_and(|c| full.contains(&c)) => {
+            QueueError::Refused(text)
+        }
         PublishErrorKind::MaxPayloadExceeded => QueueError::Refused(text),
         _ => QueueError::Unavailable(text),
     }
@@ -569,23 +582,4 @@ impl QueueBackend for NatsQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_become_single_safe_subject_tokens() {
-        let hex = "a".repeat(64);
-        assert_eq!(subject_token(&hex), hex);
-        for hostile in ["a.b", "*", ">", "a b", ""] {
-            let token = subject_token(hostile);
-            assert!(
-                token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !token.is_empty(),
-                "{hostile:?} -> {token:?}"
-            );
-        }
-        assert_ne!(subject_token("a.b"), subject_token("a_b"));
-    }
-}
+mod tests;

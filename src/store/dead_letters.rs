@@ -10,7 +10,7 @@ use sea_orm::{
 
 use super::read::Page;
 use super::status::{self, MessageStatus, Which};
-use super::{writer, StoreError};
+use super::StoreError;
 use crate::domain::{ErrorCode, Event};
 
 /// A failure to park.
@@ -39,7 +39,7 @@ pub async fn insert_row<C: ConnectionTrait>(
 
 /// Stores the dead letter and marks its message `failed`, atomically.
 pub async fn insert(db: &DatabaseConnection, new: NewDeadLetter<'_>) -> Result<Model, StoreError> {
-    let txn = writer::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     let model = insert_row(&txn, &new).await?;
     status::transition(
         &txn,
@@ -71,7 +71,7 @@ pub async fn insert_encoded(
 
 /// Marks the message stored for `event` (if any) `failed`: dead-lettered.
 pub async fn fail_message_of(db: &DatabaseConnection, event: &Event) -> Result<u64, StoreError> {
-    let txn = writer::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     let moved = status::transition(
         &txn,
         Which::OfEvent(event),

@@ -311,7 +311,7 @@ pub async fn dead_letter(
     form: Form,
 ) -> Result<bool, StoreError> {
     let _turn = writer.take_turn().await;
-    let txn = super::writer::begin_write(writer.connection()).await?;
+    let txn = super::begin_write(writer.connection()).await?;
     let moved = status::transition(
         &txn,
         Which::Held { id, lease_token },
@@ -339,7 +339,7 @@ pub async fn fail_unreadable(
     lease_token: &str,
 ) -> Result<(), StoreError> {
     let _turn = writer.take_turn().await;
-    let txn = super::writer::begin_write(writer.connection()).await?;
+    let txn = super::begin_write(writer.connection()).await?;
     status::transition(
         &txn,
         Which::Held { id, lease_token },

@@ -20,7 +20,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::writer::begin_write;
+use super::begin_write;
 use super::StoreError;
 
 /// What every key starts with, so a leaked key is recognisable (secret scanners, logs).

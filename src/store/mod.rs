@@ -18,6 +18,7 @@ pub mod read;
 pub mod receipts;
 mod reuse;
 pub mod status;
+mod transaction;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod writer;
@@ -27,6 +28,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 pub use checkpoint::Checkpointer;
 pub use error::StoreError;
+pub use transaction::begin_write;
 
 use crate::config::DatabaseSettings;
 
@@ -145,7 +147,7 @@ pub enum Migration {
 /// As [`migrate`], for one step up or down.
 pub async fn migrate_by(db: &DatabaseConnection, how: Migration) -> Result<(), StoreError> {
     use sea_orm::{ConnectionTrait, DbBackend};
-    let txn = writer::begin_write(db).await?;
+    let txn = begin_write(db).await?;
     if db.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await?;

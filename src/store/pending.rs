@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
 };
 
-use super::{writer, StoreError};
+use super::StoreError;
 use crate::domain::Event;
 
 /// Rows per insert (and per transaction): under every backend's parameter limit.
@@ -74,7 +74,7 @@ async fn insert(db: &DatabaseConnection, events: &[Event]) -> Result<(), StoreEr
             ..Default::default()
         });
     }
-    let txn = writer::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     Entity::insert_many(rows).exec(&txn).await?;
     txn.commit().await?;
     Ok(())

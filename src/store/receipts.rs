@@ -60,7 +60,7 @@ pub async fn record(
     let moved = {
         let _turn = writer.take_turn().await;
         let result = async {
-            let txn = super::writer::begin_write(writer.connection()).await?;
+            let txn = super::begin_write(writer.connection()).await?;
             let which = Which::Receipt {
                 sent_by: provider,
                 provider_message_id,

@@ -14,8 +14,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::begin_write;
 use super::read::Page;
-use super::writer::{begin_write, MessageWriter};
+use super::writer::MessageWriter;
 use super::{webhook_endpoints, StoreError};
 
 /// Candidates looked at per claim.

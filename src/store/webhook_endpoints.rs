@@ -10,9 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::begin_write;
 use super::outbox::EventType;
 use super::read::Page;
-use super::writer::{begin_write, MessageWriter};
+use super::writer::MessageWriter;
 use super::StoreError;
 use crate::webhooks::signing;
 

@@ -26,7 +26,6 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use uuid::Uuid;
 
 use crate::domain::Event;
-use crate::providers::ProviderError;
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -296,13 +295,19 @@ pub fn record_outcome(event: &Event, outcome: &str, error: Option<(&str, &dyn Di
     batch.outcome(event, outcome);
 }
 
+/// A failed call, as a span records it: the `outcome` label it is counted under
+/// (`providers::ProviderError` is one).
+pub trait CallFailure: Display {
+    fn outcome(&self) -> &'static str;
+}
+
 /// Runs one provider call inside a `provider send` span, a child of the event's `process`
 /// span, recording the outcome (the `outcome` label of messaging_provider_requests_total).
-pub async fn provider_call<T>(
+pub async fn provider_call<T, E: CallFailure>(
     event: &Event,
     provider: &'static str,
-    call: impl Future<Output = Result<T, ProviderError>>,
-) -> Result<T, ProviderError> {
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let Some((batch, parent)) = BatchTrace::span_of(event) else {
         return call.await;
     };

@@ -48,7 +48,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(writer: MessageWriter, settings: WebhookSettings, metrics: Arc<Metrics>) -> Self {
-        let tls = crate::providers::tls_config("").expect("the public roots load");
+        let tls = crate::tls::client_config("").expect("the public roots load");
         let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
             GuardedResolver {
                 allow_private: settings.allow_private,

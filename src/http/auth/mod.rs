@@ -10,18 +10,18 @@
 
 use std::future::{ready, Ready};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
-use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest, ResponseError};
-use futures_util::StreamExt;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
+
+mod upkeep;
 
 use super::client_ip::TrustedProxies;
 use super::key_cache::{CachedKey, KeyCache, Verdict};
@@ -202,16 +202,8 @@ pub struct Auth {
     email_signing: Option<Signing>,
     proxies: TrustedProxies,
     /// The upkeep task, until [`Auth::stop_upkeep`].
-    upkeep: Mutex<Option<Upkeep>>,
+    upkeep: Mutex<Option<upkeep::Upkeep>>,
 }
-
-struct Upkeep {
-    stop: tokio::sync::oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-/// How long a shutdown waits for the last usage write.
-const LAST_USAGE_WRITE: Duration = Duration::from_secs(5);
 
 impl Auth {
     pub fn new(settings: &Settings, db: DatabaseConnection) -> Arc<Self> {
@@ -227,72 +219,6 @@ impl Auth {
             proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
             upkeep: Mutex::default(),
         })
-    }
-
-    /// Starts the background upkeep: re-reading cached keys (twice per `cache_ttl`, so a
-    /// revocation is seen within it), writing `last_used_at`, trimming rate-limit state.
-    /// Ends at [`Auth::stop_upkeep`], or when the last handle on `auth` is gone.
-    pub fn spawn_upkeep(auth: &Arc<Self>) {
-        let weak: Weak<Self> = Arc::downgrade(auth);
-        let tick = (auth.ttl / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let refresh_every = auth.ttl / 2;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = actix_web::rt::spawn(async move {
-            let mut ticker = actix_web::rt::time::interval(tick);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut refreshed = tokio::time::Instant::now();
-            let mut trimmed = tokio::time::Instant::now();
-            loop {
-                let stopping = tokio::select! {
-                    biased;
-                    _ = &mut stopped => true,
-                    _ = ticker.tick() => false,
-                };
-                let Some(auth) = weak.upgrade() else { return };
-                if stopping {
-                    auth.write_usage().await;
-                    return;
-                }
-                if refreshed.elapsed() >= refresh_every {
-                    refreshed = tokio::time::Instant::now();
-                    if let Err(e) = auth.keys.refresh().await {
-                        tracing::warn!(error = %e, "cannot re-read API keys; keeping the cached ones");
-                    }
-                }
-                auth.write_usage().await;
-                if trimmed.elapsed() >= Duration::from_secs(60) {
-                    trimmed = tokio::time::Instant::now();
-                    auth.limits.forget_idle();
-                }
-            }
-        });
-        *auth.upkeep.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upkeep { stop, done });
-    }
-
-    /// Stops the upkeep after one last write of `last_used_at`, so that a shutdown records
-    /// the keys' latest use and no upkeep query is left holding a database connection when
-    /// the runtime goes away (dropping one then panics inside sqlx). Called as a shutdown
-    /// begins, while every runtime the key pool's connections belong to still runs; uses
-    /// after it are not recorded.
-    pub async fn stop_upkeep(&self) {
-        let upkeep = self.upkeep.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(Upkeep { stop, mut done }) = upkeep else {
-            return;
-        };
-        let _ = stop.send(());
-        if tokio::time::timeout(LAST_USAGE_WRITE, &mut done)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the last write of API keys' last use did not finish in time");
-            done.abort();
-        }
-    }
-
-    async fn write_usage(&self) {
-        if let Err(e) = self.keys.write_usage().await {
-            tracing::warn!(error = %e, "cannot record when API keys were last used");
-        }
     }
 
     fn signing(&self, provider: Provider) -> Option<&Signing> {
@@ -383,7 +309,7 @@ impl Auth {
         signing: &Signing,
         ip: IpAddr,
     ) -> Result<Caller, ApiError> {
-        let body = read_body(req, self.body_limit).await?;
+        let body = super::limits::read_body(req, self.body_limit).await?;
         let header = req
             .headers()
             .get(signature::HEADER)
@@ -461,29 +387,6 @@ impl Auth {
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         self.proxies.client(peer, req.headers())
     }
-}
-
-/// Reads the whole body, refusing more than `limit` bytes with 413 as the JSON extractor
-/// would.
-pub(super) async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    let mut payload = req.take_payload();
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 async fn guard<B: MessageBody + 'static>(

@@ -6,7 +6,7 @@ run:
 	cargo run --release
 
 # The whole suite: installs the tools the tests drive when missing (scripts/test.sh).
-# Extra cargo test arguments: make test ARGS='--test api'
+# Extra cargo test arguments: make test ARGS='--test it api::'
 test:
 	bash scripts/test.sh $(ARGS)
 

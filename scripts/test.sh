@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: `make test` (or `bash scripts/test.sh`,
-# extra arguments go to `cargo test`, e.g. `make test ARGS='--test api'`).
+# extra arguments go to `cargo test`, e.g. `make test ARGS='--test it api::'`).
 #
 # Installs what the tests drive and is missing (apt packages, the Python tools of
 # tests/requirements.txt in a virtual environment, the npm tools of tests/ui/package.json),
@@ -14,7 +14,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-# tests/outage.rs mounts test filesystems (mount, mkfs.ext4, fsck.ext4): root's tools.
+# tests/it/outage.rs mounts test filesystems (mount, mkfs.ext4, fsck.ext4): root's tools.
 export PATH="$PATH:/usr/sbin:/sbin"
 
 
@@ -43,13 +43,13 @@ step "Debian packages the tests drive"
 # command → package. Only what is missing: a machine may have its own Node.js and npm,
 # which Debian's npm package conflicts with ("held broken packages").
 declare -A package=(
-    [nats-server]=nats-server   # tests/nats.rs and others: private servers, a 3-node cluster
-    [promtool]=prometheus       # tests/deploy.rs: alert rules and dashboard queries
-    [chromium]=chromium         # tests/ui.rs: the ops console in a browser
+    [nats-server]=nats-server   # tests/it/nats.rs and others: private servers, a 3-node cluster
+    [promtool]=prometheus       # tests/it/deploy.rs: alert rules and dashboard queries
+    [chromium]=chromium         # tests/it/ui.rs: the ops console in a browser
     [node]=nodejs
     [npm]=npm
-    [openssl]=openssl           # tests/edge.rs: a CA for the HTTPS provider stub
-    [mkfs.ext4]=e2fsprogs       # tests/outage.rs: a filesystem that turns read-only
+    [openssl]=openssl           # tests/it/edge.rs: a CA for the HTTPS provider stub
+    [mkfs.ext4]=e2fsprogs       # tests/it/outage.rs: a filesystem that turns read-only
 )
 missing=()
 for tool in "${!package[@]}"; do
@@ -94,7 +94,7 @@ else
     echo "up to date in tests/ui/node_modules"
 fi
 
-# The tests find their tools on PATH (tests/common/tools.rs).
+# The tests find their tools on PATH (tests/it/common/tools.rs).
 export PATH="$MESSAGING_VENV/bin:$ROOT/tests/ui/node_modules/.bin:$PATH"
 # CI: a test whose tool or database is missing fails instead of skipping.
 export CI=${CI:-true}

@@ -1,5 +1,5 @@
 """The whole API through the client openapi-python-client generated from the live
-/openapi.json. Run by tests/generated_client.rs, which generates the client (on PYTHONPATH),
+/openapi.json. Run by tests/it/generated_client.rs, which generates the client (on PYTHONPATH),
 starts the server with an SMS provider stub and sets:
 
 MESSAGING_URL, MESSAGING_API_KEY  the server and an admin key

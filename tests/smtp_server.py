@@ -1,4 +1,4 @@
-"""An SMTP server for tests/providers/smtp.rs: aiosmtpd with STARTTLS (required) and AUTH PLAIN/LOGIN.
+"""An SMTP server for tests/it/providers/smtp.rs: aiosmtpd with STARTTLS (required) and AUTH PLAIN/LOGIN.
 
 Usage: smtp_server.py CERT KEY USER PASSWORD [--defer N]
 

@@ -1,4 +1,4 @@
-"""Signs a request as Twilio does, with Twilio's own helper library (tests/providers/twilio.rs).
+"""Signs a request as Twilio does, with Twilio's own helper library (tests/it/providers/twilio.rs).
 
 Reads {"token": ..., "url": ..., "params": [[name, value], ...]} on stdin and prints the
 X-Twilio-Signature that twilio.request_validator.RequestValidator computes for it.

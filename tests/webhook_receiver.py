@@ -1,4 +1,4 @@
-"""A customer's webhook receiver for tests/webhooks.rs: every delivery is checked with the
+"""A customer's webhook receiver for tests/it/webhooks.rs: every delivery is checked with the
 Standard Webhooks reference library (PyPI `standardwebhooks`), as a customer would.
 
 Usage: webhook_receiver.py DIR [--port N]

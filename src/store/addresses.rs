@@ -4,7 +4,7 @@ use chrono::Utc;
 use entity::addresses::{ActiveModel, Column, Entity, Model};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, SqlErr,
+    QueryFilter, QueryOrder, QueryTrait, Set, SqlErr,
 };
 use uuid::Uuid;
 
@@ -50,14 +50,7 @@ pub async fn list<C: ConnectionTrait>(
     page: Page,
 ) -> Result<(Vec<Model>, u64), StoreError> {
     let query = Entity::find().apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)));
-    let total = query.clone().count(db).await?;
-    let items = query
-        .order_by_asc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
-    Ok((items, total))
+    page.fetch(db, query, |q| q.order_by_asc(Column::Id)).await
 }
 
 /// The address `id` if `customer` may see it.

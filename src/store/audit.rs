@@ -4,8 +4,7 @@ use chrono::{DateTime, Utc};
 use entity::audit_log::{ActiveModel, Column, Entity, Model};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
 };
 
 use super::read::Page;
@@ -55,12 +54,5 @@ pub async fn list<C: ConnectionTrait>(
         .apply_if(filter.target.clone(), |q, t| q.filter(Column::Target.eq(t)))
         .apply_if(filter.since, |q, t| q.filter(Column::At.gte(t)))
         .apply_if(filter.until, |q, t| q.filter(Column::At.lt(t)));
-    let total = query.clone().count(db).await?;
-    let items = query
-        .order_by_desc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
-    Ok((items, total))
+    page.fetch(db, query, |q| q.order_by_desc(Column::Id)).await
 }

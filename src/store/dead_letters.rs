@@ -196,15 +196,10 @@ pub async fn insert_undecodable(
 
 /// Newest first.
 pub async fn list(db: &DatabaseConnection, page: Page) -> Result<(Vec<Model>, u64), StoreError> {
-    let total = Entity::find().count(db).await?;
-    let items = Entity::find()
-        .order_by_desc(Column::DeadAt)
-        .order_by_desc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
-    Ok((items, total))
+    page.fetch(db, Entity::find(), |q| {
+        q.order_by_desc(Column::DeadAt).order_by_desc(Column::Id)
+    })
+    .await
 }
 
 pub async fn get(db: &DatabaseConnection, id: i64) -> Result<Option<Model>, StoreError> {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use entity::{conversations, message_bodies, messages};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Select,
 };
 use uuid::Uuid;
 
@@ -26,6 +26,28 @@ impl Page {
             .saturating_mul(self.size)
             .min(i64::MAX as u64)
     }
+
+    /// This page of `query`, in the order `order` gives it, and how many rows `query`
+    /// matches in all: every paged list of the API is read this way.
+    pub(crate) async fn fetch<E, C>(
+        &self,
+        db: &C,
+        query: Select<E>,
+        order: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<(Vec<E::Model>, u64), StoreError>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        let total = query.clone().count(db).await?;
+        let items = order(query)
+            .offset(self.offset())
+            .limit(self.size)
+            .all(db)
+            .await?;
+        Ok((items, total))
+    }
 }
 
 pub struct MessageWithBody {
@@ -44,15 +66,11 @@ pub async fn conversations(
     let scoped = conversations::Entity::find().apply_if(customer, |q, customer| {
         q.filter(Column::CustomerId.eq(customer))
     });
-    let total = scoped.clone().count(db).await?;
-    let items = scoped
-        .order_by_desc(Column::LastMessageAt)
-        .order_by_desc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
-    Ok((items, total))
+    page.fetch(db, scoped, |q| {
+        q.order_by_desc(Column::LastMessageAt)
+            .order_by_desc(Column::Id)
+    })
+    .await
 }
 
 /// One conversation, if it exists and belongs to `customer` (when given).
@@ -83,13 +101,10 @@ pub async fn messages(
         .apply_if(customer, |q, customer| {
             q.filter(Column::CustomerId.eq(customer))
         });
-    let total = in_conversation.clone().count(db).await?;
-    let items = in_conversation
-        .order_by_asc(Column::SentAt)
-        .order_by_asc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
+    let (items, total) = page
+        .fetch(db, in_conversation, |q| {
+            q.order_by_asc(Column::SentAt).order_by_asc(Column::Id)
+        })
         .await?;
     let body_ids: Vec<i64> = items.iter().map(|m| m.body_id).collect();
     let bodies: HashMap<i64, String> = message_bodies::Entity::find()

@@ -231,13 +231,7 @@ pub async fn attempts<C: ConnectionTrait>(
 ) -> Result<(Vec<(webhook_attempts::Model, String)>, u64), StoreError> {
     use webhook_attempts::Column as A;
     let query = webhook_attempts::Entity::find().filter(A::EndpointId.eq(endpoint));
-    let total = query.clone().count(db).await?;
-    let items = query
-        .order_by_desc(A::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
+    let (items, total) = page.fetch(db, query, |q| q.order_by_desc(A::Id)).await?;
     let ids: Vec<i64> = items.iter().map(|a| a.delivery_id).collect();
     let types: HashMap<i64, String> = Entity::find()
         .select_only()

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use entity::webhook_endpoints::{ActiveModel, Column, Entity, Model};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QueryTrait, Set,
 };
 use uuid::Uuid;
 
@@ -61,15 +61,10 @@ pub async fn list<C: ConnectionTrait>(
     page: Page,
 ) -> Result<(Vec<Model>, u64), StoreError> {
     let query = Entity::find().apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)));
-    let total = query.clone().count(db).await?;
-    let items = query
-        .order_by_desc(Column::CreatedAt)
-        .order_by_desc(Column::Id)
-        .offset(page.offset())
-        .limit(page.size)
-        .all(db)
-        .await?;
-    Ok((items, total))
+    page.fetch(db, query, |q| {
+        q.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id)
+    })
+    .await
 }
 
 /// The endpoint `id` if `customer` may see it.

@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/contract.rs (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/it/contract.rs (loaded through SCHEMATHESIS_HOOKS).
 
 `customer_id` must name an existing customer, which no schema can say: like an id in a
 path that must exist, except that an unknown customer in a body is a 400 field error,

@@ -1,4 +1,4 @@
-// Browser test of the ops console, run by tests/ui.rs (cargo test) against a real server
+// Browser test of the ops console, run by tests/it/ui.rs (cargo test) against a real server
 // process whose SMS provider is a stub over HTTP that refuses (400) until told otherwise.
 //
 // Env: CONSOLE_URL (the server), ADMIN_KEY, PROVIDER_CONTROL_URL (the stub's switch),

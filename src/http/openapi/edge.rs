@@ -40,7 +40,7 @@ fn for_each_operation(
                 endpoint.path.replace('~', "~0").replace('/', "~1"),
                 method.as_str().to_ascii_lowercase()
             );
-            // A route missing from the document is reported by tests/openapi.rs.
+            // A route missing from the document is reported by tests/it/openapi.rs.
             if let Some(operation) = doc.pointer_mut(&pointer) {
                 f(operation, endpoint);
             }

@@ -1,6 +1,6 @@
 //! Examples for every operation's request body and main answers, as the media types'
 //! `examples`: what documentation tools show and what clients (and Schemathesis' examples
-//! phase) can send as they are. Each one validates against its schema (tests/openapi_tools.rs).
+//! phase) can send as they are. Each one validates against its schema (tests/it/openapi_tools.rs).
 
 use serde_json::{json, Value};
 

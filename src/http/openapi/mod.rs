@@ -5,7 +5,7 @@
 //! serialize derive `ToSchema`, the request bodies' rules are in [`bodies`] beside the
 //! validation constants, and [`edge`] adds what the route table puts around every handler
 //! (authentication, rate limits, content negotiation, body limits, connection-level
-//! refusals). tests/openapi.rs checks the document against the route table and real
+//! refusals). tests/it/openapi.rs checks the document against the route table and real
 //! answers.
 
 mod address_examples;

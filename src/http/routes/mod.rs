@@ -2,7 +2,7 @@
 //!
 //! [`table`] lists every route: its path, who may call it, and its handler per method.
 //! [`configure`] builds actix's resources from it, and the OpenAPI document
-//! (`src/http/openapi/`) must describe exactly these routes (tests/openapi.rs fails
+//! (`src/http/openapi/`) must describe exactly these routes (tests/it/openapi.rs fails
 //! otherwise). To add a route: an entry here, a `#[utoipa::path]` beside its handler, and
 //! the handler's name in the `paths(...)` list of `openapi::ApiDoc`.
 

@@ -1,0 +1,364 @@
+//! Workers persist events idempotently: the expected rows, nothing more on replay, counters
+//! right under concurrency. Runs on SQLite and (with TEST_DATABASE_URL) PostgreSQL.
+
+use crate::common;
+
+use chrono::{TimeZone, Utc};
+use common::{databases, spawn_app, spawn_app_with, Db, TestApp, TestDatabase};
+use messaging_server::domain::{Accept, Event, IntoEvent, SendEmail, SendSms, SmsWebhook};
+use messaging_server::startup::Hooks;
+use messaging_server::store::writer::MessageWriter;
+use uuid::Uuid;
+
+const DEFAULT_CUSTOMER: &str = "00000000-0000-0000-0000-000000000001";
+
+fn accept() -> Accept<'static> {
+    Accept {
+        default_customer: DEFAULT_CUSTOMER.parse().unwrap(),
+        inbound_owner: None,
+        idempotency_header: None,
+        endpoint: "/api/messages/sms",
+        now: Utc::now(),
+    }
+}
+
+fn outbound_sms(from: &str, to: &str, body: &str, second: u32) -> Event {
+    SendSms {
+        from: Some(from.into()),
+        to: Some(to.into()),
+        r#type: Some("sms".into()),
+        body: Some(body.into()),
+        timestamp: Some(
+            Utc.with_ymd_and_hms(2024, 11, 1, 14, 0, second)
+                .unwrap()
+                .to_rfc3339(),
+        ),
+        ..Default::default()
+    }
+    .into_event(&accept())
+    .expect("valid sms")
+}
+
+fn inbound_sms(from: &str, to: &str, body: &str, provider_id: &str) -> Event {
+    SmsWebhook {
+        from: Some(from.into()),
+        to: Some(to.into()),
+        r#type: Some("sms".into()),
+        messaging_provider_id: Some(provider_id.into()),
+        body: Some(body.into()),
+        timestamp: Some("2024-11-01T15:00:00Z".into()),
+        ..Default::default()
+    }
+    .into_event(&accept())
+    .expect("valid webhook")
+}
+
+fn email(from: &str, to: &str, body: &str) -> Event {
+    SendEmail {
+        from: Some(from.into()),
+        to: Some(to.into()),
+        body: Some(body.into()),
+        timestamp: Some("2024-11-01T16:00:00Z".into()),
+        ..Default::default()
+    }
+    .into_event(&accept())
+    .expect("valid email")
+}
+
+async fn counts(app: &TestApp) -> (i64, i64, i64) {
+    (
+        app.scalar("SELECT COUNT(*) FROM conversations").await,
+        app.scalar("SELECT COUNT(*) FROM messages").await,
+        app.scalar("SELECT COUNT(*) FROM message_bodies").await,
+    )
+}
+
+#[actix_web::test]
+async fn seeded_events_become_the_expected_rows_and_replays_add_nothing() {
+    for db in databases() {
+        let app = spawn_app(db).await;
+        let a = "+12016661234";
+        let b = "+18045551234";
+        let events = vec![
+            outbound_sms(a, b, "hello", 0),
+            outbound_sms(a, b, "same body", 1),
+            outbound_sms(a, b, "same body", 2),
+            inbound_sms(b, a, "reply", "provider-1"),
+            email("user@usehatchapp.com", "contact@gmail.com", "<p>hi</p>"),
+        ];
+        app.enqueue(events.clone()).await;
+        app.drained().await;
+
+        assert_eq!(
+            counts(&app).await,
+            (2, 5, 4),
+            "{db:?}: 2 conversations, 5 messages, 4 distinct bodies"
+        );
+        let sms_conversation = app
+            .scalar("SELECT message_count FROM conversations WHERE channel = 'sms'")
+            .await;
+        assert_eq!(
+            sms_conversation, 4,
+            "{db:?}: inbound and outbound share the conversation"
+        );
+        assert_eq!(
+            app.scalar(
+                "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND status = 'received'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            app.scalar(
+                "SELECT COUNT(*) FROM messages WHERE direction = 'outbound' AND status = 'sent'"
+            )
+            .await,
+            4,
+            "{db:?}: outbound messages were handed to the provider"
+        );
+
+        // At-least-once delivery: the same events again (new event ids, same keys).
+        let replays: Vec<Event> = events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.event_id = Uuid::new_v4();
+                e
+            })
+            .collect();
+        app.enqueue(replays.clone()).await;
+        app.enqueue(replays).await;
+        app.drained().await;
+        assert_eq!(counts(&app).await, (2, 5, 4), "{db:?}: replays add nothing");
+        app.assert_counters_match().await;
+        for event in events.iter().filter(|e| e.from == a) {
+            assert_eq!(
+                app.sms.successful_calls(event.idempotency_key.as_str()),
+                1,
+                "{db:?}: a sent message is never sent again"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn one_batch_with_duplicates_inside_it() {
+    for db in databases() {
+        let app = spawn_app(db).await;
+        let event = outbound_sms("+12016661234", "+18045551234", "twice in a batch", 0);
+        let persisted = MessageWriter::new(app.db().clone())
+            .persist(&[&event, &event])
+            .await
+            .expect("batch persists");
+        assert!(persisted[0].inserted);
+        assert!(
+            !persisted[1].inserted,
+            "{db:?}: second sight is a duplicate"
+        );
+        assert_eq!(persisted[0].message_id, persisted[1].message_id);
+        assert_eq!(counts(&app).await, (1, 1, 1));
+        app.assert_counters_match().await;
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_workers_on_one_conversation_create_it_once_with_the_right_count() {
+    for db in databases() {
+        let app = spawn_app_with(
+            db,
+            |s| {
+                s.worker.concurrency = 4;
+                s.worker.batch_size = 7;
+            },
+            Hooks::default(),
+        )
+        .await;
+        // Both directions and both orders of the participants: one conversation.
+        let events: Vec<Event> = (0..300)
+            .map(|i| match i % 3 {
+                0 => outbound_sms(
+                    "+12016661234",
+                    "+18045551234",
+                    &format!("m{i}"),
+                    (i % 60) as u32,
+                ),
+                1 => outbound_sms(
+                    "+18045551234",
+                    "+12016661234",
+                    &format!("m{i}"),
+                    (i % 60) as u32,
+                ),
+                _ => inbound_sms(
+                    "+18045551234",
+                    "+12016661234",
+                    &format!("m{i}"),
+                    &format!("p{i}"),
+                ),
+            })
+            .collect();
+        app.enqueue(events).await;
+        app.drained().await;
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM conversations").await,
+            1,
+            "{db:?}"
+        );
+        assert_eq!(
+            app.scalar("SELECT message_count FROM conversations").await,
+            300,
+            "{db:?}"
+        );
+        app.assert_counters_match().await;
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_transactions_racing_on_new_conversations() {
+    for db in databases() {
+        let app = spawn_app(db).await;
+        // Eight writers, each with the same new conversations and overlapping keys.
+        let batch: Vec<Event> = (0..40)
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{:04}", i % 10),
+                    "+18045551234",
+                    &format!("race {i}"),
+                    0,
+                )
+            })
+            .collect();
+        // Separate writers: no shared conversation cache, every one races on the rows.
+        let writers = (0..8).map(|_| {
+            let (writer, batch) = (MessageWriter::new(app.db().clone()), batch.clone());
+            async move { writer.persist(&batch.iter().collect::<Vec<_>>()).await }
+        });
+        let results = futures_util::future::join_all(writers).await;
+        for result in results {
+            result.expect("every concurrent batch commits");
+        }
+        assert_eq!(counts(&app).await, (10, 40, 40), "{db:?}");
+        app.assert_counters_match().await;
+    }
+}
+
+#[actix_web::test]
+async fn data_survives_a_restart_on_the_same_database() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let url = database.url.clone();
+        let app = common::spawn_on(database, |_| {}, Hooks::default()).await;
+        app.enqueue(vec![outbound_sms(
+            "+12016661234",
+            "+18045551234",
+            "persisted",
+            0,
+        )])
+        .await;
+        app.drained().await;
+        let TestApp { database, .. } = app;
+
+        // A second application on the same database: migrations are idempotent and the
+        // message is still there.
+        assert_eq!(database.url, url);
+        let again = common::spawn_on(database, |_| {}, Hooks::default()).await;
+        assert_eq!(counts(&again).await, (1, 1, 1), "{db:?}");
+    }
+}
+
+#[actix_web::test]
+async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
+    for db in databases() {
+        let app = spawn_app(db).await;
+        let writer = MessageWriter::new(app.db().clone());
+        // 1000 events over 500 conversations in one batch (the largest batch_size).
+        let batch: Vec<Event> = (0..1000)
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{:04}", i % 500),
+                    "+18045551234",
+                    &format!("big {i}"),
+                    0,
+                )
+            })
+            .collect();
+        writer
+            .persist(&batch.iter().collect::<Vec<_>>())
+            .await
+            .expect("a 1000-event batch");
+        // Second batch: every conversation comes from the cache.
+        let more: Vec<Event> = (0..500)
+            .map(|i| {
+                outbound_sms(
+                    &format!("+1201666{i:04}"),
+                    "+18045551234",
+                    &format!("more {i}"),
+                    1,
+                )
+            })
+            .collect();
+        writer
+            .persist(&more.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert_eq!(counts(&app).await, (500, 1500, 1500), "{db:?}");
+        assert_eq!(
+            app.scalar("SELECT MIN(message_count) FROM conversations")
+                .await,
+            3
+        );
+        app.assert_counters_match().await;
+    }
+}
+
+/// SQLite: the server's own connections never checkpoint the WAL (that would stall a
+/// batch transaction); a checkpointer beside them copies it into the database file while
+/// the server runs. Without one, the file would stay as migrated until the process exits.
+#[actix_web::test]
+async fn sqlite_wal_is_copied_into_the_database_file_while_the_server_runs() {
+    use std::time::Duration;
+    let app = spawn_app(Db::Sqlite).await;
+    let path = app.state.settings.database.sqlite_path().expect("a file");
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let writer = MessageWriter::new(app.db().clone());
+    let filler = "x".repeat(2_000);
+    for round in 0..3 {
+        let batch: Vec<Event> = (0..1000)
+            .map(|i| {
+                email(
+                    "ops@example.com",
+                    &format!("c{i}@example.com"),
+                    &format!("{round} {i} {filler}"),
+                )
+            })
+            .collect();
+        writer
+            .persist(&batch.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+    }
+    // ~6 MB of bodies: the database file grows only by checkpoints.
+    let what = format!("the database file (was {before} bytes) to take the WAL's pages");
+    common::eventually(Duration::from_secs(20), &what, || async {
+        size() > before + 4_000_000
+    })
+    .await;
+    assert_eq!(counts(&app).await.1, 3000);
+}
+
+/// The PostgreSQL half of this suite really runs: required in CI, and when configured the
+/// server answers and the application starts on it (a wrong URL fails here, by name).
+#[actix_web::test]
+async fn postgres_is_required_in_ci_and_usable_when_configured() {
+    if !common::postgres_configured() {
+        return;
+    }
+    assert!(databases().contains(&Db::Postgres));
+    let app = spawn_app(Db::Postgres).await;
+    assert_eq!(
+        app.db().get_database_backend(),
+        sea_orm::DbBackend::Postgres
+    );
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, actix_web::http::StatusCode::OK, "{body}");
+}

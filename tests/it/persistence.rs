@@ -362,3 +362,51 @@ async fn postgres_is_required_in_ci_and_usable_when_configured() {
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, actix_web::http::StatusCode::OK, "{body}");
 }
+
+/// Every TCP connection to PostgreSQL has Nagle's algorithm off. Without TCP_NODELAY a
+/// statement larger than one segment (every batched insert) waits for the server's delayed
+/// ACK, about 40 ms each: sqlx 0.9.0 dropped the option and batched writes fell to a
+/// quarter. The sockets are found in /proc/self/fd, as this test's own business.
+#[cfg(target_os = "linux")]
+#[actix_web::test]
+async fn connections_to_postgres_do_not_wait_for_delayed_acks() {
+    use std::os::fd::{BorrowedFd, RawFd};
+    if !common::postgres_configured() {
+        return;
+    }
+    let app = spawn_app(Db::Postgres).await;
+    let port = url::Url::parse(&app.state.settings.database.url)
+        .unwrap()
+        .port()
+        .unwrap_or(5432);
+    // Several writes, so the pool has opened its connections.
+    app.post_json(
+        "/api/messages/sms",
+        &common::sms("+12016661234", "+18045551234", "hello"),
+    )
+    .await;
+    app.drained().await;
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        // SAFETY: borrowed for two socket-option reads; a descriptor closed meanwhile makes
+        // them fail, which is skipped.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let to_postgres = socket
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.port() == port);
+        if let (true, Ok(nodelay)) = (to_postgres, socket.tcp_nodelay()) {
+            assert!(
+                nodelay,
+                "a connection to PostgreSQL with Nagle's algorithm on"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no connection to PostgreSQL found");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
 use common::{create_key, databases, eventually, sms, spawn_app_with, Db, TestApp, TestDatabase};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use messaging_server::config::{Rate, Secret, Settings};
 use messaging_server::startup::Hooks;
 use messaging_server::store::keys::{self, Scope};

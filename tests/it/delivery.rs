@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -11,8 +10,7 @@ use common::nats::NatsServer;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, TestApp, TestDatabase};
 use futures_util::StreamExt;
-use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
-use messaging_server::providers::{MockProvider, Providers};
+use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
@@ -142,20 +140,13 @@ async fn outage(app: TestApp, stub: StubProvider, label: &str) {
 }
 
 fn configure(settings: &mut Settings, stub: &StubProvider) {
-    settings.providers.sms.kind = ProviderKind::Http;
-    settings.providers.sms.url = stub.url.clone();
+    common::stub::use_stub(settings, stub);
     settings.providers.sms.breaker_cooldown = Duration::from_millis(500);
     settings.retry.max_attempts = 100;
 }
 
 fn hooks(settings: &Settings) -> Hooks {
-    Hooks {
-        providers: Some(Providers {
-            sms: Providers::from_settings(&settings.providers).sms,
-            email: Arc::new(MockProvider::new("email", &settings.providers.email)),
-        }),
-        ..Hooks::default()
-    }
+    common::real_sms(settings)
 }
 
 #[actix_web::test]

@@ -13,40 +13,24 @@ use chrono::Utc;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::faults::Site;
-use messaging_server::config::{ProviderKind, Settings};
+use messaging_server::config::Settings;
 use messaging_server::domain::{Accept, IntoEvent, SendSms};
 use messaging_server::startup::Hooks;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database};
 use serde_json::{json, Value};
 
-fn use_stub(settings: &mut Settings, stub: &StubProvider) {
-    settings.providers.sms.kind = ProviderKind::Http;
-    settings.providers.sms.url = stub.url.clone();
-    settings.providers.sms.timeout = Duration::from_millis(300);
-}
-
-/// Hooks that build providers from the settings (the `http` kind), not test mocks.
-fn real_providers(settings: &Settings) -> Hooks {
-    Hooks {
-        providers: Some(messaging_server::providers::Providers::from_settings(
-            &settings.providers,
-        )),
-        ..Hooks::default()
-    }
-}
-
+/// An app whose SMS provider is `stub`, answering within 300 ms or timing out.
 async fn spawn_with_stub(
     db: Db,
     stub: &StubProvider,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let database = TestDatabase::create(db).await;
-    let mut settings = common::test_settings(&database.url);
-    use_stub(&mut settings, stub);
-    configure(&mut settings);
-    let hooks = real_providers(&settings);
-    let configured = settings.clone();
-    spawn_on(database, move |s| *s = configured, hooks).await
+    common::spawn_with_stub(database, stub, |s| {
+        s.providers.sms.timeout = Duration::from_millis(300);
+        configure(s)
+    })
+    .await
 }
 
 async fn send_one(app: &TestApp, body: &str) -> String {

@@ -14,10 +14,9 @@ use actix_web::http::StatusCode;
 use common::nats::{free_port, NatsCluster, NatsServer};
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, test_settings, Db, TestDatabase};
-use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
+use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::domain::IdempotencyKey;
 use messaging_server::http::AppState;
-use messaging_server::providers::Providers;
 use messaging_server::startup::{Application, Hooks, StartupError};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
@@ -145,19 +144,13 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![Answer::Status(503, None)], Answer::Accept);
         let database = TestDatabase::create(db).await;
-        let mut settings = test_settings(&database.url);
-        use_nats(&mut settings, &nats.url());
-        settings.providers.sms.kind = ProviderKind::Http;
-        settings.providers.sms.url = stub.url.clone();
-        // Jittered delay in [0.5 s, 1 s]; ack_wait (2 s) would be later still.
-        settings.retry.base_delay = Duration::from_secs(1);
-        settings.retry.max_delay = Duration::from_secs(1);
-        let hooks = Hooks {
-            providers: Some(Providers::from_settings(&settings.providers)),
-            ..Hooks::default()
-        };
-        let configured = settings.clone();
-        let app = spawn_on(database, move |s| *s = configured, hooks).await;
+        let app = common::spawn_with_stub(database, &stub, |settings| {
+            use_nats(settings, &nats.url());
+            // Jittered delay in [0.5 s, 1 s]; ack_wait (2 s) would be later still.
+            settings.retry.base_delay = Duration::from_secs(1);
+            settings.retry.max_delay = Duration::from_secs(1);
+        })
+        .await;
         let (status, answer) = app
             .post_json(
                 "/api/messages/sms",
@@ -385,16 +378,9 @@ async fn a_replayed_dead_letter_is_republished_even_within_the_duplicate_window(
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![], Answer::Status(400, None));
         let database = TestDatabase::create(db).await;
-        let mut settings = test_settings(&database.url);
-        use_nats(&mut settings, &nats.url());
-        settings.providers.sms.kind = ProviderKind::Http;
-        settings.providers.sms.url = stub.url.clone();
-        let hooks = Hooks {
-            providers: Some(Providers::from_settings(&settings.providers)),
-            ..Hooks::default()
-        };
-        let configured = settings.clone();
-        let app = spawn_on(database, move |s| *s = configured, hooks).await;
+        let app =
+            common::spawn_with_stub(database, &stub, |settings| use_nats(settings, &nats.url()))
+                .await;
         let (_, answer) = app
             .post_json(
                 "/api/messages/sms",

@@ -40,10 +40,7 @@ async fn metric(app: &TestApp, name: &str, labels: &str) -> f64 {
     sample(text.as_str().unwrap_or_default(), name, labels)
 }
 
-fn use_stub(settings: &mut Settings, stub: &StubProvider) {
-    settings.providers.sms.kind = ProviderKind::Http;
-    settings.providers.sms.url = stub.url.clone();
-}
+use common::stub::use_stub;
 
 /// Starts the app on `database` with `configure`d settings, its SMS provider built from
 /// them (the `http` kind when a stub is configured), and `fault` injected.

@@ -14,8 +14,7 @@ use common::stub::{Answer, StubProvider};
 use common::{
     create_key, databases, eventually, sms, spawn_on, test_settings, Db, TestApp, TestDatabase,
 };
-use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
-use messaging_server::providers::Providers;
+use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::startup::{Application, Hooks};
 use messaging_server::store::keys::{self, Scope};
 use serde_json::{json, Value};
@@ -98,12 +97,8 @@ fn email_webhook(provider_id: &str) -> Value {
 
 /// Settings whose SMS provider is `stub` over HTTP, and hooks that build it.
 fn with_stub(settings: &mut Settings, stub: &StubProvider) -> Hooks {
-    settings.providers.sms.kind = ProviderKind::Http;
-    settings.providers.sms.url = stub.url.clone();
-    Hooks {
-        providers: Some(Providers::from_settings(&settings.providers)),
-        ..Hooks::default()
-    }
+    common::stub::use_stub(settings, stub);
+    common::real_providers(settings)
 }
 
 async fn spawn_with(db: Db, configure: impl FnOnce(&mut Settings) -> Hooks) -> TestApp {

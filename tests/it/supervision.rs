@@ -14,8 +14,7 @@ use common::nats::NatsServer;
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::faults::{FaultHook, Site};
-use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
-use messaging_server::providers::Providers;
+use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::startup::Hooks;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde_json::Value;
@@ -47,12 +46,11 @@ async fn spawn_with(
 ) -> TestApp {
     let database = TestDatabase::create(db).await;
     let mut settings = common::test_settings(&database.url);
-    settings.providers.sms.kind = ProviderKind::Http;
-    settings.providers.sms.url = stub.url.clone();
+    common::stub::use_stub(&mut settings, stub);
     configure(&mut settings);
     let hooks = Hooks {
-        providers: Some(Providers::from_settings(&settings.providers)),
         fault: Some(hook),
+        ..common::real_providers(&settings)
     };
     spawn_on(database, move |s| *s = settings, hooks).await
 }

@@ -5,7 +5,6 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -455,8 +454,6 @@ retry_schedule = ["100ms", "200ms", "400ms", "800ms", "1s", "1s", "1s", "1s"]
 #[actix_web::test]
 async fn an_endpoint_failing_for_disable_after_is_disabled_and_its_failures_can_be_replayed() {
     use common::stub::{Answer, StubProvider};
-    use messaging_server::config::ProviderKind;
-    use messaging_server::providers::{MockProvider, Providers};
     for db in databases() {
         let Some(receiver) = Receiver::start().await else {
             return;
@@ -468,15 +465,8 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_and_its_failures_can_
         webhook_settings(&mut settings);
         settings.webhooks.retry_schedule = vec![Duration::from_millis(300); 8];
         settings.webhooks.disable_after = Duration::from_secs(1);
-        settings.providers.sms.kind = ProviderKind::Http;
-        settings.providers.sms.url = stub.url.clone();
-        let hooks = Hooks {
-            providers: Some(Providers {
-                sms: Providers::from_settings(&settings.providers).sms,
-                email: Arc::new(MockProvider::new("email", &settings.providers.email)),
-            }),
-            ..Hooks::default()
-        };
+        common::stub::use_stub(&mut settings, &stub);
+        let hooks = common::real_sms(&settings);
         let app = common::spawn_on(database, move |s| *s = settings, hooks).await;
         let endpoint = register(&app, &receiver.url()).await;
         let id = endpoint["id"].as_str().unwrap().to_string();

@@ -222,6 +222,40 @@ pub async fn spawn_app_with(
     spawn_on(database, configure, hooks).await
 }
 
+/// Hooks whose SMS provider is built from the settings (the `http` kind pointed at a stub),
+/// beside the tests' mock email provider.
+pub fn real_sms(settings: &Settings) -> Hooks {
+    Hooks {
+        providers: Some(Providers {
+            sms: Providers::from_settings(&settings.providers).sms,
+            email: Arc::new(MockProvider::new("email", &settings.providers.email)),
+        }),
+        ..Hooks::default()
+    }
+}
+
+/// Hooks whose providers are all built from the settings, not the tests' mocks.
+pub fn real_providers(settings: &Settings) -> Hooks {
+    Hooks {
+        providers: Some(Providers::from_settings(&settings.providers)),
+        ..Hooks::default()
+    }
+}
+
+/// An app on `database` whose SMS provider is `stub` (over HTTP, every provider built from
+/// the settings); `configure` runs last.
+pub async fn spawn_with_stub(
+    database: TestDatabase,
+    stub: &stub::StubProvider,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&database.url);
+    stub::use_stub(&mut settings, stub);
+    configure(&mut settings);
+    let hooks = real_providers(&settings);
+    spawn_on(database, move |s| *s = settings, hooks).await
+}
+
 pub async fn spawn_on(
     database: TestDatabase,
     configure: impl FnOnce(&mut Settings),

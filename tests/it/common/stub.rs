@@ -157,3 +157,9 @@ async fn answer(
         }
     }
 }
+
+/// Points the SMS provider of `settings` at `stub`, over HTTP.
+pub fn use_stub(settings: &mut messaging_server::config::Settings, stub: &StubProvider) {
+    settings.providers.sms.kind = messaging_server::config::ProviderKind::Http;
+    settings.providers.sms.url = stub.url.clone();
+}

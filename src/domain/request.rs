@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::address::Address;
+use super::address::{Address, OwnedAddress};
 use super::error::{Collector, ValidationErrors};
 use super::event::{check_provider_id, Event, SCHEMA_VERSION};
 use super::idempotency::{request_fingerprint, IdempotencyKey};
@@ -28,8 +28,12 @@ pub struct Accept<'a> {
 }
 
 pub trait IntoEvent {
-    /// Inbound requests are routed to the owner of their recipient (SPEC §16).
-    const DIRECTION: Direction;
+    /// An inbound message's recipient, as owned addresses are kept: it belongs to the
+    /// customer owning it (SPEC §16). `None` for sends, and for a recipient that is not an
+    /// address (which `into_event` refuses).
+    fn recipient(&self) -> Option<OwnedAddress> {
+        None
+    }
 
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors>;
 }
@@ -91,8 +95,6 @@ pub struct EmailWebhook {
 }
 
 impl IntoEvent for SendSms {
-    const DIRECTION: Direction = Direction::Outbound;
-
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {
@@ -114,8 +116,6 @@ impl IntoEvent for SendSms {
 }
 
 impl IntoEvent for SendEmail {
-    const DIRECTION: Direction = Direction::Outbound;
-
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
             Fields {
@@ -137,7 +137,10 @@ impl IntoEvent for SendEmail {
 }
 
 impl IntoEvent for SmsWebhook {
-    const DIRECTION: Direction = Direction::Inbound;
+    fn recipient(&self) -> Option<OwnedAddress> {
+        let to = self.to.as_deref()?;
+        OwnedAddress::of_recipient(to, Channel::Sms)
+    }
 
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
@@ -160,7 +163,10 @@ impl IntoEvent for SmsWebhook {
 }
 
 impl IntoEvent for EmailWebhook {
-    const DIRECTION: Direction = Direction::Inbound;
+    fn recipient(&self) -> Option<OwnedAddress> {
+        let to = self.to.as_deref()?;
+        OwnedAddress::of_recipient(to, Channel::Email)
+    }
 
     fn into_event(self, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
         build(
@@ -248,14 +254,14 @@ fn build(f: Fields, ctx: &Accept<'_>) -> Result<Event, ValidationErrors> {
     let owner = ctx
         .inbound_owner
         .filter(|_| f.direction == Direction::Inbound);
-    let customer_id = match (owner, f.customer_id) {
-        (Some(owner), _) => Some(owner),
-        (None, None) => Some(ctx.default_customer),
-        (None, Some(s)) => c.check(
+    // A body's `customer_id` must be a UUID even where the recipient's owner decides.
+    let named = f.customer_id.and_then(|s| {
+        c.check(
             "customer_id",
             Uuid::parse_str(&s).map_err(|_| "must be a UUID".to_string()),
-        ),
-    };
+        )
+    });
+    let customer_id = owner.or(named).or(Some(ctx.default_customer));
     let metadata = f
         .metadata
         .filter(|m| !m.is_null())

@@ -30,7 +30,8 @@ pub async fn request_context<B: MessageBody + 'static>(
         .map(str::to_owned)
         .unwrap_or_else(new_id);
     let api = req.path().starts_with("/api/");
-    req.extensions_mut().insert(RequestId(id.clone()));
+    // Sane ids are visible ASCII, so always a valid header value.
+    let header_value = HeaderValue::from_str(&id).ok();
     // `caller` and `client` are filled in by the authentication guard, `trace_id` when the
     // request is traced.
     let span = tracing::info_span!(
@@ -40,12 +41,13 @@ pub async fn request_context<B: MessageBody + 'static>(
         client = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
+    req.extensions_mut().insert(RequestId(id));
     // Handlers' and guards' errors arrive here as responses (problems), so they get the
     // headers too. (Keeping a clone of the request to render an `Err` would break
     // routing, which needs the request to itself.)
     let mut response = next.call(req).instrument(span).await?.map_into_boxed_body();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(value) = header_value {
         headers.insert(REQUEST_ID, value);
     }
     headers.insert(

@@ -5,14 +5,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::body::JsonObject;
 use super::status::status_path;
 use crate::actors::queue::Enqueue;
 use crate::domain::{
-    Accept, Direction, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, OwnedAddress,
-    SendEmail, SendSms, SmsWebhook,
+    Accept, EmailWebhook, Event, FieldError, IdempotencyKey, IntoEvent, SendEmail, SendSms,
+    SmsWebhook,
 };
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::idempotency::Seen;
@@ -180,7 +179,7 @@ async fn accept(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
-    request: impl IntoEvent + Clone,
+    request: impl IntoEvent,
 ) -> Result<HttpResponse, ApiError> {
     match enqueue(state, caller, req, request).await? {
         Enqueued::Queued(queued) => Ok(accepted(&queued.idempotency_key, queued.event_id)),
@@ -210,15 +209,6 @@ pub(crate) enum UnroutedStatus {
     Unrouted,
 }
 
-/// Inbound messages belong to the customer owning their `to` (SPEC §16), whatever the
-/// body's `customer_id` says; `None` when no customer owns it.
-async fn route_inbound(state: &AppState, event: &Event) -> Result<Option<Uuid>, ApiError> {
-    let Some(address) = OwnedAddress::of_recipient(&event.to, event.channel) else {
-        return Ok(None);
-    };
-    Ok(addresses::owner(&state.db, &address).await?)
-}
-
 /// A request whose event is in the queue (or a repeat of one that is).
 pub(super) struct Queued {
     pub idempotency_key: IdempotencyKey,
@@ -226,11 +216,11 @@ pub(super) struct Queued {
 }
 
 /// Validates `request` and puts its event in the queue; nothing is enqueued on any error.
-pub(super) async fn enqueue<R: IntoEvent + Clone>(
+pub(super) async fn enqueue(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
-    request: R,
+    request: impl IntoEvent,
 ) -> Result<Enqueued, ApiError> {
     let header = match req.headers().get("Idempotency-Key") {
         None => None,
@@ -251,31 +241,24 @@ pub(super) async fn enqueue<R: IntoEvent + Clone>(
         endpoint: route.as_deref().unwrap_or(req.path()),
         now: Utc::now(),
     };
-    // Inbound requests are kept to be made again for their owner; sends are not copied.
-    let inbound = (R::DIRECTION == Direction::Inbound).then(|| request.clone());
+    // An inbound message is its recipient's owner's (SPEC §16), whatever the body's
+    // `customer_id` says: the owner is part of its idempotency key.
+    let recipient = request.recipient();
+    if let Some(address) = &recipient {
+        ctx.inbound_owner = addresses::owner(&state.db, address).await?;
+    }
     let mut event = request
         .into_event(&ctx)
         .map_err(|errors| ApiError::Validation(errors.0))?;
-    if let Some(request) = inbound {
-        match route_inbound(state, &event).await? {
-            // Made again for its owner: the customer is part of its idempotency key.
-            Some(owner) => {
-                ctx.inbound_owner = Some(owner);
-                event = request
-                    .into_event(&ctx)
-                    .map_err(|errors| ApiError::Validation(errors.0))?;
-            }
-            None => {
-                state.metrics.inbound_unrouted.add(1, &[]);
-                tracing::warn!(
-                    to = %event.to,
-                    channel = event.channel.as_str(),
-                    provider_message_id = event.provider_message_id.as_deref().unwrap_or(""),
-                    "inbound message to an address no customer owns; not stored"
-                );
-                return Ok(Enqueued::Unrouted);
-            }
-        }
+    if recipient.is_some() && ctx.inbound_owner.is_none() {
+        state.metrics.inbound_unrouted.add(1, &[]);
+        tracing::warn!(
+            to = %event.to,
+            channel = event.channel.as_str(),
+            provider_message_id = event.provider_message_id.as_deref().unwrap_or(""),
+            "inbound message to an address no customer owns; not stored"
+        );
+        return Ok(Enqueued::Unrouted);
     }
     caller.authorize_customer(event.customer_id)?;
     state.require_customer(event.customer_id).await?;

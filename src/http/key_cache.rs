@@ -12,15 +12,16 @@
 //! of an uncached prefix first asks whether the client may have one (see
 //! `RateLimits::may_look_up`), so a flood of made-up keys costs at most the client's
 //! per-IP budget of indexed queries. Concurrent misses on one prefix wait for a single
-//! look-up (a cold cache under load asks once).
+//! look-up (moka's `try_get_with` coalesces them: a cold cache under load asks once).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::api_keys;
+use moka::future::Cache;
 use sea_orm::DatabaseConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ use crate::store::StoreError;
 pub const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// Most unknown prefixes remembered; beyond it they are looked up each time (within the
 /// client's per-IP budget of refused keys).
-const MAX_UNKNOWN: usize = 10_000;
+const MAX_UNKNOWN: u64 = 10_000;
 
 /// A key as the cache knows it.
 #[derive(Debug)]
@@ -93,29 +94,34 @@ pub enum Verdict {
     Unknown,
 }
 
-#[derive(Clone)]
-enum Slot {
-    /// The keys with this prefix (usually one).
-    Known(Arc<[Arc<CachedKey>]>),
-    /// No key has this prefix, as of then.
-    Unknown(Instant),
+/// The keys with one prefix (usually one).
+type Candidates = Arc<[Arc<CachedKey>]>;
+
+/// Why a look-up put nothing in `known`; shared by everyone who waited for it.
+#[derive(Debug)]
+enum Miss {
+    Unknown,
+    Store(StoreError),
 }
 
 pub struct KeyCache {
     db: DatabaseConnection,
-    ttl: Duration,
-    slots: RwLock<HashMap<String, Slot>>,
-    /// One look-up at a time per prefix.
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Keys by prefix. They never expire: [`KeyCache::refresh`] re-reads them, and while the
+    /// database cannot be read they keep their last known state.
+    known: Cache<String, Candidates>,
+    /// Prefixes that no key had, as of less than `cache_ttl` ago.
+    unknown: Cache<String, ()>,
 }
 
 impl KeyCache {
     pub fn new(db: DatabaseConnection, ttl: Duration) -> Self {
         KeyCache {
             db,
-            ttl,
-            slots: RwLock::default(),
-            gates: Mutex::default(),
+            known: Cache::builder().build(),
+            unknown: Cache::builder()
+                .max_capacity(MAX_UNKNOWN)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -126,93 +132,43 @@ impl KeyCache {
         key: &PresentedKey,
         may_look_up: impl FnOnce() -> Result<(), ApiError>,
     ) -> Result<Verdict, ApiError> {
-        if let Some(verdict) = self.cached(key) {
-            return Ok(verdict);
+        let prefix = key.prefix();
+        if let Some(candidates) = self.known.get(prefix).await {
+            return Ok(judge(&candidates, key));
         }
-        let gate = self
-            .gates
-            .lock()
-            .expect("not poisoned")
-            .entry(key.prefix().to_string())
-            .or_default()
-            .clone();
-        let _turn = gate.lock().await;
-        // Whoever held the gate before may have loaded it.
-        if let Some(verdict) = self.cached(key) {
-            return Ok(verdict);
-        }
-        may_look_up()?;
-        Ok(self.load(key).await?)
-    }
-
-    /// The answer from memory, or `None` when only the database can tell.
-    fn cached(&self, key: &PresentedKey) -> Option<Verdict> {
-        let slots = self.slots.read().expect("not poisoned");
-        match slots.get(key.prefix())? {
-            Slot::Known(candidates) => Some(judge(candidates, key)),
-            Slot::Unknown(at) if at.elapsed() < self.ttl => Some(Verdict::Unknown),
-            Slot::Unknown(_) => None,
-        }
-    }
-
-    /// Asks the database about the key's prefix and remembers the answer.
-    async fn load(&self, key: &PresentedKey) -> Result<Verdict, StoreError> {
-        let rows = keys::by_prefixes(&self.db, &[key.prefix().to_string()]).await?;
-        let mut slots = self.slots.write().expect("not poisoned");
-        if rows.is_empty() {
-            let unknown = slots
-                .values()
-                .filter(|s| matches!(s, Slot::Unknown(_)))
-                .count();
-            if unknown < MAX_UNKNOWN {
-                slots.insert(key.prefix().to_string(), Slot::Unknown(Instant::now()));
-            }
+        if self.unknown.contains_key(prefix) {
             return Ok(Verdict::Unknown);
         }
-        let candidates = self.known(&slots, rows);
-        let verdict = judge(&candidates, key);
-        slots.insert(key.prefix().to_string(), Slot::Known(candidates));
-        Ok(verdict)
+        may_look_up()?;
+        let loaded = self
+            .known
+            .try_get_with_by_ref(prefix, self.load(prefix))
+            .await;
+        match loaded {
+            Ok(candidates) => Ok(judge(&candidates, key)),
+            Err(miss) => match &*miss {
+                Miss::Unknown => Ok(Verdict::Unknown),
+                Miss::Store(err) => Err(err.clone().into()),
+            },
+        }
     }
 
-    /// Builds cache entries from rows, keeping the usage counters of keys already known.
-    fn known(
-        &self,
-        slots: &HashMap<String, Slot>,
-        rows: Vec<api_keys::Model>,
-    ) -> Arc<[Arc<CachedKey>]> {
-        rows.into_iter()
-            .map(|row| {
-                let usage = match slots.get(&row.prefix) {
-                    Some(Slot::Known(old)) => {
-                        old.iter().find(|k| k.id == row.id).map(|k| k.usage.clone())
-                    }
-                    _ => None,
-                }
-                .unwrap_or_default();
-                Arc::new(CachedKey::from_row(row, usage))
-            })
-            .collect()
+    /// Asks the database about a prefix; one without keys is remembered in `unknown`.
+    async fn load(&self, prefix: &str) -> Result<Candidates, Miss> {
+        let rows = keys::by_prefixes(&self.db, &[prefix.to_string()])
+            .await
+            .map_err(Miss::Store)?;
+        if rows.is_empty() {
+            self.unknown.insert(prefix.to_string(), ()).await;
+            return Err(Miss::Unknown);
+        }
+        Ok(candidates(rows, None))
     }
 
-    /// Re-reads every cached key (revocations, scope changes) and forgets expired unknown
-    /// prefixes. On a database error the cache keeps what it has.
+    /// Re-reads every cached key (revocations, scope changes). On a database error the
+    /// cache keeps what it has.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let prefixes: Vec<String> = {
-            let mut slots = self.slots.write().expect("not poisoned");
-            let ttl = self.ttl;
-            slots.retain(|_, slot| !matches!(slot, Slot::Unknown(at) if at.elapsed() >= ttl));
-            slots
-                .iter()
-                .filter(|(_, slot)| matches!(slot, Slot::Known(_)))
-                .map(|(prefix, _)| prefix.clone())
-                .collect()
-        };
-        // Gates nobody waits on: their look-ups are done.
-        self.gates
-            .lock()
-            .expect("not poisoned")
-            .retain(|_, gate| Arc::strong_count(gate) > 1);
+        let prefixes: Vec<String> = self.known.iter().map(|(p, _)| (*p).clone()).collect();
         if prefixes.is_empty() {
             return Ok(());
         }
@@ -221,17 +177,15 @@ impl KeyCache {
         for row in rows {
             by_prefix.entry(row.prefix.clone()).or_default().push(row);
         }
-        let mut slots = self.slots.write().expect("not poisoned");
         for prefix in prefixes {
             match by_prefix.remove(&prefix) {
                 Some(rows) => {
-                    let candidates = self.known(&slots, rows);
-                    slots.insert(prefix, Slot::Known(candidates));
+                    let old = self.known.get(&prefix).await;
+                    let fresh = candidates(rows, old.as_ref());
+                    self.known.insert(prefix, fresh).await;
                 }
                 // Keys are never deleted, but if one were, it would simply be unknown.
-                None => {
-                    slots.remove(&prefix);
-                }
+                None => self.known.invalidate(&prefix).await,
             }
         }
         Ok(())
@@ -241,24 +195,17 @@ impl KeyCache {
     /// [`USAGE_WRITE_INTERVAL`] per key.
     pub async fn write_usage(&self) -> Result<(), StoreError> {
         let now = Utc::now().timestamp();
-        let due: Vec<(i64, i64, Arc<Usage>)> = {
-            let slots = self.slots.read().expect("not poisoned");
-            slots
-                .values()
-                .filter_map(|slot| match slot {
-                    Slot::Known(keys) => Some(keys.iter()),
-                    Slot::Unknown(_) => None,
-                })
-                .flatten()
-                .filter_map(|key| {
-                    let used = key.usage.used.load(Ordering::Relaxed);
-                    let written = key.usage.written.load(Ordering::Relaxed);
-                    let due =
-                        used > written && now - written >= USAGE_WRITE_INTERVAL.as_secs() as i64;
-                    due.then(|| (key.id, used, key.usage.clone()))
-                })
-                .collect()
-        };
+        let due: Vec<(i64, i64, Arc<Usage>)> = self
+            .known
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().cloned().collect::<Vec<_>>())
+            .filter_map(|key| {
+                let used = key.usage.used.load(Ordering::Relaxed);
+                let written = key.usage.written.load(Ordering::Relaxed);
+                let due = used > written && now - written >= USAGE_WRITE_INTERVAL.as_secs() as i64;
+                due.then(|| (key.id, used, key.usage.clone()))
+            })
+            .collect();
         for (id, used, usage) in due {
             let at: DateTime<Utc> = DateTime::from_timestamp(used, 0).unwrap_or_else(Utc::now);
             keys::touch(&self.db, id, at).await?;
@@ -266,6 +213,19 @@ impl KeyCache {
         }
         Ok(())
     }
+}
+
+/// Builds cache entries from rows, keeping the usage counters of keys already known.
+fn candidates(rows: Vec<api_keys::Model>, old: Option<&Candidates>) -> Candidates {
+    rows.into_iter()
+        .map(|row| {
+            let usage = old
+                .and_then(|old| old.iter().find(|k| k.id == row.id))
+                .map(|k| k.usage.clone())
+                .unwrap_or_default();
+            Arc::new(CachedKey::from_row(row, usage))
+        })
+        .collect()
 }
 
 /// Compares the key with every candidate (no early exit: timing says nothing about which).
@@ -280,5 +240,107 @@ fn judge(candidates: &[Arc<CachedKey>], key: &PresentedKey) -> Verdict {
         Some(k) if k.revoked => Verdict::Revoked,
         Some(k) => Verdict::Valid(k.clone()),
         None => Verdict::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::ConnectionTrait;
+
+    async fn database() -> (DatabaseConnection, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("ms-keys-{}.db", Uuid::new_v4()));
+        let db = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        crate::store::migrate(&db).await.unwrap();
+        (db, path)
+    }
+
+    fn presented(key: &str) -> PresentedKey {
+        PresentedKey::parse(key).unwrap()
+    }
+
+    /// A `may_look_up` that refuses: whatever it is asked, the database is not.
+    fn no_look_up() -> Result<(), ApiError> {
+        Err(ApiError::Unavailable("asked the database".into()))
+    }
+
+    #[tokio::test]
+    async fn answers_from_memory_keeps_keys_through_an_outage_and_sees_revocations() {
+        let (db, path) = database().await;
+        let (row, key) = keys::create_operator(&db, "k").await.unwrap();
+        let made_up = format!("{}{}", &key[..keys::PREFIX_LEN], "0".repeat(64 - 8));
+        let cache = KeyCache::new(db.clone(), Duration::from_secs(60));
+
+        // Many waiting on a cold cache all get the answer.
+        let waiting: Vec<PresentedKey> = (0..16).map(|_| presented(&key)).collect();
+        let answers =
+            futures_util::future::join_all(waiting.iter().map(|k| cache.resolve(k, || Ok(()))))
+                .await;
+        for answer in answers {
+            assert!(matches!(answer, Ok(Verdict::Valid(k)) if k.id == row.id));
+        }
+        // Known now: no look-up is asked for.
+        let again = cache.resolve(&presented(&key), no_look_up).await.unwrap();
+        assert!(matches!(again, Verdict::Valid(_)));
+        // The same prefix with another secret is no key, without a look-up either.
+        let wrong = cache
+            .resolve(&presented(&made_up), no_look_up)
+            .await
+            .unwrap();
+        assert!(matches!(wrong, Verdict::Unknown));
+        // A refused look-up is the caller's answer.
+        let other = format!("msk_ffffffff{}", "0".repeat(56));
+        let refused = cache.resolve(&presented(&other), no_look_up).await;
+        assert!(matches!(refused, Err(ApiError::Unavailable(_))));
+
+        // The table is gone: a refresh fails and the key stays known.
+        db.execute_unprepared("ALTER TABLE api_keys RENAME TO api_keys_away")
+            .await
+            .unwrap();
+        assert!(cache.refresh().await.is_err());
+        let during = cache.resolve(&presented(&key), no_look_up).await.unwrap();
+        assert!(matches!(during, Verdict::Valid(_)));
+        db.execute_unprepared("ALTER TABLE api_keys_away RENAME TO api_keys")
+            .await
+            .unwrap();
+
+        keys::revoke(&db, &key).await.unwrap();
+        cache.refresh().await.unwrap();
+        let revoked = cache.resolve(&presented(&key), no_look_up).await.unwrap();
+        assert!(matches!(revoked, Verdict::Revoked));
+        drop(db);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_prefix_is_remembered_for_the_ttl_then_asked_again() {
+        let (db, path) = database().await;
+        let ttl = Duration::from_millis(200);
+        let cache = KeyCache::new(db.clone(), ttl);
+        let unknown = presented(&format!("msk_{}", "a".repeat(64)));
+        let first = cache.resolve(&unknown, || Ok(())).await.unwrap();
+        assert!(matches!(first, Verdict::Unknown));
+        let remembered = cache.resolve(&unknown, no_look_up).await.unwrap();
+        assert!(matches!(remembered, Verdict::Unknown));
+
+        // Once the ttl is over, the database is asked again.
+        let deadline = std::time::Instant::now() + ttl + Duration::from_secs(10);
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        while !asked.load(Ordering::Relaxed) {
+            assert!(std::time::Instant::now() < deadline, "never asked again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let verdict = cache
+                .resolve(&unknown, || {
+                    asked.store(true, Ordering::Relaxed);
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert!(matches!(verdict, Verdict::Unknown));
+        }
+        drop(db);
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -5,13 +5,12 @@
 use crate::common;
 
 use actix_web::http::StatusCode;
-use common::{sms, spawn_app_with, Db, TestApp};
+use common::{sms, spawn_api_only, TestApp};
 use messaging_server::domain::{Channel, Direction};
-use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
 async fn api_only() -> TestApp {
-    spawn_app_with(Db::Sqlite, |s| s.worker.enabled = false, Hooks::default()).await
+    spawn_api_only(|_| {}).await
 }
 
 fn queued(app: &TestApp) -> usize {
@@ -201,15 +200,7 @@ async fn every_error_of_a_request_is_reported_at_once() {
 
 #[actix_web::test]
 async fn transport_errors_are_problems_and_enqueue_nothing() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            s.worker.enabled = false;
-            s.server.body_limit = 1024;
-        },
-        Hooks::default(),
-    )
-    .await;
+    let app = spawn_api_only(|s| s.server.body_limit = 1024).await;
     let url = app.url("/api/messages/sms");
     let valid = sms("+12016661234", "+18045551234", "hello");
 
@@ -364,23 +355,9 @@ async fn a_webhook_repeating_a_provider_id_with_other_content_is_a_conflict_not_
 
 #[actix_web::test]
 async fn a_full_queue_answers_503_with_retry_after() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            s.worker.enabled = false;
-            s.queue.capacity = 2;
-        },
-        Hooks::default(),
-    )
-    .await;
+    let app = spawn_api_only(|s| s.queue.capacity = 2).await;
     for i in 0..2 {
-        let (status, _) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", &format!("m{i}")),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        app.send_sms(&format!("m{i}")).await;
     }
     let response = app
         .client

@@ -690,13 +690,7 @@ async fn floods_get_429_with_retry_after_and_nothing_is_stored_for_them() {
             "{db:?}"
         );
         // Another key has a budget of its own.
-        let (status, _) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "admin's own budget"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        app.send_sms("admin's own budget").await;
         app.drained().await;
         assert_eq!(
             app.scalar("SELECT COUNT(*) FROM messages").await,
@@ -1082,23 +1076,8 @@ async fn as_operator(
 /// Dead letters made the quick way: events from a schema version this server cannot read
 /// are parked at once.
 async fn park(app: &TestApp, n: usize) -> Vec<i64> {
-    use messaging_server::domain::{Accept, IntoEvent, SendSms};
     for i in 0..n {
-        let mut event = SendSms {
-            from: Some("+12016661234".into()),
-            to: Some("+18045551234".into()),
-            r#type: Some("sms".into()),
-            body: Some(format!("from the future {i}")),
-            ..Default::default()
-        }
-        .into_event(&Accept {
-            default_customer: default_customer(app),
-            inbound_owner: None,
-            idempotency_header: None,
-            endpoint: "/api/messages/sms",
-            now: chrono::Utc::now(),
-        })
-        .unwrap();
+        let mut event = common::sms_event(default_customer(app), &format!("from the future {i}"));
         event.schema_version = 2;
         app.enqueue(vec![event]).await;
     }

@@ -6,7 +6,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use common::nats::NatsServer;
+use common::nats::{nats_databases, NatsServer};
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_on, TestApp, TestDatabase};
 use futures_util::StreamExt;
@@ -166,10 +166,7 @@ async fn an_sms_outage_holds_up_neither_inbound_nor_email_memory_queue() {
 /// it, so the window never fills with SMS waiting for their provider.
 #[actix_web::test]
 async fn an_sms_outage_holds_up_neither_inbound_nor_email_nats() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![], Answer::Status(503, None));
         let database = TestDatabase::create(db).await;
@@ -200,13 +197,7 @@ async fn no_202_for_a_key_whose_first_request_is_not_enqueued_yet() {
         Hooks::default(),
     )
     .await;
-    let (status, _) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "fills the queue"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    app.send_sms("fills the queue").await;
     let body = sms("+12016661234", "+18045551234", "same key");
     let tries = (0..10).map(|_| {
         let request = app

@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use actix_web::http::StatusCode;
-use common::{sms, spawn_app, Db};
+use common::{spawn_app, Db};
 use serde_json::Value;
 
 fn repo_file(path: &str) -> PathBuf {
@@ -208,13 +207,7 @@ fn exposed(text: &str, name: &str) -> bool {
 #[actix_web::test]
 async fn every_metric_the_dashboard_and_alerts_query_is_exposed() {
     let app = spawn_app(Db::Sqlite).await;
-    let (status, _) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "hi"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    app.send_sms("hi").await;
     app.post_json("/api/messages/sms", &serde_json::json!({}))
         .await;
     app.drained().await;

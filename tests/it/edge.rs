@@ -269,11 +269,7 @@ async fn an_event_with_a_nul_off_the_queue_is_a_permanent_failure() {
 async fn paging_past_a_64_bit_offset_is_a_400_on_every_list() {
     for db in databases() {
         let app = spawn_app(db).await;
-        app.post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "x"),
-        )
-        .await;
+        app.post_sms("x").await;
         app.drained().await;
         for list in [
             "/api/conversations",
@@ -337,13 +333,7 @@ async fn a_webhook_cannot_take_the_key_of_an_outbound_message() {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{inbound}");
         app.drained().await;
-        let (status, outbound) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        let outbound = app.send_sms(body).await;
         assert_ne!(inbound["idempotency_key"], outbound["idempotency_key"]);
         app.drained().await;
         assert_eq!(
@@ -440,11 +430,7 @@ async fn a_reused_key_with_another_request_is_422_and_a_repeat_is_the_original_a
             "{db:?}"
         );
         assert_eq!(app.scalar("SELECT COUNT(*) FROM dead_letters").await, 0);
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            1
-        );
+        assert_eq!(app.sent_count().await, 1);
     }
 }
 
@@ -471,8 +457,7 @@ async fn the_worker_dead_letters_a_key_reused_with_another_request() {
             "{db:?}"
         );
         assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
+            app.sent_count().await,
             1,
             "{db:?}: the stored message is not marked failed by the other request's dead letter"
         );
@@ -675,13 +660,7 @@ async fn the_http_provider_sends_over_https_to_a_trusted_certificate_only() {
     };
 
     let app = start(stub.ca_file.display().to_string()).await;
-    let (status, _) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "over tls"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    app.send_sms("over tls").await;
     app.drained().await;
     assert_eq!(stub.calls(), 1);
     assert_eq!(
@@ -693,12 +672,7 @@ async fn the_http_provider_sends_over_https_to_a_trusted_certificate_only() {
     );
 
     let untrusting = start(String::new()).await;
-    untrusting
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "refused"),
-        )
-        .await;
+    untrusting.post_sms("refused").await;
     untrusting.drained().await;
     assert_eq!(stub.calls(), 1, "no message over an unverified connection");
     let (_, page) = untrusting.get("/api/dlq").await;

@@ -14,7 +14,6 @@ use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::faults::Site;
 use messaging_server::config::Settings;
-use messaging_server::domain::{Accept, IntoEvent, SendSms};
 use messaging_server::startup::Hooks;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database};
 use serde_json::{json, Value};
@@ -34,13 +33,7 @@ async fn spawn_with_stub(
 }
 
 async fn send_one(app: &TestApp, body: &str) -> String {
-    let (status, answer) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let answer = app.send_sms(body).await;
     answer["idempotency_key"].as_str().unwrap().to_string()
 }
 
@@ -171,21 +164,10 @@ async fn a_provider_always_rate_limiting_ends_in_the_dead_letter_queue() {
 async fn an_event_with_an_unknown_schema_version_is_dead_lettered_without_retries() {
     for db in databases() {
         let app = spawn_app_with(db, |s| s.retry.max_attempts = 10, Hooks::default()).await;
-        let mut event = SendSms {
-            from: Some("+12016661234".into()),
-            to: Some("+18045551234".into()),
-            r#type: Some("sms".into()),
-            body: Some("from the future".into()),
-            ..Default::default()
-        }
-        .into_event(&Accept {
-            default_customer: app.state.settings.api.default_customer_id,
-            inbound_owner: None,
-            idempotency_header: None,
-            endpoint: "/api/messages/sms",
-            now: Utc::now(),
-        })
-        .unwrap();
+        let mut event = common::sms_event(
+            app.state.settings.api.default_customer_id,
+            "from the future",
+        );
         event.schema_version = 2;
         app.enqueue(vec![event]).await;
         app.drained().await;
@@ -215,12 +197,7 @@ async fn replay_after_the_fault_is_fixed_stores_and_sends_exactly_once() {
 
         stub.set_fallback(Answer::Accept);
         let id = letters[0]["id"].as_i64().unwrap();
-        let (status, _) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (status, _) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         app.drained().await;
 
@@ -232,20 +209,13 @@ async fn replay_after_the_fault_is_fixed_stores_and_sends_exactly_once() {
         let (_, letter) = app.get(&format!("/api/dlq/{id}")).await;
         assert!(letter["replayed_at"].is_string(), "replay is recorded");
 
-        let (status, problem) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (status, problem) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(
             status,
             StatusCode::CONFLICT,
             "a replayed dead letter is not replayed twice: {problem}"
         );
-        let (status, _) = app
-            .request(app.client.post(app.url("/api/dlq/999999/replay")), None)
-            .await;
+        let (status, _) = app.post_empty("/api/dlq/999999/replay").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
         let (status, _) = app
@@ -270,20 +240,12 @@ async fn replay_all_re_enqueues_every_pending_dead_letter() {
     app.drained().await;
     assert_eq!(dead_letters(&app).await.len(), 3);
     stub.set_fallback(Answer::Accept);
-    let (status, answer) = app
-        .request(app.client.post(app.url("/api/dlq/replay")), None)
-        .await;
+    let (status, answer) = app.post_empty("/api/dlq/replay").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(answer["replayed"], 3);
     app.drained().await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-            .await,
-        3
-    );
-    let (_, answer) = app
-        .request(app.client.post(app.url("/api/dlq/replay")), None)
-        .await;
+    assert_eq!(app.sent_count().await, 3);
+    let (_, answer) = app.post_empty("/api/dlq/replay").await;
     assert_eq!(answer["replayed"], 0, "already replayed ones are skipped");
 }
 
@@ -357,11 +319,7 @@ async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
         // The pool still works after the restart.
         send_one(&app, "after the restart").await;
         app.drained().await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            2
-        );
+        assert_eq!(app.sent_count().await, 2);
     }
 }
 
@@ -448,24 +406,12 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
         assert!(!keys.is_empty(), "{db:?}");
         // The workers hold their batches while nothing commits: readiness and the edge say
         // so, and no attempt is spent (a long outage must not end in dead letters).
-        eventually(
-            Duration::from_secs(10),
+        app.until_unready(
             "readiness reports the failing writes",
-            || async {
-                let (status, body) = app.get("/readyz").await;
-                status == StatusCode::SERVICE_UNAVAILABLE
-                    && body["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.contains("database (not taking writes)"))
-            },
+            "database (not taking writes)",
         )
         .await;
-        let (status, _) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "refused"),
-            )
-            .await;
+        let (status, _) = app.post_sms("refused").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{db:?}");
         let (_, text) = app.get("/metrics").await;
         let text = text.as_str().unwrap_or_default().to_string();
@@ -483,11 +429,7 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
             keys.len() as i64,
             "{db:?}: none lost, none doubled"
         );
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            keys.len() as i64
-        );
+        assert_eq!(app.sent_count().await, keys.len() as i64);
         for key in &keys {
             assert_eq!(app.sms.successful_calls(key), 1);
         }
@@ -535,12 +477,7 @@ async fn under_a_flaky_provider_every_message_is_sent_exactly_once() {
             .collect();
         app.drained().await;
 
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            100,
-            "{db:?}"
-        );
+        assert_eq!(app.sent_count().await, 100, "{db:?}");
         for key in &keys {
             assert_eq!(
                 app.sms.successful_calls(key),
@@ -609,23 +546,7 @@ async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
         // Both wait in the queue before the worker starts, so they arrive in one batch.
         let conn = store::connect(&settings.database).await.unwrap();
         store::migrate(&conn).await.unwrap();
-        let event = |body: &str| {
-            SendSms {
-                from: Some("+12016661234".into()),
-                to: Some("+18045551234".into()),
-                r#type: Some("sms".into()),
-                body: Some(body.into()),
-                ..Default::default()
-            }
-            .into_event(&Accept {
-                default_customer: settings.api.default_customer_id,
-                inbound_owner: None,
-                idempotency_header: None,
-                endpoint: "/api/messages/sms",
-                now: Utc::now(),
-            })
-            .unwrap()
-        };
+        let event = |body: &str| common::sms_event(settings.api.default_customer_id, body);
         let mut unreadable = event("from the future");
         unreadable.schema_version = 2;
         let unsaved =
@@ -667,20 +588,10 @@ async fn a_failure_reported_just_before_the_worker_panics_is_settled_once() {
             .find(|l| l["last_error"].as_str().unwrap().contains("panicked"))
             .expect("the SMS's dead letter");
         let id = panicked["id"].as_i64().unwrap();
-        let (status, _) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (status, _) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{db:?}");
         app.drained().await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            1,
-            "{db:?}"
-        );
+        assert_eq!(app.sent_count().await, 1, "{db:?}");
     }
 }
 
@@ -709,34 +620,13 @@ async fn a_panicking_event_fails_alone_and_its_batch_mates_are_stored_at_once() 
         )
         .await;
         let customer = app.state.settings.api.default_customer_id;
-        let event = |body: &str| {
-            SendSms {
-                from: Some("+12016661234".into()),
-                to: Some("+18045551234".into()),
-                r#type: Some("sms".into()),
-                body: Some(body.into()),
-                ..Default::default()
-            }
-            .into_event(&Accept {
-                default_customer: customer,
-                inbound_owner: None,
-                idempotency_header: None,
-                endpoint: "/api/messages/sms",
-                now: Utc::now(),
-            })
-            .unwrap()
-        };
+        let event = |body: &str| common::sms_event(customer, body);
         let mut events: Vec<_> = (0..99).map(|i| event(&format!("fine {i}"))).collect();
         events.insert(50, event("poison"));
         let poison = events[50].idempotency_key.as_str().to_string();
         app.enqueue(events).await;
         app.drained().await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            99,
-            "{db:?}"
-        );
+        assert_eq!(app.sent_count().await, 99, "{db:?}");
         assert_eq!(
             app.scalar("SELECT COUNT(*) FROM event_failures").await,
             1,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use actix_web::http::StatusCode;
-use common::{databases, spawn_app_with, Db, TestApp};
+use common::{databases, spawn_api_only, spawn_app_with, TestApp};
 use futures_util::StreamExt;
 use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
@@ -342,15 +342,7 @@ async fn enqueued(app: &TestApp) -> usize {
 #[actix_web::test]
 async fn generated_hostile_requests_get_202_or_a_problem_and_4xx_enqueue_nothing() {
     panics();
-    let app = spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            s.worker.enabled = false;
-            s.queue.capacity = 100_000;
-        },
-        Hooks::default(),
-    )
-    .await;
+    let app = spawn_api_only(|s| s.queue.capacity = 100_000).await;
     let tally = run(&app, 0x5eed, 1500, 8).await;
     assert!(
         tally.failures.is_empty(),

@@ -11,9 +11,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use common::nats::{free_port, NatsCluster, NatsServer};
+use common::nats::{free_port, nats_databases, NatsCluster, NatsServer};
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms, spawn_on, test_settings, Db, TestDatabase};
+use common::{databases, eventually, scalar_at, sms, spawn_on, test_settings, Db, TestDatabase};
 use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::domain::IdempotencyKey;
 use messaging_server::http::AppState;
@@ -52,10 +52,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[actix_web::test]
 async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let database = TestDatabase::create(db).await;
         let url = nats.url();
@@ -115,9 +112,7 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
         use_nats(&mut settings, &url);
         let workers = start_app(settings, Hooks::default()).await;
         eventually(Duration::from_secs(20), "all stored", || async {
-            api.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 10
+            api.sent_count().await == 10
         })
         .await;
         eventually(Duration::from_secs(10), "stream drained", || async {
@@ -137,10 +132,7 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
 
 #[actix_web::test]
 async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![Answer::Status(503, None)], Answer::Accept);
         let database = TestDatabase::create(db).await;
@@ -151,18 +143,10 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
             settings.retry.max_delay = Duration::from_secs(1);
         })
         .await;
-        let (status, answer) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "retried"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        let answer = app.send_sms("retried").await;
         let k = answer["idempotency_key"].as_str().unwrap().to_string();
         eventually(Duration::from_secs(20), "sent", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 1
+            app.sent_count().await == 1
         })
         .await;
         let calls = stub.calls();
@@ -183,10 +167,7 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
 
 #[actix_web::test]
 async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let url = nats.url();
         let app = spawn_on(
@@ -201,17 +182,10 @@ async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
             Hooks::default(),
         )
         .await;
-        let (_, answer) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "slow provider"),
-            )
-            .await;
+        let (_, answer) = app.post_sms("slow provider").await;
         let k = answer["idempotency_key"].as_str().unwrap().to_string();
         eventually(Duration::from_secs(20), "sent", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 1
+            app.sent_count().await == 1
         })
         .await;
         let (_, text) = app.get("/metrics").await;
@@ -227,10 +201,7 @@ async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
 
 #[actix_web::test]
 async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let url = nats.url();
         let app = spawn_on(
@@ -278,12 +249,7 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
             "{db:?}: one dead letter each"
         );
         let id = garbage["id"].as_i64().unwrap();
-        let (status, _) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (status, _) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(
             status,
             StatusCode::CONFLICT,
@@ -294,10 +260,7 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
 
 #[actix_web::test]
 async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let mut nats = NatsServer::start().await;
         let url = nats.url();
         let app = spawn_on(
@@ -317,16 +280,7 @@ async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
             );
         }
         nats.kill();
-        eventually(
-            Duration::from_secs(10),
-            "readyz names the queue",
-            || async {
-                let (status, problem) = app.get("/readyz").await;
-                status == StatusCode::SERVICE_UNAVAILABLE
-                    && problem["detail"].as_str().unwrap_or("").contains("queue")
-            },
-        )
-        .await;
+        app.until_unready("readyz names the queue", "queue").await;
         for i in 5..10 {
             let started = Instant::now();
             let mut response = app
@@ -359,9 +313,7 @@ async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
             );
         }
         eventually(Duration::from_secs(30), "every 202 stored", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 10
+            app.sent_count().await == 10
         })
         .await;
         assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 10);
@@ -371,22 +323,14 @@ async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
 
 #[actix_web::test]
 async fn a_replayed_dead_letter_is_republished_even_within_the_duplicate_window() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let stub = StubProvider::start(vec![], Answer::Status(400, None));
         let database = TestDatabase::create(db).await;
         let app =
             common::spawn_with_stub(database, &stub, |settings| use_nats(settings, &nats.url()))
                 .await;
-        let (_, answer) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "refused, then fixed"),
-            )
-            .await;
+        let (_, answer) = app.post_sms("refused, then fixed").await;
         let k = answer["idempotency_key"].as_str().unwrap().to_string();
         eventually(Duration::from_secs(10), "dead-lettered", || async {
             app.scalar("SELECT COUNT(*) FROM dead_letters").await == 1
@@ -394,17 +338,10 @@ async fn a_replayed_dead_letter_is_republished_even_within_the_duplicate_window(
         .await;
         stub.set_fallback(Answer::Accept);
         let id = app.scalar("SELECT MAX(id) FROM dead_letters").await;
-        let (status, _) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (status, _) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         eventually(Duration::from_secs(10), "sent after the replay", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 1
+            app.sent_count().await == 1
         })
         .await;
         assert_eq!(stub.accepted(&k), 1, "{db:?}");
@@ -622,21 +559,6 @@ impl Drop for Proc {
     }
 }
 
-async fn scalar(url: &str, sql: &str) -> i64 {
-    let db = Database::connect(url).await.expect("connect");
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect(sql)
-        .expect("a row");
-    let n = row.try_get_by_index::<i64>(0).unwrap();
-    db.close().await.ok();
-    n
-}
-
 async fn stored_keys(url: &str) -> BTreeSet<String> {
     let db = Database::connect(url).await.expect("connect");
     let rows = db
@@ -719,21 +641,21 @@ async fn assert_every_202_stored_once(url: &str, accepted: &[String]) {
         Duration::from_secs(60),
         "every accepted message stored",
         || async {
-            scalar(url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
+            scalar_at(url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
                 == expected.len() as i64
         },
     )
     .await;
     let stored = stored_keys(url).await;
     assert_eq!(stored, expected, "stored = accepted, none lost, none extra");
-    let wrong = scalar(
+    let wrong = scalar_at(
         url,
         "SELECT COUNT(*) FROM conversations c WHERE c.message_count <> \
          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)",
     )
     .await;
     assert_eq!(wrong, 0, "conversation counters exact");
-    let counted = scalar(
+    let counted = scalar_at(
         url,
         "SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM conversations",
     )
@@ -914,7 +836,7 @@ async fn a_worker_stopped_with_sigterm_hands_back_what_it_holds_and_exits_0() {
         Duration::from_secs(20),
         "stored by the next worker",
         || async {
-            scalar(
+            scalar_at(
                 &database.url,
                 "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
             )
@@ -1048,7 +970,7 @@ async fn chaos(database: TestDatabase) {
         Duration::from_secs(30),
         "the refused dead-lettered",
         || async {
-            scalar(&database.url, "SELECT COUNT(*) FROM dead_letters").await == rejected as i64
+            scalar_at(&database.url, "SELECT COUNT(*) FROM dead_letters").await == rejected as i64
         },
     )
     .await;
@@ -1106,7 +1028,7 @@ async fn chaos(database: TestDatabase) {
     }
 
     eventually(Duration::from_secs(90), "every message sent", || async {
-        scalar(
+        scalar_at(
             &database.url,
             "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
         )
@@ -1143,7 +1065,7 @@ async fn chaos(database: TestDatabase) {
         }
     }
     eprintln!("{total} messages: {twice} called twice (their worker was killed mid-call)");
-    let wrong = scalar(
+    let wrong = scalar_at(
         &database.url,
         "SELECT COUNT(*) FROM conversations c WHERE c.message_count <> \
          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)",

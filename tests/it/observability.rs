@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use common::{eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
+use common::{eventually, spawn_api_only, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::queue::Close;
 use messaging_server::startup::Hooks;
 use serde_json::json;
@@ -42,20 +42,10 @@ fn sample(text: &str, name: &str, labels: &str) -> f64 {
 async fn metrics_count_known_traffic() {
     let app = spawn_app_with(Db::Sqlite, |s| s.worker.concurrency = 3, Hooks::default()).await;
     for i in 0..3 {
-        let (status, _) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", &format!("m{i}")),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        app.send_sms(&format!("m{i}")).await;
     }
     // A duplicate of the first, and one invalid request.
-    app.post_json(
-        "/api/messages/sms",
-        &sms("+12016661234", "+18045551234", "m0"),
-    )
-    .await;
+    app.post_sms("m0").await;
     let (status, _) = app
         .post_json("/api/messages/sms", &json!({"from": "nobody"}))
         .await;
@@ -158,21 +148,9 @@ async fn metrics_count_known_traffic() {
 
 #[actix_web::test]
 async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            s.worker.enabled = false;
-            s.queue.capacity = 3;
-        },
-        Hooks::default(),
-    )
-    .await;
+    let app = spawn_api_only(|s| s.queue.capacity = 3).await;
     for i in 0..4 {
-        app.post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", &format!("m{i}")),
-        )
-        .await;
+        app.post_sms(&format!("m{i}")).await;
     }
     let text = scrape(&app).await;
     assert_eq!(
@@ -195,12 +173,7 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
         Hooks::default(),
     )
     .await;
-    failing
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "doomed"),
-        )
-        .await;
+    failing.post_sms("doomed").await;
     failing.drained().await;
     let text = scrape(&failing).await;
     assert_eq!(sample(&text, "messaging_dlq_size", ""), 1.0);
@@ -218,9 +191,7 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
         ),
         2.0
     );
-    failing
-        .request(failing.client.post(failing.url("/api/dlq/replay")), None)
-        .await;
+    failing.post_empty("/api/dlq/replay").await;
     let text = scrape(&failing).await;
     assert_eq!(
         sample(&text, "messaging_dlq_size", ""),
@@ -243,12 +214,7 @@ async fn readiness_names_a_closed_queue() {
         problem["detail"].as_str().unwrap().contains("queue"),
         "{problem}"
     );
-    let (status, _) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "too late"),
-        )
-        .await;
+    let (status, _) = app.post_sms("too late").await;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -275,19 +241,8 @@ async fn readiness_names_an_unreachable_database() {
             "ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
         ))
         .await;
-    eventually(
-        Duration::from_secs(10),
-        "readyz reports the database",
-        || async {
-            let (status, problem) = app.get("/readyz").await;
-            status == StatusCode::SERVICE_UNAVAILABLE
-                && problem["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("database")
-        },
-    )
-    .await;
+    app.until_unready("readyz reports the database", "database")
+        .await;
     app.database
         .admin_execute(&format!("ALTER ROLE {role} LOGIN"))
         .await;

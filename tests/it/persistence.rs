@@ -380,11 +380,7 @@ async fn connections_to_postgres_do_not_wait_for_delayed_acks() {
         .port()
         .unwrap_or(5432);
     // Several writes, so the pool has opened its connections.
-    app.post_json(
-        "/api/messages/sms",
-        &common::sms("+12016661234", "+18045551234", "hello"),
-    )
-    .await;
+    app.post_sms("hello").await;
     app.drained().await;
     let mut checked = 0;
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {

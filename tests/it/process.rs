@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms, Db, TestDatabase};
+use common::{databases, eventually, scalar_at, sms, Db, TestDatabase};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
 
@@ -269,21 +269,6 @@ fn printed_keys(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-async fn count(url: &str, sql: &str) -> i64 {
-    let db = Database::connect(url).await.expect("connect");
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect(sql)
-        .expect("a row");
-    let n = row.try_get_by_index::<i64>(0).unwrap();
-    db.close().await.ok();
-    n
-}
-
 #[actix_web::test]
 async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
     let database = TestDatabase::create(Db::Sqlite).await;
@@ -315,7 +300,7 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
     let (code, logs) = server.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "graceful exit:\n{logs}");
     assert_eq!(
-        count(
+        scalar_at(
             &database.url,
             "SELECT COUNT(*) FROM messages WHERE status = 'sent'"
         )
@@ -323,7 +308,7 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
         30
     );
     assert_eq!(
-        count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+        scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
         0
     );
 
@@ -398,7 +383,7 @@ async fn sigterm_records_the_last_use_of_api_keys() {
         assert!(!logs.contains("panicked"), "{db:?}:\n{logs}");
         let prefix = &key[..messaging_server::store::keys::PREFIX_LEN];
         assert_eq!(
-            count(
+            scalar_at(
                 &database.url,
                 &format!(
                     "SELECT COUNT(*) FROM api_keys WHERE prefix = '{prefix}' AND last_used_at IS NOT NULL"
@@ -430,12 +415,12 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
         let (code, logs) = api.terminate(Duration::from_secs(30));
         assert_eq!(code, Some(0), "{logs}");
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             10,
             "{db:?}"
         );
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM messages").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM messages").await,
             0
         );
 
@@ -448,11 +433,13 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
         let url = database.url.clone();
         eventually(Duration::from_secs(20), "restored events stored", || {
             let url = url.clone();
-            async move { count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10 }
+            async move {
+                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10
+            }
         })
         .await;
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             0
         );
         let (code, _) = server.terminate(Duration::from_secs(30));
@@ -497,7 +484,7 @@ async fn a_backlog_of_many_chunks_is_saved_whole_after_busy_http_workers() {
         let (code, logs) = api.terminate(Duration::from_secs(60));
         assert_eq!(code, Some(0), "{db:?}: {logs}");
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             EVENTS as i64,
             "{db:?}: every queued event saved in the database: {logs}"
         );
@@ -536,12 +523,12 @@ async fn calls_in_flight_at_the_shutdown_deadline_are_given_back_for_the_next_st
     // Each one is kept for the next start: stored (ingest ends at the commit) with its
     // provider call cut off by the deadline and the message given back, due at once; or,
     // not stored yet, saved with the queue.
-    let given_back = count(
+    let given_back = scalar_at(
         &database.url,
         "SELECT COUNT(*) FROM messages WHERE status = 'queued' AND lease_token IS NULL",
     )
     .await;
-    let saved = count(&database.url, "SELECT COUNT(*) FROM pending_events").await;
+    let saved = scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await;
     assert_eq!(given_back + saved, 5, "{logs}");
     if given_back > 0 {
         assert!(logs.contains("given_back"), "{logs}");
@@ -549,13 +536,19 @@ async fn calls_in_flight_at_the_shutdown_deadline_are_given_back_for_the_next_st
 
     let server = Server::start(&database.url, &[]).await;
     let url = database.url.clone();
-    eventually(Duration::from_secs(20), "kept events sent after the restart", || {
-        let url = url.clone();
-        async move { count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 5 }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "kept events sent after the restart",
+        || {
+            let url = url.clone();
+            async move {
+                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 5
+            }
+        },
+    )
     .await;
     assert_eq!(
-        count(&database.url, "SELECT COUNT(*) FROM messages").await,
+        scalar_at(&database.url, "SELECT COUNT(*) FROM messages").await,
         5,
         "none doubled"
     );
@@ -579,7 +572,7 @@ async fn dlq_commands_list_replay_and_purge() {
     let url = database.url.clone();
     eventually(Duration::from_secs(10), "dead letter written", || {
         let url = url.clone();
-        async move { count(&url, "SELECT COUNT(*) FROM dead_letters").await == 1 }
+        async move { scalar_at(&url, "SELECT COUNT(*) FROM dead_letters").await == 1 }
     })
     .await;
 
@@ -617,7 +610,7 @@ async fn dlq_commands_list_replay_and_purge() {
     // The replayed event fails again (the provider always fails): a second dead letter.
     eventually(Duration::from_secs(10), "replayed event dead again", || {
         let url = url.clone();
-        async move { count(&url, "SELECT COUNT(*) FROM dead_letters").await == 2 }
+        async move { scalar_at(&url, "SELECT COUNT(*) FROM dead_letters").await == 2 }
     })
     .await;
     server.terminate(Duration::from_secs(30));
@@ -637,7 +630,7 @@ async fn dlq_commands_list_replay_and_purge() {
     let said = String::from_utf8_lossy(&purge.stdout);
     assert!(said.starts_with("purged 2 dead letter(s)"), "{said}");
     assert_eq!(
-        count(&database.url, "SELECT COUNT(*) FROM dead_letters").await,
+        scalar_at(&database.url, "SELECT COUNT(*) FROM dead_letters").await,
         0,
         "the purged dead letters are gone"
     );
@@ -720,7 +713,7 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
         let url = database.url.clone();
         eventually(Duration::from_secs(10), "the message stored", || {
             let url = url.clone();
-            async move { count(&url, "SELECT COUNT(*) FROM messages").await == 1 }
+            async move { scalar_at(&url, "SELECT COUNT(*) FROM messages").await == 1 }
         })
         .await;
         assert_eq!(
@@ -758,7 +751,7 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
             "{db:?}: only the first start prints a key: {stdout}"
         );
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM api_keys").await,
             1
         );
     }
@@ -840,7 +833,7 @@ async fn four_servers_starting_at_once_on_an_empty_database_all_serve_and_print_
             .collect();
         assert_eq!(printed.len(), 1, "{db:?}: {printed:?}");
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM api_keys").await,
             1
         );
     }
@@ -863,7 +856,7 @@ async fn with_auth_off_nothing_is_printed_the_api_is_open_and_every_start_warns(
     assert!(printed_keys(&stdout.lock().unwrap()).is_empty());
     assert!(logs.contains("auth.required = false"), "{logs}");
     assert_eq!(
-        count(&database.url, "SELECT COUNT(*) FROM api_keys").await,
+        scalar_at(&database.url, "SELECT COUNT(*) FROM api_keys").await,
         0
     );
 }
@@ -1170,7 +1163,7 @@ async fn a_shutdown_the_database_refuses_spills_to_a_file_that_the_next_start_lo
             }
         }
         assert_eq!(
-            count(&database.url, "SELECT COUNT(*) FROM pending_events").await,
+            scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             0
         );
         let files = spill_files(&spill);
@@ -1183,7 +1176,9 @@ async fn a_shutdown_the_database_refuses_spills_to_a_file_that_the_next_start_lo
         let url = database.url.clone();
         eventually(Duration::from_secs(20), "spilled events stored", || {
             let url = url.clone();
-            async move { count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10 }
+            async move {
+                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10
+            }
         })
         .await;
         assert!(
@@ -1232,7 +1227,7 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
         eventually(Duration::from_secs(20), "batches stored, unsent", || {
             let url = url.clone();
             async move {
-                count(
+                scalar_at(
                     &url,
                     "SELECT COUNT(*) FROM messages WHERE status = 'queued'",
                 )
@@ -1244,9 +1239,9 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
         server.kill();
         let killed_at = Instant::now();
         stub.set_fallback(Answer::Accept);
-        let stored = count(&database.url, "SELECT COUNT(*) FROM messages").await;
+        let stored = scalar_at(&database.url, "SELECT COUNT(*) FROM messages").await;
         assert_eq!(
-            count(
+            scalar_at(
                 &database.url,
                 "SELECT COUNT(*) FROM messages WHERE status = 'queued'"
             )
@@ -1260,7 +1255,8 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
         eventually(Duration::from_secs(30), "every stuck message sent", || {
             let url = url.clone();
             async move {
-                count(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == stored
+                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
+                    == stored
             }
         })
         .await;

@@ -9,15 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use chrono::Utc;
-use common::nats::NatsServer;
+use common::nats::{nats_databases, NatsServer};
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms, spawn_on, Db, TestApp, TestDatabase};
+use common::{databases, eventually, sms_event, spawn_on, Db, TestApp, TestDatabase};
 use futures_util::future::LocalBoxFuture;
 use messaging_server::actors::faults::FaultHook;
 use messaging_server::actors::queue::Close;
 use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
-use messaging_server::domain::{Accept, Event, IntoEvent, SendSms};
+use messaging_server::domain::Event;
 use messaging_server::providers::{OutboundMessage, Provider, ProviderError, Providers, Receipt};
 use messaging_server::startup::{self, Application, Hooks};
 use messaging_server::store::dead_letters;
@@ -59,32 +58,8 @@ async fn start(
     spawn_on(database, move |s| *s = settings, hooks).await
 }
 
-fn event(customer: uuid::Uuid, body: &str) -> Event {
-    SendSms {
-        from: Some("+12016661234".into()),
-        to: Some("+18045551234".into()),
-        r#type: Some("sms".into()),
-        body: Some(body.into()),
-        ..Default::default()
-    }
-    .into_event(&Accept {
-        default_customer: customer,
-        inbound_owner: None,
-        idempotency_header: None,
-        endpoint: "/api/messages/sms",
-        now: Utc::now(),
-    })
-    .unwrap()
-}
-
 async fn send_ok(app: &TestApp, body: &str) -> String {
-    let (status, answer) = app
-        .post_json(
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let answer = app.send_sms(body).await;
     answer["idempotency_key"].as_str().unwrap().to_string()
 }
 
@@ -164,11 +139,11 @@ async fn events_the_database_cannot_store_are_dead_lettered_and_the_queue_drains
         // Off the queue, past the HTTP edge that refuses them: a NUL in the body, in a
         // metadata value, and in the idempotency key. PostgreSQL refuses NUL in text and
         // jsonb, so the plain dead letter fails there too.
-        let mut in_body = event(customer, "x");
+        let mut in_body = sms_event(customer, "x");
         in_body.body = "nul \0 in the body".into();
-        let mut in_metadata = event(customer, "nul in the metadata");
+        let mut in_metadata = sms_event(customer, "nul in the metadata");
         in_metadata.metadata = Some(serde_json::json!({ "note": "a\u{0}b" }));
-        let mut in_key = event(customer, "nul in the key");
+        let mut in_key = sms_event(customer, "nul in the key");
         in_key.idempotency_key =
             messaging_server::domain::IdempotencyKey::from_stored("k\0ey".into());
         let poisoned = vec![in_body, in_metadata, in_key];
@@ -201,12 +176,7 @@ async fn events_the_database_cannot_store_are_dead_lettered_and_the_queue_drains
         // The pipeline goes on.
         send_ok(&app, "after the poison").await;
         app.drained().await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            1,
-            "{db:?}"
-        );
+        assert_eq!(app.sent_count().await, 1, "{db:?}");
     }
 }
 
@@ -246,11 +216,7 @@ async fn a_dead_letter_refused_as_it_is_is_stored_encoded_and_can_be_replayed() 
             "{db:?}: the encoded event replays"
         );
         app.drained().await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            1
-        );
+        assert_eq!(app.sent_count().await, 1);
         assert_eq!(stub.accepted(&key), 1);
     }
 }
@@ -314,7 +280,7 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
             }
         }
         // An event that fails at once (permanently) and writes nothing but its dead letter.
-        let mut invalid = event(
+        let mut invalid = sms_event(
             app.state.settings.api.default_customer_id,
             "from the future",
         );
@@ -327,19 +293,8 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
         .await;
         // Its dead letter cannot be written for a while (tried every second meanwhile):
         // the event stays in the queue, and readiness says the queue does not move.
-        eventually(
-            Duration::from_secs(10),
-            "readyz names the stall",
-            || async {
-                let (status, problem) = app.get("/readyz").await;
-                status == StatusCode::SERVICE_UNAVAILABLE
-                    && problem["detail"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("queue stalled (1 events waiting")
-            },
-        )
-        .await;
+        app.until_unready("readyz names the stall", "queue stalled (1 events waiting")
+            .await;
         assert_eq!(
             app.state.backend.depth(),
             1,
@@ -461,12 +416,12 @@ async fn a_shutdown_keeps_what_the_database_refuses_in_a_spill_file_for_the_next
         let app = start(database, |s| s.worker.enabled = false, None).await;
         let customer = app.state.settings.api.default_customer_id;
         let mut events: Vec<Event> = (0..10)
-            .map(|i| event(customer, &format!("before {i}")))
+            .map(|i| sms_event(customer, &format!("before {i}")))
             .collect();
-        let mut poisoned = event(customer, "x");
+        let mut poisoned = sms_event(customer, "x");
         poisoned.body = "a NUL \0 PostgreSQL cannot store".into();
         events.push(poisoned.clone());
-        events.extend((0..10).map(|i| event(customer, &format!("after {i}"))));
+        events.extend((0..10).map(|i| sms_event(customer, &format!("after {i}"))));
         app.enqueue(events).await;
 
         let left = app.state.queue.send(Close).await.unwrap();
@@ -495,8 +450,7 @@ async fn a_shutdown_keeps_what_the_database_refuses_in_a_spill_file_for_the_next
         let next = start(database, |_| {}, None).await;
         next.drained().await;
         assert_eq!(
-            next.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
+            next.sent_count().await,
             20,
             "{db:?}: none of the accepted events lost"
         );
@@ -521,7 +475,7 @@ async fn store_unsent(database: &TestDatabase, n: usize) -> Vec<String> {
         .unwrap();
     let customer = settings.api.default_customer_id;
     let events: Vec<Event> = (0..n)
-        .map(|i| event(customer, &format!("stored, never sent {i}")))
+        .map(|i| sms_event(customer, &format!("stored, never sent {i}")))
         .collect();
     let refs: Vec<&Event> = events.iter().collect();
     MessageWriter::new(db.clone()).persist(&refs).await.unwrap();
@@ -540,9 +494,7 @@ async fn stored_but_unsent_messages_are_sent_once_at_start() {
         let stub = StubProvider::start(vec![], Answer::Accept);
         let app = start(database, |s| use_stub(s, &stub), None).await;
         eventually(Duration::from_secs(20), "stored messages sent", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 30
+            app.sent_count().await == 30
         })
         .await;
         app.drained().await;
@@ -588,9 +540,7 @@ async fn a_delivery_retry_waits_in_the_database_until_it_is_due() {
         let waiting = seen.into_inner().unwrap().unwrap();
         assert_eq!(waiting["attempts"], 1, "{db:?}: {waiting}");
         eventually(Duration::from_secs(15), "sent after the retry", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 1
+            app.sent_count().await == 1
         })
         .await;
         let calls = stub.calls();
@@ -655,9 +605,7 @@ async fn a_panicking_provider_call_fails_its_message_alone() {
             fine.push(send_ok(&app, &format!("fine {i}")).await);
         }
         eventually(Duration::from_secs(20), "the others sent", || async {
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 5
+            app.sent_count().await == 5
         })
         .await;
         eventually(
@@ -681,10 +629,7 @@ async fn a_panicking_provider_call_fails_its_message_alone() {
 /// due messages at the same time: each is claimed by one, and sent once.
 #[actix_web::test]
 async fn two_nats_workers_send_each_message_once() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         let database = TestDatabase::create(db).await;
         let keys = store_unsent(&database, 40).await;
@@ -712,10 +657,7 @@ async fn two_nats_workers_send_each_message_once() {
         actix_web::rt::spawn(other.run_until_stopped());
 
         eventually(Duration::from_secs(30), "stored messages sent", || async {
-            first
-                .scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await
-                == 40
+            first.sent_count().await == 40
         })
         .await;
         for key in &keys {

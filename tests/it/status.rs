@@ -9,7 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
-use common::nats::NatsServer;
+use common::nats::{nats_databases, NatsServer};
 use common::stub::{Answer, StubProvider};
 use common::{
     create_key, databases, eventually, sms, spawn_on, test_settings, Db, TestApp, TestDatabase,
@@ -212,12 +212,7 @@ async fn a_provider_4xx_is_dead_lettered_and_its_replay_is_sent() {
         let raw = letters["items"][0]["last_error"].as_str().unwrap();
         assert!(raw.contains("400") && raw.contains("stub says no"), "{raw}");
         let id = letters["items"][0]["id"].as_i64().unwrap();
-        let (code, _) = app
-            .request(
-                app.client.post(app.url(&format!("/api/dlq/{id}/replay"))),
-                None,
-            )
-            .await;
+        let (code, _) = app.post_empty(&format!("/api/dlq/{id}/replay")).await;
         assert_eq!(code, StatusCode::ACCEPTED);
         let sent = until(&app, &accepted.location, "sent").await;
         assert_stored(&sent, "sent");
@@ -391,10 +386,7 @@ async fn the_status_is_scoped_to_the_key_s_customer() {
 
 #[actix_web::test]
 async fn nats_statuses_from_pending_to_sent_received_and_dead_lettered() {
-    if common::require_tool("nats-server").is_none() {
-        return;
-    }
-    for db in databases() {
+    for db in nats_databases() {
         let nats = NatsServer::start().await;
         // SMS answered 400 (dead-lettered); email by the default mock (sent).
         let stub = StubProvider::start(Vec::new(), Answer::Status(400, None));

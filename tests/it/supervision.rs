@@ -270,16 +270,8 @@ async fn readiness_names_a_wedged(site: Site, answer: Answer, part: &str) {
         let app = spawn_with(db, &stub, hook, |_| {}).await;
         assert_ready(&app).await;
         send_ok(&app, "meets the wedge").await;
-        eventually(
-            Duration::from_secs(10),
-            &format!("readyz names {part}"),
-            || async {
-                let (status, problem) = app.get("/readyz").await;
-                let detail = problem["detail"].as_str().unwrap_or_default().to_string();
-                status == StatusCode::SERVICE_UNAVAILABLE && detail.contains(part)
-            },
-        )
-        .await;
+        app.until_unready(&format!("readyz names {part}"), part)
+            .await;
         let (_, problem) = app.get("/metrics").await;
         assert!(
             problem
@@ -344,26 +336,12 @@ async fn readiness_names_a_queue_that_does_not_move() {
         .await;
         send_ok(&app, "stuck in the dispatcher").await;
         send_ok(&app, "waiting behind it").await;
-        eventually(
-            Duration::from_secs(10),
-            "readyz names the stall",
-            || async {
-                let (status, problem) = app.get("/readyz").await;
-                let detail = problem["detail"].as_str().unwrap_or_default().to_string();
-                status == StatusCode::SERVICE_UNAVAILABLE
-                    && detail.contains("queue stalled (2 events waiting")
-            },
-        )
-        .await;
+        app.until_unready("readyz names the stall", "queue stalled (2 events waiting")
+            .await;
         release.notify_one();
         app.drained().await;
         assert_ready(&app).await;
-        assert_eq!(
-            app.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-                .await,
-            2,
-            "{db:?}"
-        );
+        assert_eq!(app.sent_count().await, 2, "{db:?}");
     }
 }
 
@@ -400,13 +378,7 @@ async fn readiness_names_a_database_that_refuses_writes_without_its_error_text()
         let expected = match db {
             Db::Postgres => "not ready: database (cannot read or write its tables)",
             Db::Sqlite => {
-                let (status, _) = app
-                    .post_json(
-                        "/api/messages/sms",
-                        &sms("+12016661234", "+18045551234", "w"),
-                    )
-                    .await;
-                assert_eq!(status, StatusCode::ACCEPTED);
+                app.send_sms("w").await;
                 "not ready: database (not taking writes)"
             }
         };

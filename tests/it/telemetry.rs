@@ -125,46 +125,19 @@ async fn one_message_is_one_trace_from_the_request_to_the_provider_call() {
     );
     assert!(trace.iter().all(|s| s.service == "messaging-test"));
 
-    assert_eq!(
-        request.attribute("http.request.method").as_deref(),
-        Some("POST")
-    );
-    assert_eq!(
-        request.attribute("http.route").as_deref(),
-        Some("/api/messages/sms")
-    );
-    assert_eq!(
-        request.attribute("http.response.status_code").as_deref(),
-        Some("202")
-    );
+    request.assert_attribute("http.request.method", "POST");
+    request.assert_attribute("http.route", "/api/messages/sms");
+    request.assert_attribute("http.response.status_code", "202");
     for span in [enqueue, process] {
-        assert_eq!(
-            span.attribute("messaging.message.id").as_deref(),
-            Some(event_id.as_str())
-        );
-        assert_eq!(
-            span.attribute("messaging.system").as_deref(),
-            Some("memory")
-        );
+        span.assert_attribute("messaging.message.id", event_id.as_str());
+        span.assert_attribute("messaging.system", "memory");
     }
     assert_eq!(process.events, ["stored"]);
-    assert_eq!(
-        process.attribute("message.outcome").as_deref(),
-        Some("stored")
-    );
-    assert_eq!(
-        deliver.attribute("message.outcome").as_deref(),
-        Some("sent")
-    );
-    assert_eq!(
-        deliver.attribute("messaging.system").as_deref(),
-        Some("database")
-    );
-    assert_eq!(provider.attribute("provider.name").as_deref(), Some("sms"));
-    assert_eq!(
-        provider.attribute("provider.outcome").as_deref(),
-        Some("sent")
-    );
+    process.assert_attribute("message.outcome", "stored");
+    deliver.assert_attribute("message.outcome", "sent");
+    deliver.assert_attribute("messaging.system", "database");
+    provider.assert_attribute("provider.name", "sms");
+    provider.assert_attribute("provider.outcome", "sent");
     assert!(
         trace.iter().all(|s| s.status_code != 2),
         "nothing failed: {trace:#?}"
@@ -243,21 +216,12 @@ async fn every_attempt_of_a_failing_message_is_marked_in_the_same_trace() {
         );
         assert_eq!(deliver.status_code, 2, "failed: {deliver:#?}");
         assert_eq!(deliver.events, ["failed"], "{deliver:#?}");
-        assert_eq!(
-            deliver.attribute("message.outcome").as_deref(),
-            Some("failed")
-        );
-        assert_eq!(
-            deliver.attribute("error.type").as_deref(),
-            Some("transient")
-        );
+        deliver.assert_attribute("message.outcome", "failed");
+        deliver.assert_attribute("error.type", "transient");
     }
     for provider in trace.iter().filter(|s| s.name == "provider send") {
         assert_eq!(provider.status_code, 2);
-        assert_eq!(
-            provider.attribute("provider.outcome").as_deref(),
-            Some("server_error")
-        );
+        provider.assert_attribute("provider.outcome", "server_error");
     }
 }
 
@@ -592,10 +556,7 @@ async fn api_and_worker_processes_on_nats_join_one_trace() {
     );
     assert_eq!(deliver.parent_span_id, enqueue.span_id);
     assert_eq!(provider.parent_span_id, deliver.span_id);
-    assert_eq!(
-        process.attribute("messaging.system").as_deref(),
-        Some("nats")
-    );
+    process.assert_attribute("messaging.system", "nats");
 
     worker.terminate();
     api.terminate();

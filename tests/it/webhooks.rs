@@ -56,13 +56,7 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
                              "messaging_provider_id": "in-1", "body": "hello"});
         let (status, received) = app.post_json("/api/webhooks/sms", &inbound).await;
         assert_eq!(status, StatusCode::ACCEPTED);
-        let (status, sent) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", "hi back"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        let sent = app.send_sms("hi back").await;
         let key = |v: &Value| v["idempotency_key"].as_str().unwrap().to_string();
         let wanted = [
             ("message.received".to_string(), key(&received)),
@@ -208,13 +202,7 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
 async fn send_many(app: &TestApp, n: usize, text: &str) -> Vec<String> {
     let mut keys = Vec::new();
     for i in 0..n {
-        let (status, accepted) = app
-            .post_json(
-                "/api/messages/sms",
-                &sms("+12016661234", "+18045551234", &format!("{text} {i}")),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let accepted = app.send_sms(&format!("{text} {i}")).await;
         keys.push(accepted["idempotency_key"].as_str().unwrap().to_string());
     }
     keys

@@ -210,6 +210,15 @@ pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, |_| {}, Hooks::default()).await
 }
 
+/// An API-only app on SQLite (worker off: what is accepted stays queued), `configure` applied.
+pub async fn spawn_api_only(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let configure = |s: &mut Settings| {
+        s.worker.enabled = false;
+        configure(s);
+    };
+    spawn_app_with(Db::Sqlite, configure, Hooks::default()).await
+}
+
 /// Starts the application as the binary does, with `configure` applied to the settings.
 /// Unless `hooks` brings its own providers, mocks built from the settings are used and
 /// kept so the test can ask what they delivered.
@@ -327,6 +336,28 @@ impl TestApp {
         self.request(self.client.get(self.url(path)), None).await
     }
 
+    /// POSTs to `path` with no body (e.g. a dead letter's replay).
+    pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
+        self.request(self.client.post(self.url(path)), None).await
+    }
+
+    /// POSTs an SMS with `body` from +12016661234 to +18045551234 (both owned).
+    pub async fn post_sms(&self, body: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/messages/sms",
+            &sms("+12016661234", "+18045551234", body),
+        )
+        .await
+    }
+
+    /// [`Self::post_sms`], asserting it is accepted (202); returns the answer.
+    pub async fn send_sms(&self, body: &str) -> Value {
+        let (status, answer) = self.post_sms(body).await;
+        let db = self.database.kind;
+        assert_eq!(status, StatusCode::ACCEPTED, "{db:?}: {answer}");
+        answer
+    }
+
     /// Sends `request` (with a JSON body if given) with the admin key unless it carries an
     /// Authorization header of its own; returns the status and the JSON answer (a string
     /// when the answer is not JSON, null when empty).
@@ -409,14 +440,26 @@ impl TestApp {
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {
-        let backend = self.db().get_database_backend();
-        let row = self
-            .db()
-            .query_one_raw(Statement::from_string(backend, sql.to_string()))
+        query_scalar(self.db(), sql).await
+    }
+
+    /// How many messages are marked sent.
+    pub async fn sent_count(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
             .await
-            .expect(sql)
-            .expect("a row");
-        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
+    /// Waits (10 s at most) until `/readyz` answers 503 with a detail that contains `detail`.
+    pub async fn until_unready(&self, what: &str, detail: &str) {
+        eventually(Duration::from_secs(10), what, || async {
+            let (status, problem) = self.get("/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && problem["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(detail)
+        })
+        .await;
     }
 
     /// SPEC §5's invariant: every conversation's counter equals its number of messages.
@@ -429,6 +472,26 @@ impl TestApp {
             .await;
         assert_eq!(wrong, 0, "conversations whose message_count is wrong");
     }
+}
+
+/// The integer `sql` selects (one row, first column) on `db`.
+async fn query_scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql.to_string()))
+        .await
+        .expect(sql)
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
+}
+
+/// [`TestApp::scalar`] on a connection of its own to the database at `url` (e.g. another
+/// process's).
+pub async fn scalar_at(url: &str, sql: &str) -> i64 {
+    let db = Database::connect(url).await.expect("connect");
+    let n = query_scalar(&db, sql).await;
+    db.close().await.ok();
+    n
 }
 
 /// Creates an API key with `scopes` for `customer`; returns the key.
@@ -485,6 +548,27 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The event the API makes of an SMS with `body` from +12016661234 to +18045551234 for
+/// `customer` (to put on the queue directly).
+pub fn sms_event(customer: Uuid, body: &str) -> Event {
+    use messaging_server::domain::{Accept, IntoEvent, SendSms};
+    SendSms {
+        from: Some("+12016661234".into()),
+        to: Some("+18045551234".into()),
+        r#type: Some("sms".into()),
+        body: Some(body.into()),
+        ..Default::default()
+    }
+    .into_event(&Accept {
+        default_customer: customer,
+        inbound_owner: None,
+        idempotency_header: None,
+        endpoint: "/api/messages/sms",
+        now: chrono::Utc::now(),
+    })
+    .unwrap()
 }
 
 pub fn sms(from: &str, to: &str, body: &str) -> Value {

@@ -8,7 +8,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::eventually;
+use super::{databases, eventually, require_tool, Db};
+
+/// The databases a NATS test runs on ([`databases`]): none when `nats-server` is missing
+/// ([`require_tool`] says so).
+pub fn nats_databases() -> Vec<Db> {
+    match require_tool("nats-server") {
+        Some(_) => databases(),
+        None => Vec::new(),
+    }
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

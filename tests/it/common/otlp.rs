@@ -43,6 +43,12 @@ impl ReceivedSpan {
             .and_then(|kv| kv.value.as_ref())
             .map(text)
     }
+
+    /// Asserts the attribute `key` is `want`.
+    #[track_caller]
+    pub fn assert_attribute(&self, key: &str, want: &str) {
+        assert_eq!(self.attribute(key).as_deref(), Some(want), "{key}");
+    }
 }
 
 /// One metric data point as received: the metric's name and its point's attributes.

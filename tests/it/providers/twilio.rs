@@ -219,13 +219,7 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
 
     for db in databases() {
         let app = app_with_twilio(db, &shim).await;
-        let (status, sms) = app
-            .post_json(
-                "/api/messages/sms",
-                &common::sms("+12016661234", "+18045551234", "through Twilio"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{sms}");
+        let sms = app.send_sms("through Twilio").await;
         let mms = json!({
             "from": "+12016661234", "to": "+18045551234", "type": "mms",
             "body": "a picture",
@@ -428,13 +422,7 @@ async fn twilios_signed_webhooks_bring_messages_in_and_receipts_move_sent_messag
             .any(|m| m["body"] == "Hello from somebody else"));
 
         // Outbound: Twilio is asked to send receipts here, and they move the message on.
-        let (status, first) = app
-            .post_json(
-                "/api/messages/sms",
-                &common::sms("+12016661234", "+18045551234", "will be delivered"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+        let first = app.send_sms("will be delivered").await;
         let (status, second) = app
             .post_json(
                 "/api/messages/sms",

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use futures_util::future::{FutureExt, LocalBoxFuture};
+use futures_util::future::FutureExt;
 
-use super::{OutboundMessage, Provider, ProviderError, Receipt};
+use super::{OutboundMessage, Provider, ProviderError, Receipt, Sending};
 use crate::config::ProviderSettings;
 
 pub struct HttpProvider {
@@ -154,10 +154,7 @@ impl Provider for HttpProvider {
         self.name
     }
 
-    fn send(
-        &self,
-        message: OutboundMessage,
-    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(&self, message: OutboundMessage) -> Sending {
         let request = self
             .client()
             .post(&self.url)

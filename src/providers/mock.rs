@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures_util::future::{FutureExt, LocalBoxFuture};
+use futures_util::future::FutureExt;
 
-use super::{OutboundMessage, Provider, ProviderError, Receipt};
+use super::{OutboundMessage, Provider, ProviderError, Receipt, Sending};
 use crate::config::ProviderSettings;
 
 pub struct MockProvider {
@@ -107,10 +107,7 @@ impl Provider for MockProvider {
         self.name
     }
 
-    fn send(
-        &self,
-        message: OutboundMessage,
-    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(&self, message: OutboundMessage) -> Sending {
         let roll = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
         let draw = if roll < self.error_rate {
             Draw::ServerError

@@ -141,11 +141,11 @@ pub trait Provider: Send + Sync + 'static {
     /// `sms` or `email`: the `provider` label of the metrics.
     fn name(&self) -> &'static str;
     /// Local (not `Send`): providers are called from the worker actors' own thread.
-    fn send(
-        &self,
-        message: OutboundMessage,
-    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>>;
+    fn send(&self, message: OutboundMessage) -> Sending;
 }
+
+/// What [`Provider::send`] answers: named once so that each provider's signature is one line.
+pub type Sending = LocalBoxFuture<'static, Result<Receipt, ProviderError>>;
 
 /// One provider per channel family.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::time::Duration;
 
-use futures_util::future::{FutureExt, LocalBoxFuture};
+use futures_util::future::FutureExt;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -29,7 +29,7 @@ use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::http::next_id;
-use super::{OutboundMessage, Provider, ProviderError, Receipt};
+use super::{OutboundMessage, Provider, ProviderError, Receipt, Sending};
 use crate::config::{ProviderSettings, SmtpTls};
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
@@ -203,10 +203,7 @@ impl Provider for SmtpProvider {
         self.name
     }
 
-    fn send(
-        &self,
-        message: OutboundMessage,
-    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(&self, message: OutboundMessage) -> Sending {
         let composed = compose(&message);
         let transport = self.transport();
         let (id, timeout) = (self.id, self.timeout);

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{FutureExt, LocalBoxFuture};
+use futures_util::future::FutureExt;
 use serde::Deserialize;
 
 use super::http::{answer_of, next_id, pooled_client, provider_tls};
-use super::{OutboundMessage, Provider, ProviderError, Receipt};
+use super::{OutboundMessage, Provider, ProviderError, Receipt, Sending};
 use crate::config::{ProviderSettings, Secret};
 
 /// Where this server takes Twilio's delivery receipts (a route of `http::routes`).
@@ -121,10 +121,7 @@ impl Provider for TwilioProvider {
         self.name
     }
 
-    fn send(
-        &self,
-        message: OutboundMessage,
-    ) -> LocalBoxFuture<'static, Result<Receipt, ProviderError>> {
+    fn send(&self, message: OutboundMessage) -> Sending {
         let request = pooled_client(self.id, &self.tls)
             .post(&self.messages_url)
             .basic_auth(&self.account_sid, self.auth_token.expose())

@@ -62,116 +62,95 @@ pub(crate) struct IdempotencyKeyHeader {
     key: String,
 }
 
-/// Send an SMS or MMS
-///
-/// Validates the message and queues it (202); a worker stores it in its conversation and
-/// hands it to the SMS provider. `type: "mms"` needs 1 to 10 attachments, `sms` none.
-#[utoipa::path(
-    post,
-    path = "/api/messages/sms",
-    operation_id = "sendSms",
-    tag = "messages",
-    params(IdempotencyKeyHeader),
-    request_body(content = ref("#/components/schemas/SendSms"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
-    responses(
-        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
-        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-pub async fn send_sms(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    body: web::Json<JsonObject<SendSms>>,
-) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner().into_inner()).await
+/// Declares one of the four accepting routes: they differ only in path, body and wording,
+/// and share their handler ([`accept`]) and most of their answers. A `send` is tagged
+/// `messages` and can find its key in progress; a `webhook` can find its recipient unowned
+/// (200) and its provider's message id reused (409).
+macro_rules! accept_route {
+    ($(#[doc = $doc:literal])* send $name:ident($request:ident) at $path:literal as $operation:literal, body: $body:literal) => {
+        accept_route! {
+            @route $(#[doc = $doc])* $name($request) at $path as $operation in "messages", body: $body,
+            queued: "Queued (or a repeat of an accepted request)",
+            responses(
+                (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+            )
+        }
+    };
+    ($(#[doc = $doc:literal])* webhook $name:ident($request:ident) at $path:literal as $operation:literal, body: $body:literal) => {
+        accept_route! {
+            @route $(#[doc = $doc])* $name($request) at $path as $operation in "webhooks", body: $body,
+            queued: "Queued for the customer owning `to` (or a repeat of an accepted webhook)",
+            responses(
+                (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
+                (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
+            )
+        }
+    };
+    (
+        @route $(#[doc = $doc:literal])*
+        $name:ident($request:ident) at $path:literal as $operation:literal in $tag:literal,
+        body: $body:literal,
+        queued: $queued:literal,
+        responses($($response:tt)*)
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            operation_id = $operation,
+            tag = $tag,
+            params(IdempotencyKeyHeader),
+            request_body(content = ref(concat!("#/components/schemas/", stringify!($request))), content_type = "application/json", description = concat!($body, " Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored.")),
+            responses(
+                (status = 202, description = $queued, body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
+                (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
+                (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+                $($response)*
+            ),
+        )]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            caller: Caller,
+            req: HttpRequest,
+            body: web::Json<JsonObject<$request>>,
+        ) -> Result<HttpResponse, ApiError> {
+            accept(&state, &caller, &req, body.into_inner().into_inner()).await
+        }
+    };
 }
 
-/// Send an email
-///
-/// Validates the message and queues it (202); a worker stores it in its conversation and
-/// hands it to the email provider.
-#[utoipa::path(
-    post,
-    path = "/api/messages/email",
-    operation_id = "sendEmail",
-    tag = "messages",
-    params(IdempotencyKeyHeader),
-    request_body(content = ref("#/components/schemas/SendEmail"), content_type = "application/json", description = "The message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
-    responses(
-        (status = 202, description = "Queued (or a repeat of an accepted request)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
-        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-pub async fn send_email(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    body: web::Json<JsonObject<SendEmail>>,
-) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner().into_inner()).await
+accept_route! {
+    /// Send an SMS or MMS
+    ///
+    /// Validates the message and queues it (202); a worker stores it in its conversation and
+    /// hands it to the SMS provider. `type: "mms"` needs 1 to 10 attachments, `sms` none.
+    send send_sms(SendSms) at "/api/messages/sms" as "sendSms", body: "The message."
 }
 
-/// Receive an SMS or MMS (provider webhook)
-///
-/// An inbound message from the SMS provider, for the customer owning `to` (a body's
-/// `customer_id` does not choose it). `messaging_provider_id` makes it idempotent: the
-/// same webhook delivered twice stores one message.
-#[utoipa::path(
-    post,
-    path = "/api/webhooks/sms",
-    operation_id = "receiveSms",
-    tag = "webhooks",
-    params(IdempotencyKeyHeader),
-    request_body(content = ref("#/components/schemas/SmsWebhook"), content_type = "application/json", description = "The inbound message. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
-    responses(
-        (status = 202, description = "Queued for the customer owning `to` (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
-        (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
-        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-pub async fn sms_webhook(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    body: web::Json<JsonObject<SmsWebhook>>,
-) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner().into_inner()).await
+accept_route! {
+    /// Send an email
+    ///
+    /// Validates the message and queues it (202); a worker stores it in its conversation and
+    /// hands it to the email provider.
+    send send_email(SendEmail) at "/api/messages/email" as "sendEmail", body: "The message."
 }
 
-/// Receive an email (provider webhook)
-///
-/// An inbound email from the email provider, for the customer owning the domain of `to`
-/// (a body's `customer_id` does not choose it). `xillio_id` makes it idempotent: the same
-/// webhook delivered twice stores one message.
-#[utoipa::path(
-    post,
-    path = "/api/webhooks/email",
-    operation_id = "receiveEmail",
-    tag = "webhooks",
-    params(IdempotencyKeyHeader),
-    request_body(content = ref("#/components/schemas/EmailWebhook"), content_type = "application/json", description = "The inbound email. Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored."),
-    responses(
-        (status = 202, description = "Queued for the customer owning `to` (or a repeat of an accepted webhook)", body = Accepted, headers(("Location" = String, description = "The message's status resource, as `status_url`"))),
-        (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
-        (status = 400, description = "`validation-failed` (with `errors`, one per invalid field or header) or `malformed-json`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`: a message with this provider message id was already received with other content", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency-key-reused`: this Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-pub async fn email_webhook(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    body: web::Json<JsonObject<EmailWebhook>>,
-) -> Result<HttpResponse, ApiError> {
-    accept(&state, &caller, &req, body.into_inner().into_inner()).await
+accept_route! {
+    /// Receive an SMS or MMS (provider webhook)
+    ///
+    /// An inbound message from the SMS provider, for the customer owning `to` (a body's
+    /// `customer_id` does not choose it). `messaging_provider_id` makes it idempotent: the
+    /// same webhook delivered twice stores one message.
+    webhook sms_webhook(SmsWebhook) at "/api/webhooks/sms" as "receiveSms", body: "The inbound message."
+}
+
+accept_route! {
+    /// Receive an email (provider webhook)
+    ///
+    /// An inbound email from the email provider, for the customer owning the domain of `to`
+    /// (a body's `customer_id` does not choose it). `xillio_id` makes it idempotent: the same
+    /// webhook delivered twice stores one message.
+    webhook email_webhook(EmailWebhook) at "/api/webhooks/email" as "receiveEmail", body: "The inbound email."
 }
 
 /// The event is in the queue when this answers 202; nothing is enqueued on any error.

@@ -154,9 +154,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
-    let (items, total) = addresses::list(&state.db, caller.customer_scope(), page).await?;
-    let items = items.into_iter().map(AddressView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = addresses::list(&state.db, caller.customer_scope(), page).await?;
+    Ok(Paged::<AddressView>::answer(rows, page))
 }
 
 /// One owned address

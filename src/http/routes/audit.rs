@@ -145,7 +145,6 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = page.page()?;
     let filter = query.filter()?;
-    let (items, total) = audit::list(&state.db, &filter, page).await?;
-    let items = items.into_iter().map(AuditEntryView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = audit::list(&state.db, &filter, page).await?;
+    Ok(Paged::<AuditEntryView>::answer(rows, page))
 }

@@ -154,9 +154,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
-    let (items, total) = read::conversations(&state.db, caller.customer_scope(), page).await?;
-    let items = items.into_iter().map(ConversationView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = read::conversations(&state.db, caller.customer_scope(), page).await?;
+    Ok(Paged::<ConversationView>::answer(rows, page))
 }
 
 /// One conversation
@@ -211,7 +210,6 @@ pub async fn messages(
     if read::conversation(&state.db, customer, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("conversation {id}")));
     }
-    let (items, total) = read::messages(&state.db, customer, id, page).await?;
-    let items = items.into_iter().map(MessageView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = read::messages(&state.db, customer, id, page).await?;
+    Ok(Paged::<MessageView>::answer(rows, page))
 }

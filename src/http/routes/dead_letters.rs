@@ -105,9 +105,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
-    let (items, total) = dead_letters::list(&state.db, page).await?;
-    let items = items.into_iter().map(DeadLetterView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = dead_letters::list(&state.db, page).await?;
+    Ok(Paged::<DeadLetterView>::answer(rows, page))
 }
 
 /// One dead letter

@@ -1,3 +1,4 @@
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -75,6 +76,17 @@ impl<T> Paged<T> {
                 total,
             },
         }
+    }
+}
+
+impl<T: Serialize> Paged<T> {
+    /// A list route's 200: the rows and total a store list found, each row shown as `T`.
+    pub fn answer<R>((rows, total): (Vec<R>, u64), page: Page) -> HttpResponse
+    where
+        T: From<R>,
+    {
+        let items = rows.into_iter().map(T::from).collect();
+        HttpResponse::Ok().json(Paged::<T>::new(items, page, total))
     }
 }
 

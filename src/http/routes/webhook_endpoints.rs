@@ -295,9 +295,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
-    let (items, total) = webhook_endpoints::list(&state.db, caller.customer_scope(), page).await?;
-    let items = items.into_iter().map(EndpointView::from).collect();
-    Ok(HttpResponse::Ok().json(Paged::new(items, page, total)))
+    let rows = webhook_endpoints::list(&state.db, caller.customer_scope(), page).await?;
+    Ok(Paged::<EndpointView>::answer(rows, page))
 }
 
 /// One endpoint

@@ -4,11 +4,11 @@ use chrono::Utc;
 use entity::addresses::{ActiveModel, Column, Entity, Model};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QueryTrait, Set, SqlErr,
+    QueryFilter, QueryOrder, Set, SqlErr,
 };
 use uuid::Uuid;
 
-use super::read::Page;
+use super::read::{of_customer, Page};
 use super::StoreError;
 use crate::domain::OwnedAddress;
 
@@ -49,7 +49,7 @@ pub async fn list<C: ConnectionTrait>(
     customer: Option<Uuid>,
     page: Page,
 ) -> Result<(Vec<Model>, u64), StoreError> {
-    let query = Entity::find().apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)));
+    let query = of_customer(Entity::find(), Column::CustomerId, customer);
     page.fetch(db, query, |q| q.order_by_asc(Column::Id)).await
 }
 
@@ -59,10 +59,11 @@ pub async fn get<C: ConnectionTrait>(
     customer: Option<Uuid>,
     id: i64,
 ) -> Result<Option<Model>, StoreError> {
-    Ok(Entity::find_by_id(id)
-        .apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)))
-        .one(db)
-        .await?)
+    Ok(
+        of_customer(Entity::find_by_id(id), Column::CustomerId, customer)
+            .one(db)
+            .await?,
+    )
 }
 
 /// Gives the address up; `None` when `customer` has no address `id`.

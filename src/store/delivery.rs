@@ -8,11 +8,10 @@
 //! passed to another can change nothing. On PostgreSQL, `SKIP LOCKED` lets senders in
 //! several processes claim side by side; on SQLite the single writer serializes them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::{message_bodies, messages};
+use entity::messages;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
     Value,
@@ -20,6 +19,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::dead_letters::{self, NewDeadLetter};
+use super::read;
 use super::status::{self, MessageStatus, Which};
 use super::writer::MessageWriter;
 use super::StoreError;
@@ -136,13 +136,7 @@ pub async fn claim(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|m| m.body_id))
         .collect();
-    let bodies: HashMap<i64, String> = message_bodies::Entity::find()
-        .filter(message_bodies::Column::Id.is_in(body_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|b| (b.id, b.body))
-        .collect();
+    let bodies = read::bodies(db, body_ids).await?;
     Ok(claimed
         .into_iter()
         .zip(&rows)
@@ -248,14 +242,7 @@ pub async fn reschedule(
     }
     let db = writer.connection();
     let backend = db.get_database_backend();
-    let mut next = 0;
-    let mut param = || {
-        next += 1;
-        match backend {
-            DbBackend::Postgres => format!("${next}"),
-            _ => "?".to_string(),
-        }
-    };
+    let mut param = super::placeholders(backend);
     let mut values: Vec<Value> = Vec::with_capacity(3 * later.len());
     let mut rows = String::with_capacity(later.len() * 16);
     for (i, (id, token, at)) in later.iter().enumerate() {

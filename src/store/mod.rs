@@ -23,7 +23,7 @@ pub mod webhook_endpoints;
 pub mod writer;
 
 use migration::MigratorTrait;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub use checkpoint::Checkpointer;
 pub use error::StoreError;
@@ -49,6 +49,19 @@ pub async fn connect_server(settings: &DatabaseSettings) -> Result<DatabaseConne
     match settings.is_sqlite() {
         true => open(settings, Checkpoints::Separate).await,
         false => connect(settings).await,
+    }
+}
+
+/// The next placeholder of a raw statement at each call: `$1`, `$2`, … on PostgreSQL, `?`
+/// on SQLite (the batched statements build their SQL text themselves).
+pub(crate) fn placeholders(backend: DbBackend) -> impl FnMut() -> String {
+    let mut next = 0;
+    move || {
+        next += 1;
+        match backend {
+            DbBackend::Postgres => format!("${next}"),
+            _ => "?".to_string(),
+        }
     }
 }
 

@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use entity::{dead_letters, event_failures, messages};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::read::of_customer;
 use super::status::MessageStatus;
 use super::{failures, StoreError};
 use crate::domain::ErrorCode;
@@ -134,11 +135,8 @@ async fn read_facts<C: ConnectionTrait>(
     let failure = failures::get(db, key)
         .await?
         .filter(|f| customer.is_none_or(|c| f.customer_id == c));
-    let message = messages::Entity::find()
-        .filter(messages::Column::IdempotencyKey.eq(key))
-        .apply_if(customer, |q, c| {
-            q.filter(messages::Column::CustomerId.eq(c))
-        })
+    let of_key = messages::Entity::find().filter(messages::Column::IdempotencyKey.eq(key));
+    let message = of_customer(of_key, messages::Column::CustomerId, customer)
         .one(db)
         .await?;
     Ok(Facts {

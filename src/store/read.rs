@@ -50,6 +50,30 @@ impl Page {
     }
 }
 
+/// Narrows `query` to `customer`'s rows when one is given (`None`: every customer's, for an
+/// operator): how every customer-scoped read is limited.
+pub(crate) fn of_customer<E: EntityTrait>(
+    query: Select<E>,
+    column: E::Column,
+    customer: Option<Uuid>,
+) -> Select<E> {
+    query.apply_if(customer, |q, c| q.filter(column.eq(c)))
+}
+
+/// The bodies with these ids, by id: messages share their (de-duplicated) bodies.
+pub(crate) async fn bodies<C: ConnectionTrait>(
+    db: &C,
+    ids: Vec<i64>,
+) -> Result<HashMap<i64, String>, StoreError> {
+    Ok(message_bodies::Entity::find()
+        .filter(message_bodies::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|b| (b.id, b.body))
+        .collect())
+}
+
 pub struct MessageWithBody {
     pub message: messages::Model,
     pub body: String,
@@ -63,9 +87,7 @@ pub async fn conversations(
     page: Page,
 ) -> Result<(Vec<conversations::Model>, u64), StoreError> {
     use conversations::Column;
-    let scoped = conversations::Entity::find().apply_if(customer, |q, customer| {
-        q.filter(Column::CustomerId.eq(customer))
-    });
+    let scoped = of_customer(conversations::Entity::find(), Column::CustomerId, customer);
     page.fetch(db, scoped, |q| {
         q.order_by_desc(Column::LastMessageAt)
             .order_by_desc(Column::Id)
@@ -79,12 +101,12 @@ pub async fn conversation(
     customer: Option<Uuid>,
     id: i64,
 ) -> Result<Option<conversations::Model>, StoreError> {
-    Ok(conversations::Entity::find_by_id(id)
-        .apply_if(customer, |q, customer| {
-            q.filter(conversations::Column::CustomerId.eq(customer))
-        })
-        .one(db)
-        .await?)
+    let found = conversations::Entity::find_by_id(id);
+    Ok(
+        of_customer(found, conversations::Column::CustomerId, customer)
+            .one(db)
+            .await?,
+    )
 }
 
 /// A conversation's messages, oldest first, with their bodies; only `customer`'s (when
@@ -96,24 +118,16 @@ pub async fn messages(
     page: Page,
 ) -> Result<(Vec<MessageWithBody>, u64), StoreError> {
     use messages::Column;
-    let in_conversation = messages::Entity::find()
-        .filter(Column::ConversationId.eq(conversation_id))
-        .apply_if(customer, |q, customer| {
-            q.filter(Column::CustomerId.eq(customer))
-        });
+    let in_conversation =
+        messages::Entity::find().filter(Column::ConversationId.eq(conversation_id));
+    let in_conversation = of_customer(in_conversation, Column::CustomerId, customer);
     let (items, total) = page
         .fetch(db, in_conversation, |q| {
             q.order_by_asc(Column::SentAt).order_by_asc(Column::Id)
         })
         .await?;
     let body_ids: Vec<i64> = items.iter().map(|m| m.body_id).collect();
-    let bodies: HashMap<i64, String> = message_bodies::Entity::find()
-        .filter(message_bodies::Column::Id.is_in(body_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|b| (b.id, b.body))
-        .collect();
+    let bodies = bodies(db, body_ids).await?;
     let items = items
         .into_iter()
         .map(|message| MessageWithBody {

@@ -17,9 +17,7 @@ use std::fmt;
 use chrono::Utc;
 use entity::messages::{self, Column};
 use sea_orm::sea_query::{ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName, Statement, Value,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityName, Statement, Value};
 
 use super::outbox::{self, EventType};
 use super::StoreError;
@@ -235,14 +233,7 @@ async fn delivered(
         return Ok(Vec::new());
     }
     let backend = db.get_database_backend();
-    let mut next = 0;
-    let mut param = || {
-        next += 1;
-        match backend {
-            DbBackend::Postgres => format!("${next}"),
-            _ => "?".to_string(),
-        }
-    };
+    let mut param = super::placeholders(backend);
     let mut values: Vec<Value> = Vec::with_capacity(1 + 4 * sent.len());
     let updated_at = param();
     values.push(Utc::now().into());

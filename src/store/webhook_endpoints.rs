@@ -5,14 +5,13 @@ use chrono::{DateTime, Utc};
 use entity::webhook_endpoints::{ActiveModel, Column, Entity, Model};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use uuid::Uuid;
 
 use super::begin_write;
 use super::outbox::EventType;
-use super::read::Page;
+use super::read::{of_customer, Page};
 use super::writer::MessageWriter;
 use super::StoreError;
 use crate::webhooks::signing;
@@ -60,7 +59,7 @@ pub async fn list<C: ConnectionTrait>(
     customer: Option<Uuid>,
     page: Page,
 ) -> Result<(Vec<Model>, u64), StoreError> {
-    let query = Entity::find().apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)));
+    let query = of_customer(Entity::find(), Column::CustomerId, customer);
     page.fetch(db, query, |q| {
         q.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id)
     })
@@ -73,10 +72,11 @@ pub async fn get<C: ConnectionTrait>(
     customer: Option<Uuid>,
     id: Uuid,
 ) -> Result<Option<Model>, StoreError> {
-    Ok(Entity::find_by_id(id)
-        .apply_if(customer, |q, c| q.filter(Column::CustomerId.eq(c)))
-        .one(db)
-        .await?)
+    Ok(
+        of_customer(Entity::find_by_id(id), Column::CustomerId, customer)
+            .one(db)
+            .await?,
+    )
 }
 
 pub async fn update<C: ConnectionTrait>(

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::examples::{not_found, page, set, Where, AT, JSON};
+use super::examples::{not_found, page, set, set_answers, Where, AT, JSON};
 
 fn address() -> Value {
     json!({
@@ -43,15 +43,7 @@ pub fn add(doc: &mut Value) {
         ),
         ("getAddress", 200, ("address", "An address", address())),
     ];
-    for (operation, status, (name, summary, value)) in answers {
-        set(
-            doc,
-            operation,
-            Where::Response(status),
-            JSON,
-            &[(name, summary, value)],
-        );
-    }
+    set_answers(doc, answers);
     for operation in ["getAddress", "removeAddress"] {
         not_found(doc, operation, "address 1");
     }

@@ -57,6 +57,17 @@ pub(super) enum Where {
     Response(u16),
 }
 
+/// The one JSON example of each `(operation, status, example)` answer: how most
+/// operations' answers are given theirs.
+pub(super) fn set_answers<'a>(
+    doc: &mut Value,
+    answers: impl IntoIterator<Item = (&'a str, u16, (&'a str, &'a str, Value))>,
+) {
+    for (operation, status, example) in answers {
+        set(doc, operation, Where::Response(status), JSON, &[example]);
+    }
+}
+
 fn find<'a>(doc: &'a mut Value, operation_id: &str) -> &'a mut Value {
     doc["paths"]
         .as_object_mut()
@@ -190,14 +201,8 @@ fn sending(doc: &mut Value) {
             (400, PROBLEM, ("invalid", "Invalid fields", invalid.clone())),
             (422, PROBLEM, ("reused", "A key reused", reused.clone())),
         ];
-        for (status, media, (name, summary, value)) in answers {
-            set(
-                doc,
-                operation,
-                Where::Response(status),
-                media,
-                &[(name, summary, value)],
-            );
+        for (status, media, example) in answers {
+            set(doc, operation, Where::Response(status), media, &[example]);
         }
     }
     let in_progress = problem(
@@ -417,9 +422,7 @@ fn dead_letters(doc: &mut Value) {
             ("deleted", "Deleted", json!({"deleted": 3})),
         ),
     ];
-    for (operation, status, example) in answers {
-        set(doc, operation, Where::Response(status), JSON, &[example]);
-    }
+    set_answers(doc, answers);
     for operation in ["getDeadLetter", "replayDeadLetter", "deleteDeadLetter"] {
         not_found(doc, operation, "dead letter 1");
     }

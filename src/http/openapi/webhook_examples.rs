@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::examples::{not_found, page, set, Where, AT, JSON};
+use super::examples::{not_found, page, set, set_answers, Where, AT, JSON};
 
 const ID: &str = "6f1c2b9e-3c1a-4a55-9d0e-2f0b7f4e8a10";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -112,15 +112,7 @@ pub fn add(doc: &mut Value) {
             ("replayed", "Due again", json!({"replayed": 3})),
         ),
     ];
-    for (operation, status, (name, summary, value)) in answers {
-        set(
-            doc,
-            operation,
-            Where::Response(status),
-            JSON,
-            &[(name, summary, value)],
-        );
-    }
+    set_answers(doc, answers);
     for operation in [
         "getWebhookEndpoint",
         "updateWebhookEndpoint",

@@ -18,37 +18,29 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// An embedded file served as `name`: a macro, as `include_bytes!` needs the file's name
+/// as a literal.
+macro_rules! embed {
+    ($name:literal, $file:literal, $content_type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!($file),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("index.html"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("app.js"),
-    },
-    Asset {
-        name: "core.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("core.js"),
-    },
-    Asset {
-        name: "settings.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("settings.js"),
-    },
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("style.css"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("favicon.svg"),
-    },
+    embed!("", "index.html", "text/html; charset=utf-8"),
+    embed!("app.js", "app.js", "text/javascript; charset=utf-8"),
+    embed!("core.js", "core.js", "text/javascript; charset=utf-8"),
+    embed!(
+        "settings.js",
+        "settings.js",
+        "text/javascript; charset=utf-8"
+    ),
+    embed!("style.css", "style.css", "text/css; charset=utf-8"),
+    embed!("favicon.svg", "favicon.svg", "image/svg+xml"),
 ];
 
 /// `GET /ui` → `/ui/`, so the page's relative asset paths resolve under `/ui/`.

@@ -227,6 +227,15 @@ fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("webhook endpoint {id}"))
 }
 
+/// The id of an endpoint the caller may see; a 404 for another customer's, as for none.
+async fn visible_endpoint(state: &AppState, caller: &Caller, id: &str) -> Result<Uuid, ApiError> {
+    let id = endpoint_id(id)?;
+    match webhook_endpoints::get(&state.db, caller.customer_scope(), id).await? {
+        Some(_) => Ok(id),
+        None => Err(not_found(id)),
+    }
+}
+
 /// Register an endpoint
 ///
 /// Events of the key's customer are POSTed to `url`, signed with the returned `secret`
@@ -476,14 +485,8 @@ pub async fn attempts(
     id: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = endpoint_id(&id)?;
+    let id = visible_endpoint(&state, &caller, &id).await?;
     let page = query.page()?;
-    if webhook_endpoints::get(&state.db, caller.customer_scope(), id)
-        .await?
-        .is_none()
-    {
-        return Err(not_found(id));
-    }
     let (items, total) = webhook_deliveries::attempts(&state.db, id, page).await?;
     let items = items
         .into_iter()
@@ -522,13 +525,7 @@ pub async fn replay(
     audit: Audit,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = endpoint_id(&id)?;
-    if webhook_endpoints::get(&state.db, caller.customer_scope(), id)
-        .await?
-        .is_none()
-    {
-        return Err(not_found(id));
-    }
+    let id = visible_endpoint(&state, &caller, &id).await?;
     let replayed = webhook_deliveries::replay_failed(&state.writer, id).await?;
     audit
         .record(

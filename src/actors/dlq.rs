@@ -214,7 +214,7 @@ impl Writer {
         let new = || NewDeadLetter {
             event: letter.claim.event(),
             attempts: letter.attempts,
-            last_error: &letter.last_error,
+            error: &letter.last_error,
             error_kind: letter.kind.as_str(),
             error_code: letter.code.as_str(),
         };

@@ -19,7 +19,7 @@ use super::ErrorKind;
 use crate::domain::{ErrorCode, Event};
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::delivery::{self, Form};
-use crate::store::failures::{self, Failure};
+use crate::store::failures;
 use crate::store::outage::Hold;
 use crate::store::writer::MessageWriter;
 use crate::telemetry::Metrics;
@@ -57,7 +57,7 @@ async fn write(park: ParkDelivery, metrics: Arc<Metrics>) {
     let new = NewDeadLetter {
         event,
         attempts: park.attempts,
-        last_error: &park.last_error,
+        error: &park.last_error,
         error_kind: park.kind.as_str(),
         error_code: park.code.as_str(),
     };
@@ -99,15 +99,7 @@ async fn write(park: ParkDelivery, metrics: Arc<Metrics>) {
                 metrics.dead_lettered.add(1, &[]);
                 tracing::warn!(event_id = %event.event_id, encoded = form == Form::Encoded, "dead letter stored");
             }
-            let failure = Failure {
-                event,
-                attempts: park.attempts,
-                error: &park.last_error,
-                error_kind: park.kind.as_str(),
-                error_code: park.code.as_str(),
-                dead_lettered: true,
-            };
-            if let Err(err) = failures::record(writer.connection(), failure).await {
+            if let Err(err) = failures::record(writer.connection(), &new, true).await {
                 tracing::debug!(event_id = %event.event_id, error = %err, "could not record the failed attempt");
             }
         }

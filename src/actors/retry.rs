@@ -175,9 +175,8 @@ impl RetryScheduler {
                 error: &error,
                 error_kind: kind,
                 error_code: code.as_str(),
-                dead_lettered: dead,
             };
-            if let Err(err) = failures::record(&db, failure).await {
+            if let Err(err) = failures::record(&db, &failure, dead).await {
                 tracing::debug!(event_id = %event.event_id, error = %err, "could not record the failed attempt");
             }
             drop(permit);

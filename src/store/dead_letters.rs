@@ -13,15 +13,8 @@ use super::status::{self, MessageStatus, Which};
 use super::StoreError;
 use crate::domain::{ErrorCode, Event};
 
-/// A failure to park.
-pub struct NewDeadLetter<'a> {
-    pub event: &'a Event,
-    pub attempts: u32,
-    pub last_error: &'a str,
-    pub error_kind: &'a str,
-    /// What the customer is told (`domain::ErrorCode`).
-    pub error_code: &'a str,
-}
+/// A failure to park: its event's last failed attempt.
+pub type NewDeadLetter<'a> = super::failures::Failure<'a>;
 
 /// The key under which the encoded form of an event is kept (see [`insert_encoded`]).
 pub const ENCODED_EVENT: &str = "event_json_hex";
@@ -118,7 +111,7 @@ fn row(event: serde_json::Value, key: String, new: &NewDeadLetter<'_>) -> Active
         attempts: Set(i32::try_from(new.attempts).unwrap_or(i32::MAX)),
         first_attempt_at: Set(new.event.accepted_at),
         last_attempt_at: Set(now),
-        last_error: Set(printable(new.last_error)),
+        last_error: Set(printable(new.error)),
         error_kind: Set(new.error_kind.to_string()),
         error_code: Set(Some(new.error_code.to_string())),
         dead_at: Set(now),

@@ -9,7 +9,8 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use super::StoreError;
 use crate::domain::Event;
 
-/// One failed attempt of `event`.
+/// One failed attempt of `event`: recorded for the status resource, and what a dead
+/// letter keeps of the last one ([`super::dead_letters::NewDeadLetter`]).
 pub struct Failure<'a> {
     pub event: &'a Event,
     /// Failed attempts so far, this one included.
@@ -18,14 +19,17 @@ pub struct Failure<'a> {
     pub error_kind: &'a str,
     /// What the customer is told (`domain::ErrorCode`).
     pub error_code: &'a str,
-    /// No retry follows: the event goes to the dead-letter queue.
-    pub dead_lettered: bool,
 }
 
-/// Records the failure, replacing the event's earlier one. Events whose key is not a
+/// Records the failure, replacing the event's earlier one; `dead_lettered` when no retry
+/// follows (the event goes to the dead-letter queue). Events whose key is not a
 /// well-formed key (an invalid event off the queue) are not recorded: no status URL can
 /// name them.
-pub async fn record<C: ConnectionTrait>(db: &C, failure: Failure<'_>) -> Result<(), StoreError> {
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    failure: &Failure<'_>,
+    dead_lettered: bool,
+) -> Result<(), StoreError> {
     let key = &failure.event.idempotency_key;
     if !key.is_well_formed() {
         return Ok(());
@@ -38,7 +42,7 @@ pub async fn record<C: ConnectionTrait>(db: &C, failure: Failure<'_>) -> Result<
         last_error: Set(truncate(failure.error, 2000)),
         error_kind: Set(failure.error_kind.to_string()),
         error_code: Set(Some(failure.error_code.to_string())),
-        dead_lettered: Set(failure.dead_lettered),
+        dead_lettered: Set(dead_lettered),
         failed_at: Set(Utc::now()),
     };
     Entity::insert(row)

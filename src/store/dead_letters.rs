@@ -19,13 +19,17 @@ pub type NewDeadLetter<'a> = super::failures::Failure<'a>;
 /// The key under which the encoded form of an event is kept (see [`insert_encoded`]).
 pub const ENCODED_EVENT: &str = "event_json_hex";
 
+/// The refusal of an event serde cannot encode, the same for the plain and encoded forms.
+fn unencodable(err: serde_json::Error) -> StoreError {
+    StoreError::Rejected(format!("event cannot be encoded: {err}"))
+}
+
 /// Stores the dead letter row alone (the caller changes the message's status with it).
 pub async fn insert_row<C: ConnectionTrait>(
     db: &C,
     new: &NewDeadLetter<'_>,
 ) -> Result<Model, StoreError> {
-    let event = serde_json::to_value(new.event)
-        .map_err(|e| StoreError::Rejected(format!("event cannot be encoded: {e}")))?;
+    let event = serde_json::to_value(new.event).map_err(unencodable)?;
     let row = row(event, new.event.idempotency_key.as_str().to_string(), new);
     Ok(Entity::insert(row).exec_with_returning(db).await?)
 }
@@ -81,8 +85,7 @@ pub async fn insert_encoded_row<C: ConnectionTrait>(
     db: &C,
     new: &NewDeadLetter<'_>,
 ) -> Result<Model, StoreError> {
-    let json = serde_json::to_vec(new.event)
-        .map_err(|e| StoreError::Rejected(format!("event cannot be encoded: {e}")))?;
+    let json = serde_json::to_vec(new.event).map_err(unencodable)?;
     let event = serde_json::json!({ ENCODED_EVENT: hex::encode(json) });
     let key = new.event.idempotency_key.as_str();
     Ok(Entity::insert(row(event, stored_key(key), new))

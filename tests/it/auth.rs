@@ -10,7 +10,6 @@ use actix_web::http::{Method, StatusCode};
 use common::{create_key, databases, eventually, sms, spawn_app_with, Db, TestApp, TestDatabase};
 use hmac::{Hmac, KeyInit, Mac};
 use messaging_server::config::{Rate, Secret, Settings};
-use messaging_server::startup::Hooks;
 use messaging_server::store::keys::{self, Scope};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -73,7 +72,7 @@ enum Expect {
 #[actix_web::test]
 async fn each_scope_is_allowed_or_refused_per_endpoint_and_refusals_enqueue_nothing() {
     for db in databases() {
-        let app = spawn_app_with(db, no_workers, Hooks::default()).await;
+        let app = spawn_app_with(db, no_workers).await;
         let customer = default_customer(&app);
         let send = create_key(app.db(), customer, &[Scope::Send]).await;
         let webhook = create_key(app.db(), customer, &[Scope::Webhook]).await;
@@ -238,7 +237,7 @@ async fn each_scope_is_allowed_or_refused_per_endpoint_and_refusals_enqueue_noth
 #[actix_web::test]
 async fn customers_see_and_write_only_their_own_data_even_by_guessing_ids() {
     for db in databases() {
-        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let app = spawn_app_with(db, |_| {}).await;
         let a = keys::create_customer(app.db(), "Customer A").await.unwrap();
         let b = keys::create_customer(app.db(), "Customer B").await.unwrap();
         let a_key = create_key(app.db(), a, &[Scope::Send]).await;
@@ -390,13 +389,9 @@ async fn customers_see_and_write_only_their_own_data_even_by_guessing_ids() {
 async fn a_revoked_key_is_refused_within_the_cache_ttl_and_use_is_recorded() {
     for db in databases() {
         let ttl = Duration::from_secs(1);
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.auth.cache_ttl = ttl;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.auth.cache_ttl = ttl;
+        })
         .await;
         let key = create_key(app.db(), default_customer(&app), &[Scope::Send]).await;
         let (status, _) = call(&app, Method::GET, "/api/conversations", Some(&key), None).await;
@@ -487,15 +482,11 @@ async fn post_signed(
 #[actix_web::test]
 async fn signed_webhooks_accept_only_fresh_signatures_over_the_exact_body() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                no_workers(s);
-                s.server.body_limit = 4096;
-                s.providers.sms.webhook_secret = Secret::new(SECRET);
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            no_workers(s);
+            s.server.body_limit = 4096;
+            s.providers.sms.webhook_secret = Secret::new(SECRET);
+        })
         .await;
         let now = chrono::Utc::now().timestamp();
         let path = "/api/webhooks/sms";
@@ -636,19 +627,15 @@ async fn signed_webhooks_accept_only_fresh_signatures_over_the_exact_body() {
 #[actix_web::test]
 async fn floods_get_429_with_retry_after_and_nothing_is_stored_for_them() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.rate_limit.per_key = Rate {
-                    count: 1,
-                    per: Duration::from_secs(3600),
-                };
-                s.rate_limit.burst = 3;
-                // Spent only by refused credentials: looking up a valid key is free.
-                s.rate_limit.per_ip = "4/h".parse().unwrap();
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.rate_limit.per_key = Rate {
+                count: 1,
+                per: Duration::from_secs(3600),
+            };
+            s.rate_limit.burst = 3;
+            // Spent only by refused credentials: looking up a valid key is free.
+            s.rate_limit.per_ip = "4/h".parse().unwrap();
+        })
         .await;
         let key = create_key(app.db(), default_customer(&app), &[Scope::Send]).await;
         let mut statuses = Vec::new();
@@ -771,7 +758,7 @@ async fn one_bootstrap_key_however_many_starts_race_for_it() {
 
 #[actix_web::test]
 async fn every_answer_carries_a_request_id_and_api_answers_are_not_cached() {
-    let app = spawn_app_with(Db::Sqlite, no_workers, Hooks::default()).await;
+    let app = spawn_app_with(Db::Sqlite, no_workers).await;
     let cases = [
         ("/healthz", None, false),
         ("/metrics", None, false),
@@ -816,13 +803,9 @@ async fn every_answer_carries_a_request_id_and_api_answers_are_not_cached() {
 #[actix_web::test]
 async fn with_auth_off_keyless_requests_pass_and_keys_still_scope() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.auth.required = false;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.auth.required = false;
+        })
         .await;
         let (status, _) = call(
             &app,
@@ -857,16 +840,12 @@ async fn with_auth_off_keyless_requests_pass_and_keys_still_scope() {
 #[actix_web::test]
 async fn x_forwarded_for_is_honoured_from_trusted_proxies_only() {
     for trusted in [true, false] {
-        let app = spawn_app_with(
-            databases().remove(0),
-            |s| {
-                s.rate_limit.per_ip = "2/h".parse().unwrap();
-                if trusted {
-                    s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-                }
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(databases().remove(0), |s| {
+            s.rate_limit.per_ip = "2/h".parse().unwrap();
+            if trusted {
+                s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            }
+        })
         .await;
         let bogus = format!("msk_{}", "2".repeat(64));
         let from = |client: &'static str| {
@@ -915,7 +894,7 @@ async fn x_forwarded_for_is_honoured_from_trusted_proxies_only() {
 #[actix_web::test]
 async fn inbound_messages_go_to_the_owner_of_their_address_whatever_the_body_says() {
     for db in databases() {
-        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let app = spawn_app_with(db, |_| {}).await;
         let a = default_customer(&app);
         let b = keys::create_customer(app.db(), "b").await.unwrap();
         let a_send = create_key(app.db(), a, &[Scope::Send]).await;
@@ -1096,7 +1075,7 @@ async fn park(app: &TestApp, n: usize) -> Vec<i64> {
 #[actix_web::test]
 async fn every_state_change_is_in_the_audit_log_once_with_who_what_and_the_request() {
     for db in databases() {
-        let app = spawn_app_with(db, |_| {}, Hooks::default()).await;
+        let app = spawn_app_with(db, |_| {}).await;
         let customer = default_customer(&app);
         let letters = park(&app, 3).await;
         let operator = format!("key:{}", &app.admin_key[..12]);

@@ -7,16 +7,15 @@
 
 use crate::common;
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::server::{binary_on, capture};
 use common::{databases, TestDatabase};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
 const KEY_LINE: &str = "initial operator API key: ";
 /// Test cases per operation and phase, and a fixed seed: a few minutes, the same cases
 /// on every run.
@@ -30,24 +29,6 @@ struct Server {
     stderr: Arc<Mutex<String>>,
 }
 
-fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let sink = Arc::new(Mutex::new(String::new()));
-    let writer = sink.clone();
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            writer
-                .lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buffer[..n]));
-        }
-    });
-    sink
-}
-
 impl Server {
     fn start(database_url: &str, auth_required: bool) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -55,12 +36,8 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(BINARY)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        let mut child = binary_on(port)
             .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("LOG_LEVEL", "warn")
             .env("MESSAGING__LOG__FORMAT", "json")
             // Schemathesis sends thousands of requests without a valid key (to check the
@@ -81,8 +58,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the server starts");
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let stdout = capture(child.stdout.take().unwrap()).0;
+        let stderr = capture(child.stderr.take().unwrap()).0;
         Server {
             child,
             port,

@@ -28,6 +28,14 @@ async fn post_all(app: &TestApp, path: &str, bodies: Vec<Value>) -> Vec<String> 
     posts.buffer_unordered(64).collect().await
 }
 
+/// [`post_all`] of `n` SMS from +12016661234 to +18045551234, bodies "`what` 0", "`what` 1"…
+async fn post_sms_many(app: &TestApp, n: usize, what: &str) -> Vec<String> {
+    let bodies = (0..n)
+        .map(|i| sms("+12016661234", "+18045551234", &format!("{what} {i}")))
+        .collect();
+    post_all(app, "/api/messages/sms", bodies).await
+}
+
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -39,13 +47,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 async fn outage(app: TestApp, stub: StubProvider, label: &str) {
     let sms_bodies = (0..OUTBOUND_SMS)
-        .map(|i| {
-            sms(
-                &format!("+1201666{i:04}"),
-                "+18045551234",
-                &format!("down {i}"),
-            )
-        })
+        .map(|i| common::sms_from_many(i, "down"))
         .collect();
     let sms_keys = post_all(&app, "/api/messages/sms", sms_bodies).await;
     // The provider is down meanwhile: every SMS is stored (ingest is done with them), and
@@ -247,10 +249,7 @@ async fn a_sender_with_little_room_sends_every_stored_message_once() {
         settings.delivery.lease = Duration::from_secs(3600);
         let hooks = hooks(&settings);
         let app = spawn_on(database, move |s| *s = settings, hooks).await;
-        let bodies = (0..200)
-            .map(|i| sms("+12016661234", "+18045551234", &format!("little room {i}")))
-            .collect();
-        let keys = post_all(&app, "/api/messages/sms", bodies).await;
+        let keys = post_sms_many(&app, 200, "little room").await;
         eventually(Duration::from_secs(60), "every message sent", || async {
             count(&app, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
                 == keys.len() as i64
@@ -305,10 +304,7 @@ async fn while_the_providers_circuit_is_open_its_fallback_sends() {
         let hooks = hooks(&settings);
         let app = spawn_on(database, move |s| *s = settings, hooks).await;
 
-        let bodies = (0..20)
-            .map(|i| sms("+12016661234", "+18045551234", &format!("fallback {i}")))
-            .collect();
-        let keys = post_all(&app, "/api/messages/sms", bodies).await;
+        let keys = post_sms_many(&app, 20, "fallback").await;
         let providers = sent_by(&app, &keys).await;
         assert!(
             providers.iter().all(|p| p == "fallback"),

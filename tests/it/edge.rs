@@ -19,17 +19,7 @@ const CUSTOMER: &str = "00000000-0000-0000-0000-000000000001";
 /// The value of an unlabelled metric in the Prometheus exposition.
 async fn metric(app: &TestApp, name: &str) -> f64 {
     let (_, text) = app.get("/metrics").await;
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    common::find_sample(text.as_str().unwrap(), name, "").unwrap_or(0.0)
 }
 
 fn error_fields(problem: &Value) -> Vec<String> {
@@ -344,8 +334,7 @@ async fn a_webhook_cannot_take_the_key_of_an_outbound_message() {
             1,
             "{db:?}: the outbound message is stored and sent"
         );
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 2);
-        app.assert_counters_match().await;
+        app.assert_stored(2).await;
     }
 }
 
@@ -549,11 +538,9 @@ fn split_response(raw: &[u8]) -> (String, Value) {
 /// Finding 6: a client that sends the headers and then stalls held its connection forever.
 #[actix_web::test]
 async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        |s| s.server.body_timeout = Duration::from_millis(300),
-        Hooks::default(),
-    )
+    let app = spawn_app_with(Db::Sqlite, |s| {
+        s.server.body_timeout = Duration::from_millis(300)
+    })
     .await;
     let head = format!(
         "POST /api/messages/sms HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\

@@ -11,11 +11,14 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use chrono::Utc;
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
+use common::{
+    databases, eventually, sms, spawn_app_with, spawn_app_with_hooks, spawn_on, Db, TestApp,
+    TestDatabase,
+};
 use messaging_server::actors::faults::Site;
 use messaging_server::config::Settings;
 use messaging_server::startup::Hooks;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde_json::{json, Value};
 
 /// An app whose SMS provider is `stub`, answering within 300 ms or timing out.
@@ -128,14 +131,10 @@ async fn a_provider_4xx_is_permanent_and_dead_lettered_at_once() {
 #[actix_web::test]
 async fn a_provider_always_rate_limiting_ends_in_the_dead_letter_queue() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.providers.sms.mock_rate_limit_rate = 1.0;
-                s.retry.max_attempts = 4;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.providers.sms.mock_rate_limit_rate = 1.0;
+            s.retry.max_attempts = 4;
+        })
         .await;
         let key = send_one(&app, "never accepted").await;
         app.drained().await;
@@ -163,7 +162,7 @@ async fn a_provider_always_rate_limiting_ends_in_the_dead_letter_queue() {
 #[actix_web::test]
 async fn an_event_with_an_unknown_schema_version_is_dead_lettered_without_retries() {
     for db in databases() {
-        let app = spawn_app_with(db, |s| s.retry.max_attempts = 10, Hooks::default()).await;
+        let app = spawn_app_with(db, |s| s.retry.max_attempts = 10).await;
         let mut event = common::sms_event(
             app.state.settings.api.default_customer_id,
             "from the future",
@@ -204,8 +203,7 @@ async fn replay_after_the_fault_is_fixed_stores_and_sends_exactly_once() {
         let m = message(&app).await;
         assert_eq!(m["status"], "sent", "{db:?}");
         assert_eq!(stub.accepted(&key), 1, "sent exactly once");
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 1);
-        app.assert_counters_match().await;
+        app.assert_stored(1).await;
         let (_, letter) = app.get(&format!("/api/dlq/{id}")).await;
         assert!(letter["replayed_at"].is_string(), "replay is recorded");
 
@@ -252,14 +250,10 @@ async fn replay_all_re_enqueues_every_pending_dead_letter() {
 #[actix_web::test]
 async fn retention_purges_old_dead_letters() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.dlq.retention = Duration::from_secs(3600);
-                s.dlq.purge_interval = Duration::from_millis(50);
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.dlq.retention = Duration::from_secs(3600);
+            s.dlq.purge_interval = Duration::from_millis(50);
+        })
         .await;
         let insert = |hours_ago: i64, key: &str| entity::dead_letters::ActiveModel {
             event: Set(json!({"schema_version": 1})),
@@ -303,7 +297,7 @@ async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
             })),
             ..Hooks::default()
         };
-        let app = spawn_app_with(db, |s| s.worker.concurrency = 2, hooks).await;
+        let app = spawn_app_with_hooks(db, |s| s.worker.concurrency = 2, hooks).await;
         let key = send_one(&app, "survives a panic").await;
         app.drained().await;
         assert!(panicked.load(Ordering::SeqCst), "the fault was injected");
@@ -323,50 +317,6 @@ async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
     }
 }
 
-/// Makes the database refuse writes: PostgreSQL loses its INSERT privilege on messages;
-/// SQLite is locked by another connection holding an exclusive transaction.
-struct DatabaseFault {
-    sqlite_lock: Option<sea_orm::DatabaseConnection>,
-}
-
-impl DatabaseFault {
-    async fn inject(database: &TestDatabase) -> Self {
-        match database.kind {
-            Db::Postgres => {
-                let role = database.role.as_ref().unwrap();
-                database
-                    .admin_execute(&format!("REVOKE INSERT ON messages FROM {role}"))
-                    .await;
-                DatabaseFault { sqlite_lock: None }
-            }
-            Db::Sqlite => {
-                let mut options = ConnectOptions::new(database.url.clone());
-                options.max_connections(1).min_connections(1);
-                let lock = Database::connect(options).await.unwrap();
-                lock.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
-                DatabaseFault {
-                    sqlite_lock: Some(lock),
-                }
-            }
-        }
-    }
-
-    async fn repair(self, database: &TestDatabase) {
-        match self.sqlite_lock {
-            Some(lock) => {
-                lock.execute_unprepared("COMMIT").await.unwrap();
-                lock.close().await.unwrap();
-            }
-            None => {
-                let role = database.role.as_ref().unwrap();
-                database
-                    .admin_execute(&format!("GRANT INSERT ON messages TO {role}"))
-                    .await;
-            }
-        }
-    }
-}
-
 #[actix_web::test]
 async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
     for db in databases() {
@@ -381,7 +331,7 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
             Hooks::default(),
         )
         .await;
-        let fault = DatabaseFault::inject(&app.database).await;
+        let fault = app.database.block_inserts("messages").await;
         // Accepted until the first failed write; refused (503) from then on.
         let mut keys = Vec::new();
         for i in 0..20 {
@@ -421,7 +371,7 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
             keys.len(),
             "{db:?}: every accepted event still held by the queue"
         );
-        fault.repair(&app.database).await;
+        fault.release(&app.database).await;
         app.drained().await;
 
         assert_eq!(
@@ -441,29 +391,21 @@ async fn events_wait_out_a_database_outage_none_lost_none_doubled() {
 #[actix_web::test]
 async fn under_a_flaky_provider_every_message_is_sent_exactly_once() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.providers.sms.mock_error_rate = 0.3;
-                s.providers.sms.mock_rate_limit_rate = 0.2;
-                // Seeded: the failures this test is about happen on every run.
-                s.providers.sms.mock_seed = Some(9);
-                s.providers.sms.mock_retry_after = Duration::from_millis(5);
-                s.retry.base_delay = Duration::from_millis(5);
-                s.retry.max_delay = Duration::from_millis(20);
-                s.retry.max_attempts = 40;
-                // Runs of failures open the circuit; a short cooldown keeps the test short.
-                s.providers.sms.breaker_cooldown = Duration::from_millis(100);
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.providers.sms.mock_error_rate = 0.3;
+            s.providers.sms.mock_rate_limit_rate = 0.2;
+            // Seeded: the failures this test is about happen on every run.
+            s.providers.sms.mock_seed = Some(9);
+            s.providers.sms.mock_retry_after = Duration::from_millis(5);
+            s.retry.base_delay = Duration::from_millis(5);
+            s.retry.max_delay = Duration::from_millis(20);
+            s.retry.max_attempts = 40;
+            // Runs of failures open the circuit; a short cooldown keeps the test short.
+            s.providers.sms.breaker_cooldown = Duration::from_millis(100);
+        })
         .await;
         let sends = (0..100).map(|i| {
-            let body = sms(
-                &format!("+1201666{i:04}"),
-                "+18045551234",
-                &format!("flaky {i}"),
-            );
+            let body = common::sms_from_many(i, "flaky");
             let app = &app;
             async move { app.post_json("/api/messages/sms", &body).await }
         });
@@ -496,15 +438,7 @@ async fn under_a_flaky_provider_every_message_is_sent_exactly_once() {
 
 /// The value of an unlabelled metric in a Prometheus text exposition.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    common::find_sample(text, name, "").unwrap_or(0.0)
 }
 
 /// An SMS provider that panics at its first call and works from then on.
@@ -610,7 +544,7 @@ async fn a_panicking_event_fails_alone_and_its_batch_mates_are_stored_at_once() 
             })),
             ..Hooks::default()
         };
-        let app = spawn_app_with(
+        let app = spawn_app_with_hooks(
             db,
             |s| {
                 s.worker.concurrency = 1;

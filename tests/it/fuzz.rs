@@ -14,7 +14,6 @@ use std::sync::OnceLock;
 use actix_web::http::StatusCode;
 use common::{databases, spawn_api_only, spawn_app_with, TestApp};
 use futures_util::StreamExt;
-use messaging_server::startup::Hooks;
 use serde_json::{json, Value};
 
 /// Panics anywhere in this process (handlers, actors, workers), counted by a hook.
@@ -366,7 +365,7 @@ async fn generated_hostile_requests_get_202_or_a_problem_and_4xx_enqueue_nothing
 async fn five_thousand_hostile_requests_leave_a_drained_queue_on_both_databases() {
     panics();
     for db in databases() {
-        let app = spawn_app_with(db, |s| s.server.http_workers = 2, Hooks::default()).await;
+        let app = spawn_app_with(db, |s| s.server.http_workers = 2).await;
         let tally = run(&app, 0xbad_c0de, 5000, 16).await;
         assert!(
             tally.failures.is_empty(),

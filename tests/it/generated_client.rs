@@ -14,7 +14,6 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::server::ServerProcess;
 use common::stub::{Answer, StubProvider};
@@ -133,15 +132,7 @@ async fn a_generated_python_client_does_the_whole_api() {
         let database = TestDatabase::create(db).await;
         let server = start(&dir, &stub, &database);
         if !generated {
-            let mut response = awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish()
-                .get(format!("{}/openapi.json", server.url))
-                .send()
-                .await
-                .expect("the server answers");
-            assert_eq!(response.status().as_u16(), 200);
-            let document = response.body().limit(4 << 20).await.expect("the document");
+            let document = server.openapi_document().await;
             std::fs::write(dir.join("openapi.json"), &document).unwrap();
             let doc: Value = serde_json::from_slice(&document).expect("JSON");
             generate(&generator, &dir, &doc);

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use common::nats::{free_port, nats_databases, NatsCluster, NatsServer};
+use common::server::binary_on;
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, scalar_at, sms, spawn_on, test_settings, Db, TestDatabase};
+use common::{
+    databases, eventually, sample, scalar_at, sms, spawn_on, test_settings, Db, TestDatabase,
+};
 use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::domain::IdempotencyKey;
 use messaging_server::http::AppState;
@@ -42,12 +45,6 @@ async fn start_app(settings: Settings, hooks: Hooks) -> AppState {
 
 fn key(text: &str) -> IdempotencyKey {
     IdempotencyKey::from_stored(text.to_string())
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 #[actix_web::test]
@@ -99,7 +96,7 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
         .await;
         let (_, text) = api.get("/metrics").await;
         assert_eq!(
-            metric(text.as_str().unwrap(), "messaging_queue_depth"),
+            sample(text.as_str().unwrap(), "messaging_queue_depth", ""),
             10.0
         );
         assert_eq!(api.scalar("SELECT COUNT(*) FROM messages").await, 0);
@@ -125,8 +122,7 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
                 "{k} done"
             );
         }
-        assert_eq!(api.scalar("SELECT COUNT(*) FROM messages").await, 10);
-        api.assert_counters_match().await;
+        api.assert_stored(10).await;
     }
 }
 
@@ -159,7 +155,7 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
         assert_eq!(stub.accepted(&k), 1);
         let (_, text) = app.get("/metrics").await;
         assert_eq!(
-            metric(text.as_str().unwrap(), "messaging_retries_total"),
+            sample(text.as_str().unwrap(), "messaging_retries_total", ""),
             1.0
         );
     }
@@ -191,7 +187,7 @@ async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
         let (_, text) = app.get("/metrics").await;
         let text = text.as_str().unwrap();
         assert_eq!(
-            metric(text, "messaging_queue_dequeued_total"),
+            sample(text, "messaging_queue_dequeued_total", ""),
             1.0,
             "{db:?}: delivered once"
         );
@@ -316,8 +312,7 @@ async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
             app.sent_count().await == 10
         })
         .await;
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 10);
-        app.assert_counters_match().await;
+        app.assert_stored(10).await;
     }
 }
 
@@ -477,12 +472,8 @@ impl Proc {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(BINARY)
+        let child = binary_on(self.port)
             .args(["serve", "--role", self.role])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PORT", self.port.to_string())
-            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "1")
             .env("QUEUE_BACKEND", "nats")
             .env("LOG_LEVEL", "warn")
@@ -707,18 +698,13 @@ async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
                     return false;
                 };
                 let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
-                let sent = text
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix(
-                            "messaging_provider_requests_total{outcome=\"sent\",provider=\"sms\"} ",
-                        )?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                    })
-                    .unwrap_or(0.0);
-                metric(&text, "messaging_queue_dequeued_total") > sent
+                let sent = common::find_sample(
+                    &text,
+                    "messaging_provider_requests_total",
+                    "outcome=\"sent\",provider=\"sms\"",
+                )
+                .unwrap_or(0.0);
+                sample(&text, "messaging_queue_dequeued_total", "") > sent
             },
         )
         .await;
@@ -824,7 +810,7 @@ async fn a_worker_stopped_with_sigterm_hands_back_what_it_holds_and_exits_0() {
                 return false;
             };
             let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
-            metric(&text, "messaging_queue_dequeued_total") >= 5.0
+            sample(&text, "messaging_queue_dequeued_total", "") >= 5.0
         },
     )
     .await;

@@ -6,7 +6,9 @@ use crate::common;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use common::{eventually, spawn_api_only, spawn_app_with, spawn_on, Db, TestApp, TestDatabase};
+use common::{
+    eventually, sample, spawn_api_only, spawn_app_with, spawn_on, Db, TestApp, TestDatabase,
+};
 use messaging_server::actors::queue::Close;
 use messaging_server::startup::Hooks;
 use serde_json::json;
@@ -26,21 +28,9 @@ async fn scrape(app: &TestApp) -> String {
     String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
 }
 
-/// The value of the sample `name{labels}` (labels in exposition order, "" for none).
-fn sample(text: &str, name: &str, labels: &str) -> f64 {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{text}"))
-}
-
 #[actix_web::test]
 async fn metrics_count_known_traffic() {
-    let app = spawn_app_with(Db::Sqlite, |s| s.worker.concurrency = 3, Hooks::default()).await;
+    let app = spawn_app_with(Db::Sqlite, |s| s.worker.concurrency = 3).await;
     for i in 0..3 {
         app.send_sms(&format!("m{i}")).await;
     }
@@ -164,14 +154,10 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
     );
     assert_eq!(sample(&text, "messaging_workers_active", ""), 0.0);
 
-    let failing = spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            s.providers.sms.mock_error_rate = 1.0;
-            s.retry.max_attempts = 2;
-        },
-        Hooks::default(),
-    )
+    let failing = spawn_app_with(Db::Sqlite, |s| {
+        s.providers.sms.mock_error_rate = 1.0;
+        s.retry.max_attempts = 2;
+    })
     .await;
     failing.post_sms("doomed").await;
     failing.drained().await;
@@ -202,7 +188,7 @@ async fn backlog_and_dead_letter_gauges_are_right_at_every_scrape() {
 
 #[actix_web::test]
 async fn readiness_names_a_closed_queue() {
-    let app = spawn_app_with(Db::Sqlite, |_| {}, Hooks::default()).await;
+    let app = spawn_app_with(Db::Sqlite, |_| {}).await;
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["workers"], "4 running");

@@ -11,7 +11,6 @@ use actix_web::http::{header, Method, StatusCode};
 use common::{create_key, databases, spawn_app_with, TestApp};
 use messaging_server::config::Secret;
 use messaging_server::http::{openapi, route_table, twilio, Guard};
-use messaging_server::startup::Hooks;
 use messaging_server::store::keys::Scope;
 use serde_json::{json, Value};
 
@@ -257,16 +256,12 @@ impl Sampler<'_> {
 async fn real_answers_match_the_document() {
     for db in databases() {
         // Email is refused by its provider, once: every email becomes a dead letter.
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.providers.email.mock_error_rate = 1.0;
-                s.retry.max_attempts = 1;
-                s.providers.sms.auth_token = Secret::new(TWILIO_TOKEN);
-                s.providers.sms.public_url = TWILIO_PUBLIC_URL.into();
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.providers.email.mock_error_rate = 1.0;
+            s.retry.max_attempts = 1;
+            s.providers.sms.auth_token = Secret::new(TWILIO_TOKEN);
+            s.providers.sms.public_url = TWILIO_PUBLIC_URL.into();
+        })
         .await;
         let admin = app.admin_key.clone();
         let customer = app.state.settings.api.default_customer_id;
@@ -739,14 +734,10 @@ async fn real_answers_match_the_document() {
 #[actix_web::test]
 async fn the_served_document_declares_the_security_the_server_enforces() {
     let db = databases().remove(0);
-    let open = spawn_app_with(
-        db,
-        |s| {
-            s.auth.required = false;
-            s.providers.sms.webhook_secret = Secret::new("whsec-test-0123456789");
-        },
-        Hooks::default(),
-    )
+    let open = spawn_app_with(db, |s| {
+        s.auth.required = false;
+        s.providers.sms.webhook_secret = Secret::new("whsec-test-0123456789");
+    })
     .await;
     let (status, doc) = open.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
@@ -771,7 +762,7 @@ async fn the_served_document_declares_the_security_the_server_enforces() {
     assert_eq!(answer.status(), StatusCode::OK);
 
     // With keys required (the default), it is the published document.
-    let closed = spawn_app_with(databases().remove(0), |_| {}, Hooks::default()).await;
+    let closed = spawn_app_with(databases().remove(0), |_| {}).await;
     let (_, served) = closed.get("/openapi.json").await;
     assert_eq!(&served, openapi::json());
 }

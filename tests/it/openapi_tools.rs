@@ -40,13 +40,7 @@ impl Drop for Scratch {
 /// Starts the binary in `dir` and saves the document it serves as `dir/openapi.json`.
 async fn live_document(dir: &Path) -> PathBuf {
     let server = ServerProcess::start(dir, &[]);
-    let mut response = awc::Client::default()
-        .get(format!("{}/openapi.json", server.url))
-        .send()
-        .await
-        .expect("the server answers");
-    assert_eq!(response.status().as_u16(), 200);
-    let body = response.body().limit(4 << 20).await.expect("the document");
+    let body = server.openapi_document().await;
     let path = dir.join("openapi.json");
     std::fs::write(&path, &body).expect("write the document");
     path

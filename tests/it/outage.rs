@@ -301,6 +301,15 @@ async fn load_into_outage(server: &ServerProcess) -> Tally {
     tally
 }
 
+/// Terminates `server` (60 s at most), asserting it exits with `code` (else: `why`) and
+/// that nothing panicked; returns its log.
+fn terminate_expecting(server: ServerProcess, code: i32, why: &str) -> String {
+    let (exit, log) = server.terminate(Duration::from_secs(60));
+    assert_eq!(exit, Some(code), "{why}:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    log
+}
+
 #[actix_web::test]
 async fn a_full_disk_on_sqlite_refuses_new_work_and_loses_nothing_it_accepted() {
     full_disk("full", Vec::new()).await;
@@ -359,13 +368,7 @@ async fn sigterm_on_a_full_disk_reports_what_it_could_not_save_and_exits_non_zer
     let _ballast = fill(&disk.dir, 1 << 20);
     let tally = load_into_outage(&server).await;
 
-    let (code, log) = server.terminate(Duration::from_secs(60));
-    assert_eq!(
-        code,
-        Some(1),
-        "a shutdown that could not save is a failure:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "{log}");
+    let log = terminate_expecting(server, 1, "a shutdown that could not save is a failure");
     let report = log
         .lines()
         .find(|l| l.contains("queued events could be saved neither"))
@@ -424,13 +427,7 @@ async fn a_filesystem_turned_read_only_loses_nothing_across_a_restart() {
         || async { readyz(&server).await == StatusCode::SERVICE_UNAVAILABLE },
     )
     .await;
-    let (code, log) = server.terminate(Duration::from_secs(60));
-    assert_eq!(
-        code,
-        Some(0),
-        "everything saved in the spill directory:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "{log}");
+    let log = terminate_expecting(server, 0, "everything saved in the spill directory");
     // Sent, but the record of it did not reach the disk: said in the log, sent again.
     let resent: Vec<String> = log
         .lines()

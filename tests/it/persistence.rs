@@ -73,6 +73,12 @@ async fn counts(app: &TestApp) -> (i64, i64, i64) {
     )
 }
 
+/// Persists `events` as one batch, which must succeed (else panics with `what`).
+async fn persist_all(writer: &MessageWriter, events: &[Event], what: &str) {
+    let batch: Vec<&Event> = events.iter().collect();
+    writer.persist(&batch).await.expect(what);
+}
+
 #[actix_web::test]
 async fn seeded_events_become_the_expected_rows_and_replays_add_nothing() {
     for db in databases() {
@@ -164,14 +170,10 @@ async fn one_batch_with_duplicates_inside_it() {
 #[actix_web::test]
 async fn concurrent_workers_on_one_conversation_create_it_once_with_the_right_count() {
     for db in databases() {
-        let app = spawn_app_with(
-            db,
-            |s| {
-                s.worker.concurrency = 4;
-                s.worker.batch_size = 7;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            s.worker.concurrency = 4;
+            s.worker.batch_size = 7;
+        })
         .await;
         // Both directions and both orders of the participants: one conversation.
         let events: Vec<Event> = (0..300)
@@ -281,10 +283,7 @@ async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
                 )
             })
             .collect();
-        writer
-            .persist(&batch.iter().collect::<Vec<_>>())
-            .await
-            .expect("a 1000-event batch");
+        persist_all(&writer, &batch, "a 1000-event batch").await;
         // Second batch: every conversation comes from the cache.
         let more: Vec<Event> = (0..500)
             .map(|i| {
@@ -296,10 +295,7 @@ async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
                 )
             })
             .collect();
-        writer
-            .persist(&more.iter().collect::<Vec<_>>())
-            .await
-            .unwrap();
+        persist_all(&writer, &more, "the batch persists").await;
         assert_eq!(counts(&app).await, (500, 1500, 1500), "{db:?}");
         assert_eq!(
             app.scalar("SELECT MIN(message_count) FROM conversations")
@@ -332,10 +328,7 @@ async fn sqlite_wal_is_copied_into_the_database_file_while_the_server_runs() {
                 )
             })
             .collect();
-        writer
-            .persist(&batch.iter().collect::<Vec<_>>())
-            .await
-            .unwrap();
+        persist_all(&writer, &batch, "the batch persists").await;
     }
     // ~6 MB of bodies: the database file grows only by checkpoints.
     let what = format!("the database file (was {before} bytes) to take the WAL's pages");

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
+use common::server::{binary_on, capture};
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, scalar_at, sms, Db, TestDatabase};
+use common::{databases, eventually, scalar_at, sms, until_count_at, Db, TestDatabase};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
 
@@ -123,12 +124,8 @@ fn free_port() -> u16 {
 impl Server {
     async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let child = Command::new(BINARY)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        let child = binary_on(port)
             .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "1")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -136,20 +133,7 @@ impl Server {
             .spawn()
             .expect("server starts");
         let mut child = child;
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stdout.take().unwrap();
-        let sink = stdout.clone();
-        let stdout_reader = std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let (stdout, stdout_reader) = capture(child.stdout.take().unwrap());
         let server = Server {
             child,
             port,
@@ -227,6 +211,13 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    /// [`Self::terminate`] within 30 s, asserting a graceful exit (0); returns the log.
+    fn stop(self) -> String {
+        let (code, logs) = self.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "graceful exit:\n{logs}");
+        logs
+    }
+
     /// Sends a real SIGTERM and waits for the exit; returns (exit code, stderr).
     fn terminate(mut self, within: Duration) -> (Option<i32>, String) {
         let pid = self.child.id().to_string();
@@ -297,8 +288,7 @@ async fn sigterm_drains_the_queue_and_exits_0_and_logs_never_hold_a_body() {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
-    let (code, logs) = server.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "graceful exit:\n{logs}");
+    let logs = server.stop();
     assert_eq!(
         scalar_at(
             &database.url,
@@ -412,8 +402,7 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
                 StatusCode::ACCEPTED
             );
         }
-        let (code, logs) = api.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0), "{logs}");
+        api.stop();
         assert_eq!(
             scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             10,
@@ -430,20 +419,19 @@ async fn a_graceful_restart_loses_nothing_the_queue_held() {
             server.get_json("/readyz").await["checks"]["workers"] == "3 running"
         })
         .await;
-        let url = database.url.clone();
-        eventually(Duration::from_secs(20), "restored events stored", || {
-            let url = url.clone();
-            async move {
-                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10
-            }
-        })
+        until_count_at(
+            &database.url,
+            "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
+            10,
+            Duration::from_secs(20),
+            "restored events stored",
+        )
         .await;
         assert_eq!(
             scalar_at(&database.url, "SELECT COUNT(*) FROM pending_events").await,
             0
         );
-        let (code, _) = server.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0));
+        server.stop();
     }
 }
 
@@ -535,16 +523,12 @@ async fn calls_in_flight_at_the_shutdown_deadline_are_given_back_for_the_next_st
     }
 
     let server = Server::start(&database.url, &[]).await;
-    let url = database.url.clone();
-    eventually(
+    until_count_at(
+        &database.url,
+        "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
+        5,
         Duration::from_secs(20),
         "kept events sent after the restart",
-        || {
-            let url = url.clone();
-            async move {
-                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 5
-            }
-        },
     )
     .await;
     assert_eq!(
@@ -569,11 +553,13 @@ async fn dlq_commands_list_replay_and_purge() {
         server.post("/api/messages/sms", &body).await,
         StatusCode::ACCEPTED
     );
-    let url = database.url.clone();
-    eventually(Duration::from_secs(10), "dead letter written", || {
-        let url = url.clone();
-        async move { scalar_at(&url, "SELECT COUNT(*) FROM dead_letters").await == 1 }
-    })
+    until_count_at(
+        &database.url,
+        "SELECT COUNT(*) FROM dead_letters",
+        1,
+        Duration::from_secs(10),
+        "dead letter written",
+    )
     .await;
 
     let db_env = [("DATABASE_URL", database.url.as_str())];
@@ -608,10 +594,13 @@ async fn dlq_commands_list_replay_and_purge() {
     assert_eq!(none.status.code(), Some(2), "replay needs an id or --all");
 
     // The replayed event fails again (the provider always fails): a second dead letter.
-    eventually(Duration::from_secs(10), "replayed event dead again", || {
-        let url = url.clone();
-        async move { scalar_at(&url, "SELECT COUNT(*) FROM dead_letters").await == 2 }
-    })
+    until_count_at(
+        &database.url,
+        "SELECT COUNT(*) FROM dead_letters",
+        2,
+        Duration::from_secs(10),
+        "replayed event dead again",
+    )
     .await;
     server.terminate(Duration::from_secs(30));
 
@@ -710,11 +699,13 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
             response.headers().get("x-request-id").unwrap(),
             "process-test-request-1"
         );
-        let url = database.url.clone();
-        eventually(Duration::from_secs(10), "the message stored", || {
-            let url = url.clone();
-            async move { scalar_at(&url, "SELECT COUNT(*) FROM messages").await == 1 }
-        })
+        until_count_at(
+            &database.url,
+            "SELECT COUNT(*) FROM messages",
+            1,
+            Duration::from_secs(10),
+            "the message stored",
+        )
         .await;
         assert_eq!(
             server.get_json("/api/conversations").await["meta"]["total"],
@@ -722,8 +713,7 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
         );
 
         let stdout = server.stdout.clone();
-        let (code, logs) = server.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0), "{logs}");
+        let logs = server.stop();
         let stdout = stdout.lock().unwrap().clone();
         assert_eq!(printed_keys(&stdout), std::slice::from_ref(&key), "{db:?}");
         assert_eq!(stdout.matches(&key).count(), 1, "{stdout}");
@@ -743,8 +733,7 @@ async fn the_first_start_prints_one_admin_key_that_the_api_needs_and_logs_never_
             1
         );
         let stdout = again.stdout.clone();
-        let (code, _) = again.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0));
+        again.stop();
         let stdout = stdout.lock().unwrap().clone();
         assert!(
             printed_keys(&stdout).is_empty(),
@@ -788,8 +777,7 @@ async fn the_bootstrap_key_file_gets_the_first_key_with_mode_0600_and_stdout_non
         .unwrap();
     assert_eq!(dlq.status(), StatusCode::OK, "an operator's key");
     let stdout = server.stdout.clone();
-    let (code, logs) = server.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{logs}");
+    let logs = server.stop();
     let stdout = stdout.lock().unwrap().clone();
     assert!(
         !stdout.contains(&key) && printed_keys(&stdout).is_empty(),
@@ -851,8 +839,7 @@ async fn with_auth_off_nothing_is_printed_the_api_is_open_and_every_start_warns(
         .status();
     assert_eq!(status, StatusCode::OK);
     let stdout = server.stdout.clone();
-    let (code, logs) = server.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0));
+    let logs = server.stop();
     assert!(printed_keys(&stdout.lock().unwrap()).is_empty());
     assert!(logs.contains("auth.required = false"), "{logs}");
     assert_eq!(
@@ -1082,8 +1069,7 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 
     let out = server.stdout.clone();
-    let (code, logs) = server.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0));
+    let logs = server.stop();
     assert!(printed_keys(&out.lock().unwrap()).is_empty());
     assert!(!logs.contains(&key));
 }
@@ -1173,20 +1159,19 @@ async fn a_shutdown_the_database_refuses_spills_to_a_file_that_the_next_start_lo
         // The next start (with workers) re-enqueues the file and removes it.
         let server = Server::start(&database.url, &env[1..]).await;
         server.use_key(&key);
-        let url = database.url.clone();
-        eventually(Duration::from_secs(20), "spilled events stored", || {
-            let url = url.clone();
-            async move {
-                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await == 10
-            }
-        })
+        until_count_at(
+            &database.url,
+            "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
+            10,
+            Duration::from_secs(20),
+            "spilled events stored",
+        )
         .await;
         assert!(
             spill_files(&spill).is_empty(),
             "{db:?}: the file is removed"
         );
-        let (code, _) = server.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0));
+        server.stop();
     }
 }
 
@@ -1209,11 +1194,7 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
         let server = Server::start(&database.url, &env).await;
         let key = server.printed_key().await;
         let sends = (0..50).map(|i| {
-            let body = sms(
-                &format!("+1201666{i:04}"),
-                "+18045551234",
-                &format!("stuck {i}"),
-            );
+            let body = common::sms_from_many(i, "stuck");
             let server = &server;
             async move { server.post("/api/messages/sms", &body).await }
         });
@@ -1252,13 +1233,13 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
 
         let server = Server::start(&database.url, &env).await;
         server.use_key(&key);
-        eventually(Duration::from_secs(30), "every stuck message sent", || {
-            let url = url.clone();
-            async move {
-                scalar_at(&url, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
-                    == stored
-            }
-        })
+        until_count_at(
+            &url,
+            "SELECT COUNT(*) FROM messages WHERE status = 'sent'",
+            stored,
+            Duration::from_secs(30),
+            "every stuck message sent",
+        )
         .await;
         let db_conn = Database::connect(database.url.as_str()).await.unwrap();
         let keys: Vec<String> = db_conn
@@ -1298,8 +1279,7 @@ async fn messages_left_queued_by_a_killed_process_are_sent_once_after_the_restar
             text.lines().any(|l| l == "messaging_delivery_due 0"),
             "{db:?}: nothing left due"
         );
-        let (code, _) = server.terminate(Duration::from_secs(30));
-        assert_eq!(code, Some(0));
+        server.stop();
     }
 }
 
@@ -1330,8 +1310,7 @@ async fn malformed_http_is_answered_and_not_logged_as_an_error() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         assert!(answer.contains("application/problem+json"), "{answer}");
     }
-    let (code, logs) = server.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{logs}");
+    let logs = server.stop();
     assert!(
         !logs.contains("\"level\":\"ERROR\""),
         "a client's mistake is not a server error:\n{logs}"

@@ -29,11 +29,11 @@ mod example;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::nats::free_port;
-use common::server::BINARY;
+use common::server::binary_on;
 use example::{Block, Request};
 use serde_json::Value;
 
@@ -58,14 +58,10 @@ async fn start(
     first: bool,
 ) -> (Server, Option<String>) {
     let port = free_port();
-    let mut command = Command::new(BINARY);
+    let mut command = binary_on(port);
     command
         .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", database)
-        .env("PORT", port.to_string())
-        .env("MESSAGING__SERVER__HOST", "127.0.0.1")
         .env("LOG_LEVEL", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

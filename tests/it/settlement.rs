@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use common::nats::{nats_databases, NatsServer};
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms_event, spawn_on, Db, TestApp, TestDatabase};
+use common::{databases, eventually, sample, sms_event, spawn_on, Db, TestApp, TestDatabase};
 use futures_util::future::LocalBoxFuture;
 use messaging_server::actors::faults::FaultHook;
 use messaging_server::actors::queue::Close;
@@ -23,20 +23,8 @@ use messaging_server::store::dead_letters;
 use messaging_server::store::writer::MessageWriter;
 use sea_orm::{ConnectionTrait, Database};
 
-fn sample(text: &str, name: &str, labels: &str) -> f64 {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
-}
-
 async fn metric(app: &TestApp, name: &str, labels: &str) -> f64 {
-    let (_, text) = app.get("/metrics").await;
-    sample(text.as_str().unwrap_or_default(), name, labels)
+    sample(&app.metrics_text().await, name, labels)
 }
 
 use common::stub::use_stub;
@@ -180,13 +168,20 @@ async fn events_the_database_cannot_store_are_dead_lettered_and_the_queue_drains
     }
 }
 
+/// An app on `db` whose provider refuses every SMS (422) and whose database refuses their
+/// dead letters ([`refuse_dead_letters`]); and the stub, to change its answer.
+async fn refusing_everything(db: Db, even_encoded: bool) -> (TestApp, StubProvider) {
+    let database = TestDatabase::create(db).await;
+    refuse_dead_letters(&database, even_encoded).await;
+    let stub = StubProvider::start(vec![], Answer::Status(422, None));
+    let app = start(database, |s| use_stub(s, &stub), None).await;
+    (app, stub)
+}
+
 #[actix_web::test]
 async fn a_dead_letter_refused_as_it_is_is_stored_encoded_and_can_be_replayed() {
     for db in databases() {
-        let database = TestDatabase::create(db).await;
-        refuse_dead_letters(&database, false).await;
-        let stub = StubProvider::start(vec![], Answer::Status(422, None));
-        let app = start(database, |s| use_stub(s, &stub), None).await;
+        let (app, stub) = refusing_everything(db, false).await;
         let key = send_ok(&app, "refused by the provider").await;
         app.drained().await;
 
@@ -204,11 +199,7 @@ async fn a_dead_letter_refused_as_it_is_is_stored_encoded_and_can_be_replayed() 
 
         stub.set_fallback(Answer::Accept);
         let (status, _) = app
-            .request(
-                app.client
-                    .post(app.url(&format!("/api/dlq/{}/replay", rows[0].id))),
-                None,
-            )
+            .post_empty(&format!("/api/dlq/{}/replay", rows[0].id))
             .await;
         assert_eq!(
             status,
@@ -224,10 +215,7 @@ async fn a_dead_letter_refused_as_it_is_is_stored_encoded_and_can_be_replayed() 
 #[actix_web::test]
 async fn a_dead_letter_refused_even_encoded_is_counted_and_settled() {
     for db in databases() {
-        let database = TestDatabase::create(db).await;
-        refuse_dead_letters(&database, true).await;
-        let stub = StubProvider::start(vec![], Answer::Status(422, None));
-        let app = start(database, |s| use_stub(s, &stub), None).await;
+        let (app, _stub) = refusing_everything(db, true).await;
         send_ok(&app, "nowhere to park").await;
         app.drained().await;
 
@@ -263,22 +251,7 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
         .await;
         // A transient refusal: PostgreSQL, the role loses INSERT on dead_letters; SQLite,
         // another process holds the write lock.
-        let mut lock = None;
-        match db {
-            Db::Postgres => {
-                let role = app.database.role.clone().unwrap();
-                app.database
-                    .admin_execute(&format!("REVOKE INSERT ON dead_letters FROM {role}"))
-                    .await;
-            }
-            Db::Sqlite => {
-                let mut options = sea_orm::ConnectOptions::new(app.database.url.clone());
-                options.max_connections(1).min_connections(1);
-                let conn = Database::connect(options).await.unwrap();
-                conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
-                lock = Some(conn);
-            }
-        }
+        let block = app.database.block_inserts("dead_letters").await;
         // An event that fails at once (permanently) and writes nothing but its dead letter.
         let mut invalid = sms_event(
             app.state.settings.api.default_customer_id,
@@ -300,18 +273,7 @@ async fn a_dead_letter_the_database_cannot_take_yet_waits_in_the_queue_until_it_
             1,
             "{db:?}: still owned by the queue"
         );
-        match lock {
-            Some(conn) => {
-                conn.execute_unprepared("COMMIT").await.unwrap();
-                conn.close().await.unwrap();
-            }
-            None => {
-                let role = app.database.role.clone().unwrap();
-                app.database
-                    .admin_execute(&format!("GRANT INSERT ON dead_letters TO {role}"))
-                    .await;
-            }
-        }
+        block.release(&app.database).await;
         app.drained().await;
         assert_ready(&app).await;
         let letters = dead_letter_rows(&app).await;
@@ -502,8 +464,7 @@ async fn stored_but_unsent_messages_are_sent_once_at_start() {
             assert_eq!(stub.accepted(key), 1, "{db:?}: {key} sent once");
         }
         assert_eq!(stub.calls().len(), 30);
-        assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 30);
-        app.assert_counters_match().await;
+        app.assert_stored(30).await;
     }
 }
 

@@ -63,6 +63,18 @@ async fn status_with(app: &TestApp, location: &str, key: Option<&str>) -> (Statu
 }
 
 /// Follows `location` until the message reaches `want`; returns that answer.
+/// [`post`] of an SMS with `body` from +12016661234 to +18045551234.
+async fn post_sms(app: &TestApp, body: &str) -> Accepted {
+    let sms = sms("+12016661234", "+18045551234", body);
+    post(app, "/api/messages/sms", &sms, None).await
+}
+
+/// [`post`] of an email with `body` from user@usehatchapp.com to contact@gmail.com.
+async fn post_email(app: &TestApp, body: &str) -> Accepted {
+    let email = email("user@usehatchapp.com", "contact@gmail.com", body);
+    post(app, "/api/messages/email", &email, None).await
+}
+
 async fn until(app: &TestApp, location: &str, want: &str) -> Value {
     let mut last = Value::Null;
     let what = format!("{location} to become {want}");
@@ -108,6 +120,15 @@ async fn spawn_with(db: Db, configure: impl FnOnce(&mut Settings) -> Hooks) -> T
     spawn_on(database, move |s| *s = settings, hooks).await
 }
 
+/// An app on `db` whose worker is off: what it accepts stays pending in the queue.
+async fn spawn_api_only_on(db: Db) -> TestApp {
+    spawn_with(db, |s| {
+        s.worker.enabled = false;
+        Hooks::default()
+    })
+    .await
+}
+
 /// The final fields every stored message shows.
 fn assert_stored(answer: &Value, status: &str) {
     assert_eq!(answer["status"], status, "{answer}");
@@ -123,20 +144,8 @@ fn assert_stored(answer: &Value, status: &str) {
 async fn every_kind_of_202_leads_to_the_final_status() {
     for db in databases() {
         let app = common::spawn_app(db).await;
-        let sent_sms = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "hi"),
-            None,
-        )
-        .await;
-        let sent_email = post(
-            &app,
-            "/api/messages/email",
-            &email("user@usehatchapp.com", "contact@gmail.com", "<p>hello</p>"),
-            None,
-        )
-        .await;
+        let sent_sms = post_sms(&app, "hi").await;
+        let sent_email = post_email(&app, "<p>hello</p>").await;
         let got_sms = post(&app, "/api/webhooks/sms", &sms_webhook("sms-1"), None).await;
         let got_email = post(&app, "/api/webhooks/email", &email_webhook("email-1"), None).await;
         // A repeat with the same Idempotency-Key answers the same Location.
@@ -182,13 +191,7 @@ async fn a_provider_4xx_is_dead_lettered_and_its_replay_is_sent() {
     for db in databases() {
         let stub = StubProvider::start(vec![Answer::Status(400, None)], Answer::Accept);
         let app = spawn_with(db, |s| with_stub(s, &stub)).await;
-        let accepted = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "bad"),
-            None,
-        )
-        .await;
+        let accepted = post_sms(&app, "bad").await;
 
         let dead = until(&app, &accepted.location, "dead_lettered").await;
         assert_eq!(
@@ -231,13 +234,7 @@ async fn an_attempt_that_failed_shows_failed_with_attempts_and_error_until_it_is
             with_stub(s, &stub)
         })
         .await;
-        let accepted = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "later"),
-            None,
-        )
-        .await;
+        let accepted = post_sms(&app, "later").await;
         let location = accepted.location.as_str();
         eventually(Duration::from_secs(20), "two failed attempts", || async {
             let (_, answer) = status_with(&app, location, None).await;
@@ -267,18 +264,8 @@ async fn an_attempt_that_failed_shows_failed_with_attempts_and_error_until_it_is
 #[actix_web::test]
 async fn an_event_waiting_in_the_queue_is_pending() {
     for db in databases() {
-        let app = spawn_with(db, |s| {
-            s.worker.enabled = false;
-            Hooks::default()
-        })
-        .await;
-        let accepted = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "wait"),
-            None,
-        )
-        .await;
+        let app = spawn_api_only_on(db).await;
+        let accepted = post_sms(&app, "wait").await;
         let (code, answer) = status_with(&app, &accepted.location, None).await;
         assert_eq!(code, StatusCode::OK, "{db:?}: {answer}");
         assert_eq!(answer["status"], "pending");
@@ -292,12 +279,8 @@ async fn an_event_waiting_in_the_queue_is_pending() {
 #[actix_web::test]
 async fn the_status_is_scoped_to_the_key_s_customer() {
     for db in databases() {
-        let app = spawn_with(db, |s| {
-            // Pending first (so the queue's owner check is exercised), stored later.
-            s.worker.enabled = false;
-            Hooks::default()
-        })
-        .await;
+        // Pending first (so the queue's owner check is exercised), stored later.
+        let app = spawn_api_only_on(db).await;
         let customer = app.state.settings.api.default_customer_id;
         let own_send = create_key(app.db(), customer, &[Scope::Send]).await;
         let own_webhook = create_key(app.db(), customer, &[Scope::Webhook]).await;
@@ -305,13 +288,7 @@ async fn the_status_is_scoped_to_the_key_s_customer() {
         let other_send = create_key(app.db(), other, &[Scope::Send, Scope::Webhook]).await;
         let other_admin = common::create_operator_key(app.db()).await;
 
-        let accepted = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "mine"),
-            None,
-        )
-        .await;
+        let accepted = post_sms(&app, "mine").await;
         let location = accepted.location.as_str();
         for (key, want) in [
             (own_send.as_str(), StatusCode::OK),
@@ -399,20 +376,8 @@ async fn nats_statuses_from_pending_to_sent_received_and_dead_lettered() {
         api_settings.worker.enabled = false;
         let api = spawn_on(database, move |s| *s = api_settings, Hooks::default()).await;
 
-        let bad = post(
-            &api,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "nope"),
-            None,
-        )
-        .await;
-        let good = post(
-            &api,
-            "/api/messages/email",
-            &email("user@usehatchapp.com", "contact@gmail.com", "<p>yes</p>"),
-            None,
-        )
-        .await;
+        let bad = post_sms(&api, "nope").await;
+        let good = post_email(&api, "<p>yes</p>").await;
         let inbound = post(&api, "/api/webhooks/sms", &sms_webhook("nats-1"), None).await;
         for accepted in [&bad, &good, &inbound] {
             let (code, answer) = status_with(&api, &accepted.location, None).await;
@@ -460,13 +425,7 @@ async fn stats_count_what_happened_and_need_an_admin_key() {
             );
             post(&app, "/api/messages/email", &body, None).await;
         }
-        let refused = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "no"),
-            None,
-        )
-        .await;
+        let refused = post_sms(&app, "no").await;
         until(&app, &refused.location, "dead_lettered").await;
         app.drained().await;
 
@@ -587,13 +546,7 @@ async fn a_database_refusal_reaches_the_tenant_as_a_code_and_its_text_only_opera
                 .to_string(),
         };
         app.db().execute_unprepared(&refuse).await.unwrap();
-        let accepted = post(
-            &app,
-            "/api/messages/sms",
-            &sms("+12016661234", "+18045551234", "please refuse me"),
-            None,
-        )
-        .await;
+        let accepted = post_sms(&app, "please refuse me").await;
 
         let dead = until(&app, &accepted.location, "dead_lettered").await;
         assert_eq!(dead["error_code"], "internal_error", "{db:?}: {dead}");

@@ -12,30 +12,13 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use common::nats::NatsServer;
 use common::stub::{Answer, StubProvider};
-use common::{databases, eventually, sms, spawn_on, Db, TestApp, TestDatabase};
+use common::{databases, eventually, sample, sms, spawn_on, Db, TestApp, TestDatabase};
 use messaging_server::actors::faults::{FaultHook, Site};
 use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::startup::Hooks;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use serde_json::Value;
 use tokio::sync::Notify;
-
-/// The value of a sample (`name{labels}`, or `name` alone) in a Prometheus exposition.
-fn sample(text: &str, name: &str, labels: &str) -> f64 {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let (_, text) = app.get("/metrics").await;
-    text.as_str().unwrap_or_default().to_string()
-}
 
 /// An app whose SMS provider is `stub`, with `hook` injected into its actors.
 async fn spawn_with(
@@ -219,7 +202,7 @@ async fn survives_a_panic_on(site: Site, actor: &str, backend: QueueBackendKind,
         "{case}: sent once"
     );
 
-    let text = metrics(&app).await;
+    let text = app.metrics_text().await;
     for label in messaging_server::telemetry::ACTORS {
         let restarts = sample(
             &text,
@@ -357,22 +340,7 @@ async fn readiness_names_a_database_that_refuses_writes_without_its_error_text()
         assert_ready(&app).await;
         // PostgreSQL: the service's role loses a privilege (`SELECT 1` still works);
         // SQLite: another process holds the write lock.
-        let mut lock = None;
-        match db {
-            Db::Postgres => {
-                let role = app.database.role.clone().unwrap();
-                app.database
-                    .admin_execute(&format!("REVOKE INSERT ON messages FROM {role}"))
-                    .await;
-            }
-            Db::Sqlite => {
-                let mut options = ConnectOptions::new(app.database.url.clone());
-                options.max_connections(1).min_connections(1);
-                let conn = Database::connect(options).await.unwrap();
-                conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
-                lock = Some(conn);
-            }
-        }
+        let block = app.database.block_inserts("messages").await;
         // PostgreSQL's privileges are read at once; a held SQLite lock shows when a write
         // fails (readiness does not queue a probe behind the writer).
         let expected = match db {
@@ -391,18 +359,7 @@ async fn readiness_names_a_database_that_refuses_writes_without_its_error_text()
             },
         )
         .await;
-        match lock {
-            Some(conn) => {
-                conn.execute_unprepared("COMMIT").await.unwrap();
-                conn.close().await.unwrap();
-            }
-            None => {
-                let role = app.database.role.clone().unwrap();
-                app.database
-                    .admin_execute(&format!("GRANT INSERT ON messages TO {role}"))
-                    .await;
-            }
-        }
+        block.release(&app.database).await;
         assert_ready(&app).await;
     }
 }

@@ -4,7 +4,6 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,9 +11,9 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use common::nats::NatsServer;
 use common::otlp::{OtlpReceiver, ReceivedSpan};
+use common::server::{binary_on, capture};
 use common::{eventually, sms, spawn_app_with, Db, TestApp, TestDatabase};
 use messaging_server::config::Settings;
-use messaging_server::startup::Hooks;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -34,14 +33,10 @@ fn export_to(receiver: &OtlpReceiver) -> impl FnOnce(&mut Settings) + '_ {
 
 async fn traced_app(receiver: &OtlpReceiver, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let export = export_to(receiver);
-    spawn_app_with(
-        Db::Sqlite,
-        |s| {
-            export(s);
-            configure(s);
-        },
-        Hooks::default(),
-    )
+    spawn_app_with(Db::Sqlite, |s| {
+        export(s);
+        configure(s);
+    })
     .await
 }
 
@@ -89,6 +84,18 @@ fn one<'a>(trace: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
     found[0]
 }
 
+/// A message's five spans: request, enqueue, process, deliver and provider send.
+fn stages(trace: &[ReceivedSpan]) -> [&ReceivedSpan; 5] {
+    let names = [
+        "POST /api/messages/sms",
+        "enqueue",
+        "process",
+        "deliver",
+        "provider send",
+    ];
+    names.map(|name| one(trace, name))
+}
+
 #[actix_web::test]
 async fn one_message_is_one_trace_from_the_request_to_the_provider_call() {
     let receiver = OtlpReceiver::start();
@@ -98,11 +105,7 @@ async fn one_message_is_one_trace_from_the_request_to_the_provider_call() {
 
     let trace = trace_of(&receiver, &event_id, 5).await;
     assert_eq!(trace.len(), 5, "{trace:#?}");
-    let request = one(&trace, "POST /api/messages/sms");
-    let enqueue = one(&trace, "enqueue");
-    let process = one(&trace, "process");
-    let deliver = one(&trace, "deliver");
-    let provider = one(&trace, "provider send");
+    let [request, enqueue, process, deliver, provider] = stages(&trace);
 
     // request → enqueue → {process (stored), deliver (the delivery stage) → provider send}.
     assert_eq!(
@@ -324,13 +327,9 @@ impl Process {
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_messaging-server"))
+        let mut child = binary_on(port)
             .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &database.url)
-            .env("PORT", port.to_string())
-            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "1")
             .env("MESSAGING__LOG__FORMAT", "json")
             // Each event's own line ("event processed") is at debug.
@@ -341,20 +340,7 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let (stderr, reader) = capture(child.stderr.take().unwrap());
         Process {
             child,
             port,
@@ -537,11 +523,7 @@ async fn api_and_worker_processes_on_nats_join_one_trace() {
 
     let trace = trace_of(&receiver, &event_id, 5).await;
     assert!(trace.iter().all(|s| s.trace_id == trace_id), "{trace:#?}");
-    let request = one(&trace, "POST /api/messages/sms");
-    let enqueue = one(&trace, "enqueue");
-    let process = one(&trace, "process");
-    let deliver = one(&trace, "deliver");
-    let provider = one(&trace, "provider send");
+    let [request, enqueue, process, deliver, provider] = stages(&trace);
     assert_eq!(
         [&request.service, &enqueue.service],
         ["messaging-api", "messaging-api"]

@@ -11,7 +11,6 @@ use actix_web::http::StatusCode;
 use common::receiver::{events_by_message, register, webhook_settings, Receiver};
 use common::{databases, eventually, sms, spawn_app_with, Db, TestApp};
 use messaging_server::config::QueueBackendKind;
-use messaging_server::startup::Hooks;
 use messaging_server::store::keys::{self, Scope};
 use serde_json::{json, Value};
 
@@ -28,17 +27,13 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
         let Some(receiver) = Receiver::start().await else {
             return;
         };
-        let app = spawn_app_with(
-            db,
-            |s| {
-                webhook_settings(s);
-                if let Some(nats) = &nats {
-                    s.queue.backend = QueueBackendKind::Nats;
-                    s.queue.nats.url = nats.url();
-                }
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            webhook_settings(s);
+            if let Some(nats) = &nats {
+                s.queue.backend = QueueBackendKind::Nats;
+                s.queue.nats.url = nats.url();
+            }
+        })
         .await;
         let endpoint = register(&app, &receiver.url()).await;
         let secret = endpoint["secret"].as_str().unwrap();
@@ -222,14 +217,10 @@ async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_n
         else {
             return;
         };
-        let app = spawn_app_with(
-            db,
-            |s| {
-                webhook_settings(s);
-                s.webhooks.concurrency_per_endpoint = 2;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_app_with(db, |s| {
+            webhook_settings(s);
+            s.webhooks.concurrency_per_endpoint = 2;
+        })
         .await;
         for receiver in [&hanging, &healthy] {
             let endpoint = register(&app, &receiver.url()).await;

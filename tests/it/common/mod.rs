@@ -138,6 +138,59 @@ pub fn spill_dir(url: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{name}-spill"))
 }
 
+/// Inserts into a table refused for a while (see [`TestDatabase::block_inserts`]).
+pub struct InsertBlock {
+    table: String,
+    /// SQLite: the connection that holds the write lock.
+    lock: Option<DatabaseConnection>,
+}
+
+impl TestDatabase {
+    /// Refuses inserts into `table` until [`InsertBlock::release`]: on PostgreSQL the
+    /// application's role loses INSERT on it; on SQLite another connection holds the write
+    /// lock.
+    pub async fn block_inserts(&self, table: &str) -> InsertBlock {
+        let lock = match self.kind {
+            Db::Postgres => {
+                let role = self.role.clone().unwrap();
+                self.admin_execute(&format!("REVOKE INSERT ON {table} FROM {role}"))
+                    .await;
+                None
+            }
+            Db::Sqlite => {
+                let mut options = sea_orm::ConnectOptions::new(self.url.clone());
+                options.max_connections(1).min_connections(1);
+                let conn = Database::connect(options).await.unwrap();
+                conn.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+                Some(conn)
+            }
+        };
+        InsertBlock {
+            table: table.to_string(),
+            lock,
+        }
+    }
+}
+
+impl InsertBlock {
+    /// Takes inserts again: the privilege given back, or the lock released.
+    pub async fn release(self, database: &TestDatabase) {
+        match self.lock {
+            Some(conn) => {
+                conn.execute_unprepared("COMMIT").await.unwrap();
+                conn.close().await.unwrap();
+            }
+            None => {
+                let role = database.role.clone().unwrap();
+                let table = &self.table;
+                database
+                    .admin_execute(&format!("GRANT INSERT ON {table} TO {role}"))
+                    .await;
+            }
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(self.spill_dir());
@@ -207,7 +260,12 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
-    spawn_app_with(db, |_| {}, Hooks::default()).await
+    spawn_app_with(db, |_| {}).await
+}
+
+/// [`spawn_app_with_hooks`] with the default hooks.
+pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_hooks(db, configure, Hooks::default()).await
 }
 
 /// An API-only app on SQLite (worker off: what is accepted stays queued), `configure` applied.
@@ -216,13 +274,13 @@ pub async fn spawn_api_only(configure: impl FnOnce(&mut Settings)) -> TestApp {
         s.worker.enabled = false;
         configure(s);
     };
-    spawn_app_with(Db::Sqlite, configure, Hooks::default()).await
+    spawn_app_with(Db::Sqlite, configure).await
 }
 
 /// Starts the application as the binary does, with `configure` applied to the settings.
 /// Unless `hooks` brings its own providers, mocks built from the settings are used and
 /// kept so the test can ask what they delivered.
-pub async fn spawn_app_with(
+pub async fn spawn_app_with_hooks(
     db: Db,
     configure: impl FnOnce(&mut Settings),
     hooks: Hooks,
@@ -443,6 +501,19 @@ impl TestApp {
         query_scalar(self.db(), sql).await
     }
 
+    /// The exposition `/metrics` answers (empty when it is not text).
+    pub async fn metrics_text(&self) -> String {
+        let (_, text) = self.get("/metrics").await;
+        text.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Asserts `n` messages are stored and every conversation's count is right.
+    pub async fn assert_stored(&self, n: i64) {
+        let stored = self.scalar("SELECT COUNT(*) FROM messages").await;
+        assert_eq!(stored, n, "messages stored");
+        self.assert_counters_match().await;
+    }
+
     /// How many messages are marked sent.
     pub async fn sent_count(&self) -> i64 {
         self.scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
@@ -492,6 +563,30 @@ pub async fn scalar_at(url: &str, sql: &str) -> i64 {
     let n = query_scalar(&db, sql).await;
     db.close().await.ok();
     n
+}
+
+/// Serves an app made by `configure` on `listener` in the background (one worker; the
+/// test's System stops it).
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) {
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run();
+    actix_web::rt::spawn(server);
+}
+
+/// Waits up to `timeout` until `sql` counts `want` in the database at `url`.
+pub async fn until_count_at(url: &str, sql: &str, want: i64, timeout: Duration, what: &str) {
+    eventually(timeout, what, || async {
+        scalar_at(url, sql).await == want
+    })
+    .await;
 }
 
 /// Creates an API key with `scopes` for `customer`; returns the key.
@@ -550,6 +645,24 @@ where
     }
 }
 
+/// The value of the sample `name{labels}` ("" for none; else in exposition order) in a
+/// Prometheus exposition, if it is there.
+pub fn find_sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// [`find_sample`], which must be there.
+pub fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    find_sample(text, name, labels)
+        .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in:\n{text}"))
+}
+
 /// The event the API makes of an SMS with `body` from +12016661234 to +18045551234 for
 /// `customer` (to put on the queue directly).
 pub fn sms_event(customer: Uuid, body: &str) -> Event {
@@ -569,6 +682,15 @@ pub fn sms_event(customer: Uuid, body: &str) -> Event {
         now: chrono::Utc::now(),
     })
     .unwrap()
+}
+
+/// An SMS to +18045551234 from the `i`th of many senders (+1201666iiii), its body "`what` `i`".
+pub fn sms_from_many(i: impl std::fmt::Display, what: &str) -> Value {
+    sms(
+        &format!("+1201666{i:04}"),
+        "+18045551234",
+        &format!("{what} {i}"),
+    )
 }
 
 pub fn sms(from: &str, to: &str, body: &str) -> Value {

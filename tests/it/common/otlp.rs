@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -87,19 +87,12 @@ impl OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind OTLP receiver");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = received.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(shared.clone()))
+        super::serve_on(listener, move |app| {
+            app.app_data(web::Data::new(shared.clone()))
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .route("/v1/metrics", web::post().to(metrics))
-                .route("/v1/traces", web::post().to(traces))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        actix_web::rt::spawn(server);
+                .route("/v1/traces", web::post().to(traces));
+        });
         OtlpReceiver { url, received }
     }
 

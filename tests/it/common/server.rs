@@ -1,15 +1,46 @@
 //! The real `messaging-server serve` binary as a child process, on a free port, with the
 //! admin key it prints at its first start. Killed when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::nats::free_port;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_messaging-server");
+
+/// The binary over a clean environment (`PATH` only), to listen on loopback at `port`.
+pub fn binary_on(port: u16) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", port.to_string())
+        .env("MESSAGING__SERVER__HOST", "127.0.0.1");
+    command
+}
+
+/// Reads `pipe` to its end on a thread: the text grows as it arrives (join the thread to
+/// have all of it).
+pub fn capture(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    (text, reader)
+}
 
 pub struct ServerProcess {
     child: Child,
@@ -60,13 +91,9 @@ impl ServerProcess {
     fn spawn(dir: &Path, env: &[(&str, String)]) -> (ServerProcess, mpsc::Receiver<String>) {
         let port = free_port();
         let log = dir.join(format!("server-{port}.log"));
-        let mut command = Command::new(BINARY);
+        let mut command = binary_on(port);
         command
             .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PORT", port.to_string())
-            .env("MESSAGING__SERVER__HOST", "127.0.0.1")
             .env("MESSAGING__SERVER__HTTP_WORKERS", "2")
             .env(
                 "DATABASE_URL",
@@ -120,6 +147,19 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         };
         (status.code(), self.log_text())
+    }
+
+    /// The OpenAPI document the server serves (asserting it answers 200).
+    pub async fn openapi_document(&self) -> actix_web::web::Bytes {
+        let mut response = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish()
+            .get(format!("{}/openapi.json", self.url))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), 200);
+        response.body().limit(4 << 20).await.expect("the document")
     }
 
     pub fn log_text(&self) -> String {

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -49,18 +49,11 @@ impl StubProvider {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
         let url = format!("http://{}/messages", listener.local_addr().unwrap());
         let shared = script.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(shared.clone()))
+        super::serve_on(listener, move |app| {
+            app.app_data(web::Data::new(shared.clone()))
                 .route("/messages", web::post().to(answer))
-                .route("/control", web::post().to(control))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        actix_web::rt::spawn(server);
+                .route("/control", web::post().to(control));
+        });
         StubProvider { url, script }
     }
 

@@ -14,7 +14,7 @@ use super::smtp::{email, smtp, SmtpServer, PASSWORD};
 use super::twilio::{signed, twilio, Prism, ACCOUNT};
 use super::{settled, status_of};
 use crate::common::receiver::{events_by_message, webhook_settings, Receiver};
-use crate::common::{self, databases, eventually, spawn_app_with, TestApp};
+use crate::common::{self, databases, eventually, spawn_app_with_hooks, TestApp};
 
 async fn accepted(app: &TestApp, path: &str, body: &Value) -> Value {
     let (status, answer) = app.post_json(path, body).await;
@@ -44,7 +44,7 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
         configure(&mut settings);
         // Both adapters as the settings build them (the harness would put mocks in).
         let providers = Providers::from_settings(&settings.providers);
-        let app = spawn_app_with(
+        let app = spawn_app_with_hooks(
             db,
             configure,
             Hooks {

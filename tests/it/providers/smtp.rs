@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use common::{databases, eventually, spawn_app_with, Db, TestApp};
+use common::{databases, eventually, spawn_app_with_hooks, Db, TestApp};
 use messaging_server::config::{ProviderKind, Secret, Settings, SmtpTls};
 use messaging_server::domain::Channel;
 use messaging_server::providers::{
@@ -130,7 +130,7 @@ pub(crate) async fn app_with_smtp(db: Db, server: &SmtpServer, password: &str) -
         sms: Arc::new(MockProvider::new("sms", &settings.providers.sms)),
         email: Providers::from_settings(&settings.providers).email,
     };
-    spawn_app_with(
+    spawn_app_with_hooks(
         db,
         |s| smtp(s, server, password),
         Hooks {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use common::{databases, eventually, spawn_app_with, Db, TestApp};
+use common::{databases, eventually, spawn_app_with_hooks, Db, TestApp};
 use messaging_server::config::{ProviderKind, Secret, Settings};
 use messaging_server::http::twilio as twilio_webhooks;
 use messaging_server::providers::{MockProvider, Providers};
@@ -161,7 +161,7 @@ pub(crate) async fn app_with_twilio(db: Db, base_url: &str) -> TestApp {
         sms: Providers::from_settings(&settings.providers).sms,
         email: Arc::new(MockProvider::new("email", &settings.providers.email)),
     };
-    spawn_app_with(
+    spawn_app_with_hooks(
         db,
         |s| twilio(s, base_url),
         Hooks {

@@ -1,8 +1,11 @@
 //! Builds the whole service from settings. The binary and the tests start the same thing.
 
+mod handover;
+
+pub use handover::{save_unfinished, Saved, Unsaved};
+
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use actix_web::dev::{Server, ServerHandle};
@@ -21,7 +24,6 @@ use crate::actors::worker::{WorkerDeps, WorkerThread};
 use crate::actors::{DlqActor, QueueActor, RetryScheduler, Sender};
 use crate::config::{QueueBackendKind, Settings};
 use crate::delivery::LaneDeps;
-use crate::domain::Event;
 use crate::http::idempotency::RecentKeys;
 use crate::http::{self, observe_request, request_context, AppState, Auth};
 use crate::providers::Providers;
@@ -48,8 +50,8 @@ pub enum StartupError {
     },
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::ExportError),
-    #[error("cannot read the spill files in {dir}: {source}")]
-    Spill { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Restore(#[from] handover::RestoreError),
 }
 
 /// What this process runs (SPEC §10).
@@ -163,7 +165,7 @@ impl Application {
             store::connect(&settings.database).await?
         };
         let spill = SpillDir::new(settings.queue.spill_directory(&settings.database));
-        restore_spilled(&db, backend.as_ref(), &spill).await?;
+        handover::restore(&db, backend.as_ref(), &spill).await?;
         let probe = backend.clone();
         let metrics = Metrics::new(Arc::new(move || probe.depth() as u64), &settings.telemetry)?;
         if settings.worker.enabled {
@@ -368,129 +370,29 @@ impl Application {
     }
 }
 
-/// Re-enqueues what the last graceful shutdown saved: rows of `pending_events`, then the
-/// spill files (removed once re-enqueued; a file with unreadable lines is renamed
-/// `*.unreadable` and kept for an operator).
-async fn restore_spilled(
-    db: &sea_orm::DatabaseConnection,
-    backend: &dyn QueueBackend,
-    spill: &SpillDir,
-) -> Result<(), StartupError> {
-    let republish = |events: Vec<Event>| async move {
-        backend
-            .republish(events)
-            .await
-            .map_err(|e| StartupError::Database(StoreError::Unavailable(e.to_string())))
-    };
-    let rows = store::pending::load(db).await?;
-    if !rows.is_empty() {
-        let mut events = Vec::with_capacity(rows.len());
-        let mut ids = Vec::with_capacity(rows.len());
-        for (id, json) in rows {
-            match serde_json::from_value::<Event>(json) {
-                Ok(event) => {
-                    events.push(event);
-                    ids.push(id);
-                }
-                // Left in the table for an operator to look at; never silently dropped.
-                Err(err) => {
-                    tracing::error!(pending_event_id = id, error = %err, "spilled event unreadable; left in pending_events")
-                }
-            }
-        }
-        let restored = events.len();
-        republish(events).await?;
-        store::pending::delete(db, ids).await?;
-        tracing::info!(restored, "re-enqueued events spilled by the last shutdown");
-    }
-    let files = spill.load().map_err(|source| StartupError::Spill {
-        dir: spill.path().display().to_string(),
-        source,
-    })?;
-    for file in files {
-        let restored = file.events.len();
-        republish(file.events).await?;
-        let path = file.path.display().to_string();
-        if file.unreadable == 0 {
-            if let Err(err) = std::fs::remove_file(&file.path) {
-                tracing::warn!(file = %path, error = %err, "cannot remove a re-enqueued spill file; its events may be enqueued again (harmless: same idempotency keys)");
-            }
-        } else {
-            let kept = PathBuf::from(format!("{path}.unreadable"));
-            let _ = std::fs::rename(&file.path, &kept);
-            tracing::error!(file = %kept.display(), unreadable = file.unreadable, "spill file has lines that are not events; kept for an operator");
-        }
-        tracing::info!(restored, file = %path, "re-enqueued events from a spill file");
-    }
-    Ok(())
-}
-
-/// What a shutdown did with the events the memory queue still held.
-#[derive(Debug, Default)]
-pub struct Saved {
-    /// Rows written to `pending_events`.
-    pub in_database: usize,
-    /// The spill file holding the rest, and how many it holds.
-    pub in_file: Option<(PathBuf, usize)>,
-}
-
-/// Events a shutdown could save nowhere.
-#[derive(Debug)]
-pub struct Unsaved {
-    pub count: usize,
-    /// Why the spill file could not be written.
-    pub error: std::io::Error,
-}
-
-/// Saves what the memory queue still holds for the next start: in `pending_events`, and
-/// what the database refuses (it is down, or cannot store an event) in a spill file. `Err`
-/// only when even the file cannot be written; every event left unsaved has then been
-/// logged whole at error level, the last copy there is.
-pub async fn save_unfinished(
-    db: &sea_orm::DatabaseConnection,
-    spill: &SpillDir,
-    events: Vec<Event>,
-) -> Result<Saved, Unsaved> {
-    let total = events.len();
-    let unsaved = store::pending::spill(db, events).await;
-    let mut saved = Saved {
-        in_database: total - unsaved.events.len(),
-        in_file: None,
-    };
-    if unsaved.events.is_empty() {
-        return Ok(saved);
-    }
-    if let Some(err) = &unsaved.error {
-        tracing::error!(error = %err, unsaved = unsaved.events.len(), dir = %spill.path().display(), "the database refused queued events at shutdown; writing them to a spill file");
-    }
-    match spill.write(&unsaved.events) {
-        Ok(path) => {
-            saved.in_file = Some((path, unsaved.events.len()));
-            Ok(saved)
-        }
-        Err(err) => {
-            for event in &unsaved.events {
-                let json = serde_json::to_string(event).unwrap_or_default();
-                tracing::error!(event_id = %event.event_id, event = %json, "queued event could not be saved anywhere; it is logged here");
-            }
-            Err(Unsaved {
-                count: unsaved.events.len(),
-                error: err,
-            })
-        }
-    }
-}
-
 /// Hides a password in a database URL before it is logged.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
+fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
         }
-        _ => url.to_string(),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_database_password_never_reaches_the_log() {
+        let redacted = super::redact_url("postgres://app:s3cr%40t@db.internal:5432/messages");
+        assert_eq!(redacted, "postgres://app:***@db.internal:5432/messages");
+        let plain = "postgres://postgres@127.0.0.1:5432/postgres";
+        assert_eq!(super::redact_url(plain), plain);
+        assert_eq!(
+            super::redact_url("sqlite://data/m.db?mode=rwc"),
+            "sqlite://data/m.db?mode=rwc"
+        );
+        assert_eq!(super::redact_url("not a url"), "not a url");
     }
 }

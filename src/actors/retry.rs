@@ -118,6 +118,65 @@ impl RetryPolicy {
         }
         Decision::Retry(delay)
     }
+
+    /// What a path without the deciding code decides (after a panic while deciding): the
+    /// plain backoff ceiling, or the dead-letter queue for a permanent failure or when out
+    /// of attempts.
+    pub fn fallback(&self, kind: ErrorKind, attempts: u32) -> Decision {
+        if kind == ErrorKind::Permanent {
+            Decision::DeadLetter("permanent failure")
+        } else if attempts >= self.max_attempts {
+            Decision::DeadLetter("out of attempts (retry.max_attempts)")
+        } else {
+            Decision::Retry(self.ceiling(attempts))
+        }
+    }
+}
+
+/// Whose failure a decision is about, for its log line.
+#[derive(Clone, Copy)]
+enum Stage {
+    /// Storing an event off the queue.
+    Persist,
+    /// A provider call for a stored outbound message.
+    Delivery,
+}
+
+/// Logs `decision` on `event`, whose attempt `attempts` failed with `error`.
+fn log_decision(
+    stage: Stage,
+    event: &Event,
+    attempts: u32,
+    error: &ProcessingError,
+    decision: Decision,
+) {
+    match decision {
+        Decision::Retry(delay) => tracing::info!(
+            event_id = %event.event_id,
+            idempotency_key = %event.idempotency_key,
+            attempt = attempts,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error = %error,
+            "{}",
+            match stage {
+                Stage::Persist => "retry scheduled",
+                Stage::Delivery => "delivery retry scheduled",
+            }
+        ),
+        Decision::DeadLetter(reason) => tracing::warn!(
+            event_id = %event.event_id,
+            idempotency_key = %event.idempotency_key,
+            attempt = attempts,
+            error_kind = error.kind().as_str(),
+            error = %error,
+            reason,
+            "{}",
+            match stage {
+                Stage::Persist => "event dead-lettered",
+                Stage::Delivery => "delivery dead-lettered",
+            }
+        ),
+    }
 }
 
 pub struct RetryScheduler {
@@ -183,8 +242,8 @@ impl RetryScheduler {
         });
     }
 
-    fn decide(&mut self, claim: &Claimed, error: &ProcessingError) -> Decision {
-        let event = claim.event();
+    /// Retry or dead-letter `event`, whose latest attempt failed with `error`.
+    fn decide(&mut self, event: &Event, error: &ProcessingError) -> Decision {
         let attempts = event.attempt.saturating_add(1);
         let age = (Utc::now() - event.accepted_at)
             .to_std()
@@ -201,19 +260,11 @@ impl RetryScheduler {
     fn carry_out(&self, Failed { claim, error }: Failed, decision: Decision) {
         let event = claim.event().clone();
         let attempts = event.attempt.saturating_add(1);
-        let kind = error.kind();
+        log_decision(Stage::Persist, &event, attempts, &error, decision);
         match decision {
-            Decision::DeadLetter(reason) => {
-                tracing::warn!(
-                    event_id = %event.event_id,
-                    idempotency_key = %event.idempotency_key,
-                    attempt = attempts,
-                    error_kind = kind.as_str(),
-                    error = %error,
-                    reason,
-                    "event dead-lettered"
-                );
+            Decision::DeadLetter(_) => {
                 self.record(event, attempts, &error, true);
+                let kind = error.kind();
                 self.dlq.do_send(DeadLetter {
                     claim,
                     attempts,
@@ -223,14 +274,6 @@ impl RetryScheduler {
                 });
             }
             Decision::Retry(delay) => {
-                tracing::info!(
-                    event_id = %event.event_id,
-                    idempotency_key = %event.idempotency_key,
-                    attempt = attempts,
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    error = %error,
-                    "retry scheduled"
-                );
                 self.metrics.retries.add(1, &[]);
                 self.record(event.clone(), attempts, &error, false);
                 actix::spawn(async move {
@@ -243,17 +286,11 @@ impl RetryScheduler {
         }
     }
 
-    /// After a panic while deciding: the plain backoff ceiling, or the dead-letter queue
-    /// for a permanent failure or when out of attempts, with none of the deciding code.
+    /// After a panic while deciding: [`RetryPolicy::fallback`], with none of the deciding
+    /// code.
     fn fallback(&self, failed: Failed) {
         let attempts = failed.claim.event().attempt.saturating_add(1);
-        let decision = if failed.error.kind() == ErrorKind::Permanent {
-            Decision::DeadLetter("permanent failure")
-        } else if attempts >= self.policy.max_attempts {
-            Decision::DeadLetter("out of attempts (retry.max_attempts)")
-        } else {
-            Decision::Retry(self.policy.ceiling(attempts))
-        };
+        let decision = self.policy.fallback(failed.error.kind(), attempts);
         self.carry_out(failed, decision);
     }
 }
@@ -274,7 +311,7 @@ impl Handler<Failed> for RetryScheduler {
     fn handle(&mut self, failed: Failed, ctx: &mut Self::Context) {
         let decided = supervision::caught(|| {
             let stall = self.faults.at(Site::Retry, Some(failed.claim.event()));
-            (self.decide(&failed.claim, &failed.error), stall)
+            (self.decide(failed.claim.event(), &failed.error), stall)
         });
         match decided {
             Ok((decision, stall)) => {
@@ -292,60 +329,13 @@ impl Handler<Failed> for RetryScheduler {
 }
 
 impl RetryScheduler {
-    fn decide_delivery(&mut self, failed: &DeliveryFailed) -> Decision {
-        let event = &failed.event;
-        let attempts = event.attempt.saturating_add(1);
-        let age = (Utc::now() - event.accepted_at)
-            .to_std()
-            .unwrap_or_default();
-        let error = &failed.error;
-        self.policy.decide(
-            error.kind(),
-            attempts,
-            age,
-            error.retry_after(),
-            self.rng.f64(),
-        )
-    }
-
-    /// What [`Self::fallback`] decides, for a delivery.
-    fn plain_decision(&self, failed: &DeliveryFailed) -> Decision {
-        let attempts = failed.event.attempt.saturating_add(1);
-        if failed.error.kind() == ErrorKind::Permanent {
-            Decision::DeadLetter("permanent failure")
-        } else if attempts >= self.policy.max_attempts {
-            Decision::DeadLetter("out of attempts (retry.max_attempts)")
-        } else {
-            Decision::Retry(self.policy.ceiling(attempts))
-        }
-    }
-
     fn report_delivery(&self, failed: &DeliveryFailed, decision: Decision) {
         let event = &failed.event;
         let attempts = event.attempt.saturating_add(1);
-        let error = &failed.error;
-        match decision {
-            Decision::Retry(delay) => {
-                tracing::info!(
-                    event_id = %event.event_id,
-                    idempotency_key = %event.idempotency_key,
-                    attempt = attempts,
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    error = %error,
-                    "delivery retry scheduled"
-                );
-                self.metrics.retries.add(1, &[]);
-                self.record(event.clone(), attempts, error, false);
-            }
-            Decision::DeadLetter(reason) => tracing::warn!(
-                event_id = %event.event_id,
-                idempotency_key = %event.idempotency_key,
-                attempt = attempts,
-                error_kind = error.kind().as_str(),
-                error = %error,
-                reason,
-                "delivery dead-lettered"
-            ),
+        log_decision(Stage::Delivery, event, attempts, &failed.error, decision);
+        if matches!(decision, Decision::Retry(_)) {
+            self.metrics.retries.add(1, &[]);
+            self.record(event.clone(), attempts, &failed.error, false);
         }
     }
 }
@@ -356,7 +346,7 @@ impl Handler<DeliveryFailed> for RetryScheduler {
     fn handle(&mut self, failed: DeliveryFailed, ctx: &mut Self::Context) -> Self::Result {
         let decided = supervision::caught(|| {
             let stall = self.faults.at(Site::Retry, Some(&failed.event));
-            (self.decide_delivery(&failed), stall)
+            (self.decide(&failed.event, &failed.error), stall)
         });
         let decision = match decided {
             Ok((decision, stall)) => {
@@ -367,7 +357,8 @@ impl Handler<DeliveryFailed> for RetryScheduler {
             }
             Err(panic) => {
                 supervision::restart(ACTOR, &panic, &self.metrics, ctx);
-                self.plain_decision(&failed)
+                let attempts = failed.event.attempt.saturating_add(1);
+                self.policy.fallback(failed.error.kind(), attempts)
             }
         };
         self.report_delivery(&failed, decision);

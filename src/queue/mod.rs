@@ -307,3 +307,25 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Sends whatever settlements are still buffered (before the process exits).
     fn flush(&self) -> BoxFuture<'static, ()>;
 }
+
+/// An SMS event with `body`, for the queues' unit tests.
+#[cfg(test)]
+fn test_event(body: &str) -> Event {
+    use crate::domain::{Accept, IntoEvent, SendSms};
+    SendSms {
+        from: Some("+12016661234".into()),
+        to: Some("+18045551234".into()),
+        r#type: Some("sms".into()),
+        body: Some(body.into()),
+        timestamp: Some("2024-11-01T14:00:00Z".into()),
+        ..Default::default()
+    }
+    .into_event(&Accept {
+        default_customer: uuid::Uuid::nil(),
+        inbound_owner: None,
+        idempotency_header: None,
+        endpoint: "/api/messages/sms",
+        now: Utc::now(),
+    })
+    .unwrap()
+}

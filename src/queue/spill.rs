@@ -117,25 +117,7 @@ fn write_synced(path: &Path, events: &[Event]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Accept, IntoEvent, SendSms};
-
-    fn event(body: &str) -> Event {
-        SendSms {
-            from: Some("+12016661234".into()),
-            to: Some("+18045551234".into()),
-            r#type: Some("sms".into()),
-            body: Some(body.into()),
-            ..Default::default()
-        }
-        .into_event(&Accept {
-            default_customer: uuid::Uuid::nil(),
-            inbound_owner: None,
-            idempotency_header: None,
-            endpoint: "/api/messages/sms",
-            now: Utc::now(),
-        })
-        .unwrap()
-    }
+    use crate::queue::test_event as event;
 
     #[test]
     fn written_files_load_back_in_order_and_other_files_are_ignored() {

@@ -1,24 +1,5 @@
 use super::*;
-use crate::domain::{Accept, IntoEvent, SendSms};
-
-fn event(body: &str) -> Event {
-    SendSms {
-        from: Some("+12016661234".into()),
-        to: Some("+18045551234".into()),
-        r#type: Some("sms".into()),
-        body: Some(body.into()),
-        timestamp: Some("2024-11-01T14:00:00Z".into()),
-        ..Default::default()
-    }
-    .into_event(&Accept {
-        default_customer: uuid::Uuid::nil(),
-        inbound_owner: None,
-        idempotency_header: None,
-        endpoint: "/api/messages/sms",
-        now: chrono::Utc::now(),
-    })
-    .unwrap()
-}
+use crate::queue::test_event as event;
 
 async fn take(queue: &MemoryQueue, max: usize) -> Vec<Delivery> {
     queue.receive(max, Duration::ZERO).await.unwrap().deliveries

@@ -1,6 +1,6 @@
 //! A Python client generated from the live /openapi.json does the whole API: the real
 //! binary serves the document, `openapi-python-client` generates a client from it (every
-//! operation, no warning), and tests/generated_client.py uses that client against the same
+//! operation, no warning), and tests/peers/generated_client.py uses that client against the same
 //! server: sends, webhooks, statuses followed to the end, conversations and messages, the
 //! dead-letter queue, stats.
 //!
@@ -21,7 +21,7 @@ use common::tools;
 use common::{databases, TestDatabase};
 use serde_json::Value;
 
-const SCRIPT: &str = "tests/generated_client.py";
+const SCRIPT: &str = "tests/peers/generated_client.py";
 /// The package `openapi-python-client` names after the document's title.
 const PACKAGE: &str = "messaging_server_client";
 

@@ -1,7 +1,7 @@
 //! The published document as other tools read it, fetched live from the real binary:
 //! Redocly CLI's lint (with the repository's redocly.yaml) and openapi-spec-validator find
 //! no error, and the TypeScript types openapi-typescript generates compile with
-//! `tsc --strict` in tests/openapi_types.ts. Also, without any tool: every operation has
+//! `tsc --strict` in tests/peers/openapi_types.ts. Also, without any tool: every operation has
 //! examples and each one validates against its schema.
 //!
 //! The tools come from tests/requirements.txt and tests/ui/package.json (see
@@ -140,7 +140,7 @@ async fn typescript_types_compile_strictly() {
         text(&generated)
     );
     std::fs::copy(
-        root().join("tests/openapi_types.ts"),
+        root().join("tests/peers/openapi_types.ts"),
         dir.0.join("usage.ts"),
     )
     .expect("copy the usage file");

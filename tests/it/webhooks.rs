@@ -1,5 +1,5 @@
 //! Webhooks to customers (SPEC §15), against a receiver that checks every delivery with the
-//! Standard Webhooks reference library (tests/webhook_receiver.py), on both databases and
+//! Standard Webhooks reference library (tests/peers/webhook_receiver.py), on both databases and
 //! both queue backends, in-process and as a real process killed with SIGKILL.
 
 use crate::common;

@@ -1,4 +1,4 @@
-//! A customer's webhook receiver (tests/webhook_receiver.py), checking every delivery with
+//! A customer's webhook receiver (tests/peers/webhook_receiver.py), checking every delivery with
 //! the Standard Webhooks reference library, and the settings and calls tests use with it.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::{eventually, TestApp};
 
-/// tests/webhook_receiver.py, and what it reported.
+/// tests/peers/webhook_receiver.py, and what it reported.
 pub struct Receiver {
     child: Child,
     pub port: u16,
@@ -36,7 +36,8 @@ impl Receiver {
         seen: Arc<Mutex<Vec<Value>>>,
     ) -> Option<Receiver> {
         let python = super::tools::python_with("standardwebhooks")?;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_receiver.py");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/webhook_receiver.py");
         let mut child = Command::new(python)
             .arg(script)
             .arg(&dir)
@@ -44,7 +45,7 @@ impl Receiver {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join(format!("stderr-{port}.log"))).unwrap())
             .spawn()
-            .expect("python runs tests/webhook_receiver.py");
+            .expect("python runs tests/peers/webhook_receiver.py");
         let is_ready = |r: &Value| r["ready"].is_u64();
         let started_before = seen.lock().unwrap().iter().filter(|r| is_ready(r)).count();
         let (stdout, sink) = (child.stdout.take().unwrap(), seen.clone());

@@ -1,4 +1,4 @@
-//! Email through SMTP (SPEC §14), against a real SMTP server: aiosmtpd (tests/smtp_server.py)
+//! Email through SMTP (SPEC §14), against a real SMTP server: aiosmtpd (tests/peers/smtp_server.py)
 //! requiring STARTTLS, on a certificate from a CA made for the test and trusted through
 //! `ca_file`, and AUTH. What the server took is read from its side: envelope, headers,
 //! body, and whether it came over TLS from the logged-in user.
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 pub(crate) const USER: &str = "mailer";
 pub(crate) const PASSWORD: &str = "s3cret-smtp-password";
 
-/// tests/smtp_server.py on a port of its own, and what it reported.
+/// tests/peers/smtp_server.py on a port of its own, and what it reported.
 pub(crate) struct SmtpServer {
     child: Child,
     port: u16,
@@ -42,7 +42,7 @@ impl SmtpServer {
         let dir = std::env::temp_dir().join(format!("ms-smtp-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         common::tls_stub::make_certificates(&dir);
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_server.py");
         let mut child = Command::new(python)
             .arg(script)
             .arg(dir.join("leaf.pem"))
@@ -51,7 +51,7 @@ impl SmtpServer {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
-            .expect("python runs tests/smtp_server.py");
+            .expect("python runs tests/peers/smtp_server.py");
         let events = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = events.clone();

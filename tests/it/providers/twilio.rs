@@ -14,7 +14,7 @@
 //!
 //! Twilio's webhooks (inbound messages, delivery receipts) are signed in these tests by
 //! Twilio's own helper library (`RequestValidator` of the `twilio` Python package, run by
-//! tests/twilio_sign.py), so the server accepts exactly what Twilio sends.
+//! tests/peers/twilio_sign.py), so the server accepts exactly what Twilio sends.
 
 use super::{settled, status_of};
 use crate::common;
@@ -251,7 +251,7 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
 /// Twilio's signature of `params` posted to `path`, from Twilio's own library.
 pub(crate) fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
     let python = common::tools::python_with("twilio").expect("CI has the twilio package");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/twilio_sign.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/twilio_sign.py");
     let request =
         json!({"token": AUTH_TOKEN, "url": format!("{PUBLIC_URL}{path}"), "params": params});
     let mut child = Command::new(python)
@@ -268,7 +268,7 @@ pub(crate) fn twilio_signature(path: &str, params: &[(&str, &str)]) -> String {
         .write_all(request.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tests/twilio_sign.py failed");
+    assert!(out.status.success(), "tests/peers/twilio_sign.py failed");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -378,7 +378,13 @@ async fn sigterm_on_a_full_disk_reports_what_it_could_not_save_and_exits_non_zer
     env.push(("MESSAGING__SERVER__SHUTDOWN_TIMEOUT", "2s".into()));
     let server = ServerProcess::start(&dir, &env);
     let _ballast = fill(&disk.dir, 1 << 20);
-    let tally = load_into_outage(&server).await;
+    let mut tally = load_into_outage(&server).await;
+    // The SIGTERM comes right after a refusal: the write that failed is still held then.
+    let refused = tally.refused;
+    send_until(&server, &mut tally, Duration::from_secs(30), |t| {
+        t.refused > refused
+    })
+    .await;
 
     let log = terminate_expecting(server, 1, "a shutdown that could not save is a failure");
     let report = log

@@ -244,7 +244,7 @@ impl RetryScheduler {
 
     /// Retry or dead-letter `event`, whose latest attempt failed with `error`.
     fn decide(&mut self, event: &Event, error: &ProcessingError) -> Decision {
-        let attempts = event.attempt.saturating_add(1);
+        let attempts = event.attempts_after_failure();
         let age = (Utc::now() - event.accepted_at)
             .to_std()
             .unwrap_or_default();
@@ -259,17 +259,16 @@ impl RetryScheduler {
 
     fn carry_out(&self, Failed { claim, error }: Failed, decision: Decision) {
         let event = claim.event().clone();
-        let attempts = event.attempt.saturating_add(1);
+        let attempts = event.attempts_after_failure();
         log_decision(Stage::Persist, &event, attempts, &error, decision);
         match decision {
             Decision::DeadLetter(_) => {
                 self.record(event, attempts, &error, true);
-                let kind = error.kind();
                 self.dlq.do_send(DeadLetter {
                     claim,
                     attempts,
                     last_error: error.to_string(),
-                    kind,
+                    kind: error.kind(),
                     code: error.code(),
                 });
             }
@@ -289,7 +288,7 @@ impl RetryScheduler {
     /// After a panic while deciding: [`RetryPolicy::fallback`], with none of the deciding
     /// code.
     fn fallback(&self, failed: Failed) {
-        let attempts = failed.claim.event().attempt.saturating_add(1);
+        let attempts = failed.claim.event().attempts_after_failure();
         let decision = self.policy.fallback(failed.error.kind(), attempts);
         self.carry_out(failed, decision);
     }
@@ -331,7 +330,7 @@ impl Handler<Failed> for RetryScheduler {
 impl RetryScheduler {
     fn report_delivery(&self, failed: &DeliveryFailed, decision: Decision) {
         let event = &failed.event;
-        let attempts = event.attempt.saturating_add(1);
+        let attempts = event.attempts_after_failure();
         log_decision(Stage::Delivery, event, attempts, &failed.error, decision);
         if matches!(decision, Decision::Retry(_)) {
             self.metrics.retries.add(1, &[]);
@@ -357,7 +356,7 @@ impl Handler<DeliveryFailed> for RetryScheduler {
             }
             Err(panic) => {
                 supervision::restart(ACTOR, &panic, &self.metrics, ctx);
-                let attempts = failed.event.attempt.saturating_add(1);
+                let attempts = failed.event.attempts_after_failure();
                 self.policy.fallback(failed.error.kind(), attempts)
             }
         };

@@ -157,7 +157,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                     Ok(Decision::DeadLetter(_)) => lane.deps.dlq.do_send(ParkDelivery {
                         id,
                         lease_token,
-                        attempts: event.attempt.saturating_add(1),
+                        attempts: event.attempts_after_failure(),
                         last_error: error.to_string(),
                         kind: error.kind(),
                         code: error.code(),

@@ -66,6 +66,11 @@ fn json_bytes(value: &serde_json::Value) -> usize {
 }
 
 impl Event {
+    /// Attempts made once the current one has failed (`attempt` counts those before it).
+    pub fn attempts_after_failure(&self) -> u32 {
+        self.attempt.saturating_add(1)
+    }
+
     /// Roughly the memory this event holds: its own size and its strings' bytes. Queues
     /// bound what they hold with it.
     pub fn approx_bytes(&self) -> usize {

@@ -297,9 +297,7 @@ async fn load_into_outage(server: &ServerProcess) -> Tally {
         tally.refused
     );
     // Reported, not asserted (timings belong to bench/): readiness answers from the
-    // writer's state, so it stays fast while the writer is stuck. (Not every answer need
-    // be 503: on a nearly full disk SQLite commits now and then, into WAL pages that a
-    // checkpoint freed, and each such commit is a write that worked.)
+    // writer's state, so it stays fast while the writer is stuck.
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
@@ -308,6 +306,16 @@ async fn load_into_outage(server: &ServerProcess) -> Tally {
     }
     eprintln!("/readyz during the outage: slowest of 20 answers {slowest:?}");
     tally
+}
+
+/// Sends until one more request is refused (30 s at most): the disk is still full and a
+/// failed write is held at that moment.
+async fn refused_once_more(server: &ServerProcess, tally: &mut Tally) {
+    let refused = tally.refused;
+    send_until(server, tally, Duration::from_secs(30), |t| {
+        t.refused > refused
+    })
+    .await;
 }
 
 /// Terminates `server` (60 s at most), asserting it exits with `code` (else: `why`) and
@@ -353,10 +361,7 @@ async fn full_disk(name: &str, mut env: Vec<(&'static str, String)>) {
     let mut tally = load_into_outage(&server).await;
     // Still refusing while full, without a restart.
     let refused = tally.refused;
-    send_until(&server, &mut tally, Duration::from_secs(30), |t| {
-        t.refused > refused
-    })
-    .await;
+    refused_once_more(&server, &mut tally).await;
     assert!(tally.refused > refused, "refusing while the disk is full");
 
     std::fs::remove_file(ballast).unwrap();
@@ -379,12 +384,8 @@ async fn sigterm_on_a_full_disk_reports_what_it_could_not_save_and_exits_non_zer
     let server = ServerProcess::start(&dir, &env);
     let _ballast = fill(&disk.dir, 1 << 20);
     let mut tally = load_into_outage(&server).await;
-    // The SIGTERM comes right after a refusal: the write that failed is still held then.
-    let refused = tally.refused;
-    send_until(&server, &mut tally, Duration::from_secs(30), |t| {
-        t.refused > refused
-    })
-    .await;
+    // The SIGTERM comes right after a refusal, while the write that failed is held.
+    refused_once_more(&server, &mut tally).await;
 
     let log = terminate_expecting(server, 1, "a shutdown that could not save is a failure");
     let report = log

@@ -21,6 +21,11 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<Url, String> {
     if text.len() > MAX_URL_LENGTH {
         return Err(format!("is longer than {MAX_URL_LENGTH} characters"));
     }
+    // The URL is kept as given: a parser would drop or escape these silently, and
+    // PostgreSQL refuses NUL.
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
     let url = Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
@@ -155,6 +160,10 @@ mod tests {
             "https://user:pass@example.com/",
             "https://example.com/#part",
             "not a url",
+            // A parser would strip or escape these, so the URL kept is not the one called.
+            "https://example.com/a\0b",
+            "\u{1}https://example.com/",
+            "https://example.com/\tb",
         ] {
             assert!(check_url(url, true).is_err(), "{url} accepted");
         }

@@ -380,3 +380,56 @@ async fn health_and_readiness() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["workers"], "disabled");
 }
+
+/// PostgreSQL refuses NUL in text, SQLite stores it: control characters in an endpoint's
+/// fields or an audit filter are a 400 on both, never a 500 on one (found by schemathesis).
+#[actix_web::test]
+async fn control_characters_in_endpoints_and_audit_filters_are_refused_on_both_databases() {
+    for db in common::databases() {
+        let app = common::spawn_app(db).await;
+        let url = "https://hooks.example.com/messaging";
+        for (body, field) in [
+            (json!({"url": url, "description": "a\u{0}b"}), "description"),
+            (
+                json!({"url": url, "description": "bell\u{7}"}),
+                "description",
+            ),
+            (json!({"url": "https://hooks.example.com/a\u{0}b"}), "url"),
+            (json!({"url": "https://hooks.example.com/\tb"}), "url"),
+        ] {
+            let (status, problem) = app.post_json("/api/webhook-endpoints", &body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{db:?} {body}: {problem}");
+            assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        }
+        let (status, created) = app
+            .post_json(
+                "/api/webhook-endpoints",
+                &json!({"url": url, "description": "line one\nline two\ttabbed"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{db:?}: {created}");
+        let id = created["id"].as_str().unwrap();
+        let change = app
+            .client
+            .patch(app.url(&format!("/api/webhook-endpoints/{id}")));
+        let (status, problem) = app
+            .request(change, Some(&json!({"description": "\u{0}"})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{db:?}: {problem}");
+
+        for filter in ["actor=key%3A%00", "target=dead_letter%3A%01"] {
+            let (status, problem) = app.get(&format!("/api/audit?{filter}")).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{db:?} {filter}: {problem}"
+            );
+            assert_eq!(
+                problem["type"], "urn:messaging-server:problem:invalid-query",
+                "{problem}"
+            );
+        }
+        let (status, _) = app.get("/api/audit?actor=key%3Amsk_x").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}

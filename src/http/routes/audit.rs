@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::paging::{PageQuery, Paged};
 use crate::domain::audit::Action;
+use crate::domain::text::check_text;
 use crate::http::errors::ProblemDoc as Problem;
 use crate::http::openapi::string_enum;
 use crate::http::{ApiError, AppState};
@@ -67,10 +68,16 @@ pub struct AuditQuery {
     #[param(schema_with = action)]
     action: Option<String>,
     /// Only this actor, exactly (`key:msk_ab12cd34`).
-    #[param(max_length = 200)] // = MAX_FILTER
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )] // = MAX_FILTER
     actor: Option<String>,
     /// Only this target, exactly (`dead_letter:42`).
-    #[param(max_length = 200)] // = MAX_FILTER
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )] // = MAX_FILTER
     target: Option<String>,
     /// At or after this time (RFC 3339).
     #[param(format = DateTime)]
@@ -105,6 +112,10 @@ fn exact(name: &str, text: &Option<String>) -> Result<Option<String>, ApiError> 
     match text {
         Some(t) if t.chars().count() > MAX_FILTER => Err(ApiError::BadQuery(format!(
             "{name} is longer than {MAX_FILTER} characters"
+        ))),
+        // No stored name has one, and PostgreSQL refuses NUL in a parameter.
+        Some(t) if check_text(t).is_err() => Err(ApiError::BadQuery(format!(
+            "{name} must not contain control characters"
         ))),
         _ => Ok(text.clone()),
     }

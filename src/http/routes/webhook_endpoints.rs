@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::body::JsonObject;
 use super::paging::{PageQuery, Paged};
 use crate::domain::audit::{target, Action};
+use crate::domain::text::check_text;
 use crate::domain::FieldError;
 use crate::http::audit::Audit;
 use crate::http::errors::ProblemDoc as Problem;
@@ -34,6 +35,7 @@ pub(crate) struct NewEndpointBody {
     #[schema(
         max_length = 2048,
         format = "uri",
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$",
         example = "https://example.com/hooks/messaging"
     )]
     url: String,
@@ -41,7 +43,10 @@ pub(crate) struct NewEndpointBody {
     #[serde(default)]
     #[schema(schema_with = event_types)]
     events: Vec<String>,
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     description: Option<String>,
 }
 
@@ -50,14 +55,14 @@ pub(crate) struct NewEndpointBody {
 #[schema(as = WebhookEndpointChange)]
 pub(crate) struct ChangeBody {
     #[serde(default, deserialize_with = "given")]
-    #[schema(max_length = 2048, format = "uri", value_type = String)]
+    #[schema(max_length = 2048, format = "uri", pattern = r"^[^\x00-\x1F\x7F-\x9F]*$", value_type = String)]
     url: Option<String>,
     #[serde(default, deserialize_with = "given")]
     #[schema(schema_with = event_types)]
     events: Option<Vec<String>>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(max_length = 500, value_type = Option<String>)]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$", value_type = Option<String>)]
     description: Option<Option<String>>,
     /// `true` enables it again (after the service disabled it, too) with a fresh start.
     #[serde(default, deserialize_with = "given")]
@@ -210,11 +215,16 @@ fn check_endpoint_url(state: &AppState, url: &str, errors: &mut Vec<FieldError>)
 }
 
 fn check_description(description: Option<&str>, errors: &mut Vec<FieldError>) {
-    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+    let Some(description) = description else {
+        return;
+    };
+    if description.chars().count() > MAX_DESCRIPTION {
         errors.push(FieldError::new(
             "description",
             format!("must be at most {MAX_DESCRIPTION} characters"),
         ));
+    } else if let Err(why) = check_text(description) {
+        errors.push(FieldError::new("description", why));
     }
 }
 

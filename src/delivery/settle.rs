@@ -199,7 +199,7 @@ async fn settle(lane: &Lane, batch: Vec<Outcome>) {
                         provider = lane.name,
                         idempotency_key = %key,
                         error = %err,
-                        "the provider accepted this message but it could not be recorded as sent; its retry sends it again (when its lease runs out)"
+                        "the provider accepted this message but recording it as sent failed; unless that record reached the disk anyway, its retry sends it again (when its lease runs out)"
                     );
                 }
             }

@@ -149,7 +149,13 @@ fn metadata() -> Value {
 }
 
 fn no_control() -> Value {
-    json!({"type": "string", "pattern": format!("^[^{CONTROL}]*$")})
+    json!({"type": "string", "pattern": text_pattern()})
+}
+
+/// `text::check_text` as a pattern: no control character but tab, line feed and carriage
+/// return.
+pub(super) fn text_pattern() -> String {
+    format!("^[^{CONTROL}]*$")
 }
 
 /// `MetadataValue<n>`: a value at nesting level n; containers stop at the deepest level.

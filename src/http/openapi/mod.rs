@@ -24,7 +24,7 @@ use std::sync::{Mutex, OnceLock};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::Value;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::OpenApi;
 
 use super::routes::{
@@ -111,6 +111,21 @@ pub(crate) fn string_enum<const N: usize>(
         .enum_values(Some(values))
         .description(Some(description))
         .build()
+}
+
+/// Free text as `domain::text::check_text` takes it, at most `max_length` characters
+/// (nullable for an optional field); for `schema_with`, which leaves out the field's doc
+/// comment, hence `description`.
+pub(crate) fn plain_text(max_length: usize, nullable: bool, description: Option<&str>) -> Object {
+    let text = ObjectBuilder::new()
+        .max_length(Some(max_length))
+        .pattern(Some(bodies::text_pattern()))
+        .description(description);
+    match nullable {
+        true => text.schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+        false => text.schema_type(Type::String),
+    }
+    .build()
 }
 
 /// The document as served.

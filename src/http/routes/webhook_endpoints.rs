@@ -16,7 +16,7 @@ use crate::domain::text::check_text;
 use crate::domain::FieldError;
 use crate::http::audit::Audit;
 use crate::http::errors::ProblemDoc as Problem;
-use crate::http::openapi::string_enum;
+use crate::http::openapi::{plain_text, string_enum};
 use crate::http::{ApiError, AppState, Caller};
 use crate::store::{webhook_deliveries, webhook_endpoints};
 use crate::webhooks::address::{check_url, MAX_URL_LENGTH};
@@ -43,11 +43,16 @@ pub(crate) struct NewEndpointBody {
     #[serde(default)]
     #[schema(schema_with = event_types)]
     events: Vec<String>,
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
-    )]
+    #[schema(schema_with = description)]
     description: Option<String>,
+}
+
+fn description() -> Object {
+    plain_text(MAX_DESCRIPTION, true, None)
+}
+
+fn changed_description() -> Object {
+    plain_text(MAX_DESCRIPTION, true, Some("`null` removes it."))
 }
 
 /// A change to an endpoint: only the fields given change.
@@ -62,7 +67,7 @@ pub(crate) struct ChangeBody {
     events: Option<Vec<String>>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$", value_type = Option<String>)]
+    #[schema(schema_with = changed_description)]
     description: Option<Option<String>>,
     /// `true` enables it again (after the service disabled it, too) with a fresh start.
     #[serde(default, deserialize_with = "given")]

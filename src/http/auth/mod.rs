@@ -389,7 +389,9 @@ impl Auth {
     }
 }
 
-async fn guard<B: MessageBody + 'static>(
+/// The middleware of every route that takes keys (or a provider's signature): `access`
+/// says which (see `routes::Guard`).
+pub async fn guard<B: MessageBody + 'static>(
     mut req: ServiceRequest,
     next: Next<B>,
     access: Access,
@@ -415,52 +417,6 @@ async fn guard<B: MessageBody + 'static>(
             Ok(req.into_response(err.error_response()))
         }
     }
-}
-
-/// Guard for the send endpoints.
-pub async fn send<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Send).await
-}
-
-/// Guard for the read endpoints (conversations and their messages).
-pub async fn read<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Read).await
-}
-
-/// Guard for the status resource of accepted messages.
-pub async fn status<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Status).await
-}
-
-/// Guard for operator endpoints (dead letters).
-pub async fn admin<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Admin).await
-}
-
-pub async fn sms_webhook<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Webhook(Provider::Sms)).await
-}
-
-pub async fn email_webhook<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    guard(req, next, Access::Webhook(Provider::Email)).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod edge;
 pub use edge::Served;
 mod examples;
 mod links;
+mod sections;
 mod webhook_examples;
 
 use std::collections::HashMap;
@@ -81,17 +82,7 @@ use crate::http::errors::ProblemDoc;
         dead_letters::delete,
         dead_letters::replay,
     ),
-    components(schemas(ProblemDoc, FieldError)),
-    tags(
-        (name = "messages", description = "Send messages"),
-        (name = "webhooks", description = "Receive messages from the providers"),
-        (name = "conversations", description = "Read conversations and their messages"),
-        (name = "webhook endpoints", description = "Events pushed to your endpoints, signed per Standard Webhooks"),
-        (name = "addresses", description = "Phone numbers and email domains a customer owns: inbound messages to them are its"),
-        (name = "dead letters", description = "Events that could not be processed (admin)"),
-        (name = "audit", description = "Who changed what (admin)"),
-        (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
-    )
+    components(schemas(ProblemDoc, FieldError))
 )]
 struct ApiDoc;
 
@@ -146,6 +137,7 @@ fn build() -> Value {
         {"url": "/", "description": "The server this document was fetched from"}
     ]);
     reference_page_items(&mut doc);
+    sections::add(&mut doc);
     bodies::add(&mut doc);
     edge::add(&mut doc, &routes::table());
     links::add(&mut doc);
@@ -181,7 +173,6 @@ fn reference_page_items(doc: &mut Value) {
     get,
     path = "/openapi.json",
     operation_id = "openapi",
-    tag = "operations",
     responses((status = 200, description = "The OpenAPI document", body = Object)),
 )]
 pub async fn document(state: web::Data<AppState>) -> HttpResponse {

@@ -88,7 +88,6 @@ fn not_found(id: i64) -> ApiError {
     post,
     path = "/api/addresses",
     operation_id = "addAddress",
-    tag = "addresses",
     request_body(content = NewAddressBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Owned", body = AddressView, headers(("Location" = String, description = "The address"))),
@@ -141,7 +140,6 @@ pub async fn add(
     get,
     path = "/api/addresses",
     operation_id = "listAddresses",
-    tag = "addresses",
     params(PageQuery),
     responses(
         (status = 200, description = "One page of addresses", body = Paged<AddressView>),
@@ -163,7 +161,6 @@ pub async fn list(
     get,
     path = "/api/addresses/{id}",
     operation_id = "getAddress",
-    tag = "addresses",
     params(("id" = i64, Path, description = "The address's id")),
     responses(
         (status = 200, description = "The address", body = AddressView),
@@ -190,7 +187,6 @@ pub async fn get(
     delete,
     path = "/api/addresses/{id}",
     operation_id = "removeAddress",
-    tag = "addresses",
     params(("id" = i64, Path, description = "The address's id")),
     responses(
         (status = 204, description = "Given up"),

@@ -142,7 +142,6 @@ fn time(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErro
     get,
     path = "/api/audit",
     operation_id = "listAuditEntries",
-    tag = "audit",
     params(PageQuery, AuditQuery),
     responses(
         (status = 200, description = "One page of entries", body = Paged<AuditEntryView>),

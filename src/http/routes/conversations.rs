@@ -139,7 +139,6 @@ impl From<MessageWithBody> for MessageView {
     get,
     path = "/api/conversations",
     operation_id = "listConversations",
-    tag = "conversations",
     params(PageQuery),
     responses(
         (status = 200, description = "One page of conversations", body = Paged<ConversationView>),
@@ -163,7 +162,6 @@ pub async fn list(
     get,
     path = "/api/conversations/{id}",
     operation_id = "getConversation",
-    tag = "conversations",
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation", body = ConversationView),
@@ -190,7 +188,6 @@ pub async fn get(
     get,
     path = "/api/conversations/{id}/messages",
     operation_id = "listConversationMessages",
-    tag = "conversations",
     params(("id" = i64, Path, description = "The conversation's id"), PageQuery),
     responses(
         (status = 200, description = "One page of the conversation's messages", body = Paged<MessageView>),

@@ -93,7 +93,6 @@ pub(crate) struct ReplayedAll {
     get,
     path = "/api/dlq",
     operation_id = "listDeadLetters",
-    tag = "dead letters",
     params(PageQuery),
     responses(
         (status = 200, description = "One page of dead letters", body = Paged<DeadLetterView>),
@@ -114,7 +113,6 @@ pub async fn list(
     get,
     path = "/api/dlq/{id}",
     operation_id = "getDeadLetter",
-    tag = "dead letters",
     params(("id" = i64, Path, description = "The dead letter's id")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterView),
@@ -137,7 +135,6 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpR
     post,
     path = "/api/dlq/{id}/replay",
     operation_id = "replayDeadLetter",
-    tag = "dead letters",
     params(("id" = i64, Path, description = "The dead letter's id")),
     responses(
         (status = 202, description = "Queued again", body = Replayed),
@@ -169,7 +166,6 @@ pub async fn replay(
     post,
     path = "/api/dlq/replay",
     operation_id = "replayAllDeadLetters",
-    tag = "dead letters",
     responses(
         (status = 202, description = "Queued again", body = ReplayedAll),
     ),
@@ -197,7 +193,6 @@ pub async fn replay_all(
     delete,
     path = "/api/dlq/{id}",
     operation_id = "deleteDeadLetter",
-    tag = "dead letters",
     params(("id" = i64, Path, description = "The dead letter's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -235,7 +230,6 @@ pub struct Deleted {
     delete,
     path = "/api/dlq",
     operation_id = "deleteDeadLetters",
-    tag = "dead letters",
     responses((status = 200, description = "Deleted", body = Deleted)),
 )]
 pub async fn delete_all(

@@ -63,13 +63,13 @@ pub(crate) struct IdempotencyKeyHeader {
 }
 
 /// Declares one of the four accepting routes: they differ only in path, body and wording,
-/// and share their handler ([`accept`]) and most of their answers. A `send` is tagged
-/// `messages` and can find its key in progress; a `webhook` can find its recipient unowned
-/// (200) and its provider's message id reused (409).
+/// and share their handler ([`accept`]) and most of their answers. A `send` can find its
+/// key in progress; a `webhook` can find its recipient unowned (200) and its provider's
+/// message id reused (409).
 macro_rules! accept_route {
     ($(#[doc = $doc:literal])* send $name:ident($request:ident) at $path:literal as $operation:literal, body: $body:literal) => {
         accept_route! {
-            @route $(#[doc = $doc])* $name($request) at $path as $operation in "messages", body: $body,
+            @route $(#[doc = $doc])* $name($request) at $path as $operation, body: $body,
             queued: "Queued (or a repeat of an accepted request)",
             responses(
                 (status = 409, description = "`idempotency-key-in-progress`: an earlier request with this Idempotency-Key is still being accepted; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
@@ -78,7 +78,7 @@ macro_rules! accept_route {
     };
     ($(#[doc = $doc:literal])* webhook $name:ident($request:ident) at $path:literal as $operation:literal, body: $body:literal) => {
         accept_route! {
-            @route $(#[doc = $doc])* $name($request) at $path as $operation in "webhooks", body: $body,
+            @route $(#[doc = $doc])* $name($request) at $path as $operation, body: $body,
             queued: "Queued for the customer owning `to` (or a repeat of an accepted webhook)",
             responses(
                 (status = 200, description = "`to` is an address no customer owns (`/api/addresses`): answered so that the provider does not send it again, stored nowhere", body = Unrouted),
@@ -88,7 +88,7 @@ macro_rules! accept_route {
     };
     (
         @route $(#[doc = $doc:literal])*
-        $name:ident($request:ident) at $path:literal as $operation:literal in $tag:literal,
+        $name:ident($request:ident) at $path:literal as $operation:literal,
         body: $body:literal,
         queued: $queued:literal,
         responses($($response:tt)*)
@@ -98,7 +98,6 @@ macro_rules! accept_route {
             post,
             path = $path,
             operation_id = $operation,
-            tag = $tag,
             params(IdempotencyKeyHeader),
             request_body(content = ref(concat!("#/components/schemas/", stringify!($request))), content_type = "application/json", description = concat!($body, " Every listed field is checked and all invalid ones are reported at once; unknown fields are ignored.")),
             responses(

@@ -125,42 +125,6 @@ impl Endpoint {
         self
     }
 
-    fn get<F, Args>(self, handler: F) -> Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::GET, handler)
-    }
-
-    fn post<F, Args>(self, handler: F) -> Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::POST, handler)
-    }
-
-    fn patch<F, Args>(self, handler: F) -> Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::PATCH, handler)
-    }
-
-    fn delete<F, Args>(self, handler: F) -> Self
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::DELETE, handler)
-    }
-
     /// The methods this path answers; every other one is a 405.
     pub fn methods(&self) -> Vec<Method> {
         self.routes.iter().map(|(m, _)| m.clone()).collect()
@@ -181,18 +145,21 @@ impl Endpoint {
         for (_, route) in self.routes {
             resource = resource.route(route);
         }
-        match self.guard {
-            Guard::Open => cfg.service(resource),
-            Guard::Send => cfg.service(resource.wrap(from_fn(auth::send))),
-            Guard::Read => cfg.service(resource.wrap(from_fn(auth::read))),
-            Guard::Admin => cfg.service(resource.wrap(from_fn(auth::admin))),
-            Guard::Status => cfg.service(resource.wrap(from_fn(auth::status))),
-            Guard::SmsWebhook => cfg.service(resource.wrap(from_fn(auth::sms_webhook))),
-            Guard::EmailWebhook => cfg.service(resource.wrap(from_fn(auth::email_webhook))),
-            Guard::Twilio => cfg.service(resource.wrap(from_fn(twilio_guard))),
+        match (self.guard, self.guard.access()) {
+            (_, Some(access)) => {
+                cfg.service(resource.wrap(from_fn(move |req, next| auth::guard(req, next, access))))
+            }
+            (Guard::Twilio, None) => cfg.service(resource.wrap(from_fn(twilio_guard))),
+            (_, None) => cfg.service(resource),
         };
     }
 }
+
+// The methods, short, for the table.
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PATCH: Method = Method::PATCH;
+const DELETE: Method = Method::DELETE;
 
 /// The JSON API's scope: content negotiation (406) and body limits (415, 408) apply here.
 pub const API_SCOPE: &str = "/api";
@@ -201,49 +168,50 @@ pub const API_SCOPE: &str = "/api";
 pub fn table() -> Vec<Endpoint> {
     use Guard::*;
     vec![
-        Endpoint::new("/healthz", Open).get(operations::healthz),
-        Endpoint::new("/readyz", Open).get(operations::readyz),
-        Endpoint::new("/metrics", Open).get(operations::metrics),
-        Endpoint::new("/openapi.json", Open).get(openapi::document),
-        Endpoint::new("/api/messages/sms", Send).post(messages::send_sms),
-        Endpoint::new("/api/messages/email", Send).post(messages::send_email),
+        Endpoint::new("/healthz", Open).on(GET, operations::healthz),
+        Endpoint::new("/readyz", Open).on(GET, operations::readyz),
+        Endpoint::new("/metrics", Open).on(GET, operations::metrics),
+        Endpoint::new("/openapi.json", Open).on(GET, openapi::document),
+        Endpoint::new("/api/messages/sms", Send).on(POST, messages::send_sms),
+        Endpoint::new("/api/messages/email", Send).on(POST, messages::send_email),
         // After the literal /api/messages/sms and /email, which a key can never spell.
-        Endpoint::new("/api/messages/{idempotency_key}", Status).get(status::get),
-        Endpoint::new("/api/stats", Admin).get(stats::get),
-        Endpoint::new("/api/webhooks/sms", SmsWebhook).post(messages::sms_webhook),
-        Endpoint::new("/api/webhooks/email", EmailWebhook).post(messages::email_webhook),
-        Endpoint::new("/api/providers/twilio/sms", Twilio).post(twilio::inbound_sms),
-        Endpoint::new("/api/providers/twilio/status", Twilio).post(twilio::status_callback),
-        Endpoint::new("/api/conversations", Read).get(conversations::list),
-        Endpoint::new("/api/conversations/{id}", Read).get(conversations::get),
-        Endpoint::new("/api/conversations/{id}/messages", Read).get(conversations::messages),
+        Endpoint::new("/api/messages/{idempotency_key}", Status).on(GET, status::get),
+        Endpoint::new("/api/stats", Admin).on(GET, stats::get),
+        Endpoint::new("/api/webhooks/sms", SmsWebhook).on(POST, messages::sms_webhook),
+        Endpoint::new("/api/webhooks/email", EmailWebhook).on(POST, messages::email_webhook),
+        Endpoint::new("/api/providers/twilio/sms", Twilio).on(POST, twilio::inbound_sms),
+        Endpoint::new("/api/providers/twilio/status", Twilio).on(POST, twilio::status_callback),
+        Endpoint::new("/api/conversations", Read).on(GET, conversations::list),
+        Endpoint::new("/api/conversations/{id}", Read).on(GET, conversations::get),
+        Endpoint::new("/api/conversations/{id}/messages", Read).on(GET, conversations::messages),
         Endpoint::new("/api/webhook-endpoints", Send)
-            .get(webhook_endpoints::list)
-            .post(webhook_endpoints::create),
+            .on(GET, webhook_endpoints::list)
+            .on(POST, webhook_endpoints::create),
         Endpoint::new("/api/webhook-endpoints/{id}", Send)
-            .get(webhook_endpoints::get)
-            .patch(webhook_endpoints::update)
-            .delete(webhook_endpoints::delete),
+            .on(GET, webhook_endpoints::get)
+            .on(PATCH, webhook_endpoints::update)
+            .on(DELETE, webhook_endpoints::delete),
         Endpoint::new("/api/webhook-endpoints/{id}/rotate-secret", Send)
-            .post(webhook_endpoints::rotate_secret),
+            .on(POST, webhook_endpoints::rotate_secret),
         Endpoint::new("/api/webhook-endpoints/{id}/attempts", Send)
-            .get(webhook_endpoints::attempts),
-        Endpoint::new("/api/webhook-endpoints/{id}/replay", Send).post(webhook_endpoints::replay),
+            .on(GET, webhook_endpoints::attempts),
+        Endpoint::new("/api/webhook-endpoints/{id}/replay", Send)
+            .on(POST, webhook_endpoints::replay),
         Endpoint::new("/api/addresses", Send)
-            .get(addresses::list)
-            .post(addresses::add),
+            .on(GET, addresses::list)
+            .on(POST, addresses::add),
         Endpoint::new("/api/addresses/{id}", Send)
-            .get(addresses::get)
-            .delete(addresses::remove),
-        Endpoint::new("/api/audit", Admin).get(audit::list),
+            .on(GET, addresses::get)
+            .on(DELETE, addresses::remove),
+        Endpoint::new("/api/audit", Admin).on(GET, audit::list),
         Endpoint::new("/api/dlq", Admin)
-            .get(dead_letters::list)
-            .delete(dead_letters::delete_all),
-        Endpoint::new("/api/dlq/replay", Admin).post(dead_letters::replay_all),
+            .on(GET, dead_letters::list)
+            .on(DELETE, dead_letters::delete_all),
+        Endpoint::new("/api/dlq/replay", Admin).on(POST, dead_letters::replay_all),
         Endpoint::new("/api/dlq/{id}", Admin)
-            .get(dead_letters::get)
-            .delete(dead_letters::delete),
-        Endpoint::new("/api/dlq/{id}/replay", Admin).post(dead_letters::replay),
+            .on(GET, dead_letters::get)
+            .on(DELETE, dead_letters::delete),
+        Endpoint::new("/api/dlq/{id}/replay", Admin).on(POST, dead_letters::replay),
     ]
 }
 

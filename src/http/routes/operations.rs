@@ -72,7 +72,6 @@ pub(crate) struct Ready {
     get,
     path = "/healthz",
     operation_id = "health",
-    tag = "operations",
     responses((status = 200, description = "The process runs", body = Health)),
 )]
 pub async fn healthz() -> HttpResponse {
@@ -91,7 +90,6 @@ pub async fn healthz() -> HttpResponse {
     get,
     path = "/readyz",
     operation_id = "readiness",
-    tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Ready),
         (status = 503, description = "`unavailable`: not ready; `detail` names what is down", body = Problem, content_type = "application/problem+json"),
@@ -157,7 +155,6 @@ fn queue_problem(err: &QueueError) -> &'static str {
     get,
     path = "/metrics",
     operation_id = "metrics",
-    tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
 )]
 // Its gauges are refreshed first.

@@ -83,7 +83,6 @@ pub struct Totals {
     get,
     path = "/api/stats",
     operation_id = "getStats",
-    tag = "operations",
     responses((status = 200, description = "The summary", body = Stats)),
 )]
 pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

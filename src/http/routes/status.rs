@@ -83,7 +83,6 @@ fn error_code() -> utoipa::openapi::schema::Object {
     get,
     path = "/api/messages/{idempotency_key}",
     operation_id = "getMessageStatus",
-    tag = "messages",
     params(("idempotency_key" = String, Path, pattern = "^[0-9a-f]{64}$", description = "The `idempotency_key` a 202 answered (64 lower-case hex digits)")),
     responses(
         (status = 200, description = "The message's status", body = MessageStatusView),

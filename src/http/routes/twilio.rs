@@ -37,7 +37,6 @@ fn signed_form(req: &HttpRequest) -> Result<SignedForm, ApiError> {
     post,
     path = "/api/providers/twilio/sms",
     operation_id = "receiveTwilioSms",
-    tag = "webhooks",
     request_body(content = ref("#/components/schemas/TwilioInbound"), content_type = "application/x-www-form-urlencoded", description = "Twilio's inbound message parameters"),
     responses(
         (status = 200, description = "Queued for the customer owning `To` (or a repeat of a queued message), or `To` is owned by no customer (stored nowhere, counted in `messaging_inbound_unrouted_total`): an empty TwiML response", body = String, content_type = "text/xml", example = json!("<Response/>")),
@@ -84,7 +83,6 @@ pub async fn inbound_sms(
     post,
     path = "/api/providers/twilio/status",
     operation_id = "receiveTwilioStatus",
-    tag = "webhooks",
     request_body(content = ref("#/components/schemas/TwilioStatus"), content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback parameters"),
     responses(
         (status = 200, description = "Recorded, or nothing to record: an empty TwiML response", body = String, content_type = "text/xml", example = json!("<Response/>")),

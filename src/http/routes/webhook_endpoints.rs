@@ -259,7 +259,6 @@ async fn visible_endpoint(state: &AppState, caller: &Caller, id: &str) -> Result
     post,
     path = "/api/webhook-endpoints",
     operation_id = "createWebhookEndpoint",
-    tag = "webhook endpoints",
     request_body(content = NewEndpointBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered; `secret` is not shown again", body = WithSecret, headers(("Location" = String, description = "The endpoint"))),
@@ -306,7 +305,6 @@ pub async fn create(
     get,
     path = "/api/webhook-endpoints",
     operation_id = "listWebhookEndpoints",
-    tag = "webhook endpoints",
     params(PageQuery),
     responses(
         (status = 200, description = "One page of endpoints", body = Paged<EndpointView>),
@@ -328,7 +326,6 @@ pub async fn list(
     get,
     path = "/api/webhook-endpoints/{id}",
     operation_id = "getWebhookEndpoint",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The endpoint", body = EndpointView),
@@ -355,7 +352,6 @@ pub async fn get(
     patch,
     path = "/api/webhook-endpoints/{id}",
     operation_id = "updateWebhookEndpoint",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id")),
     request_body(content = ChangeBody, content_type = "application/json"),
     responses(
@@ -414,7 +410,6 @@ pub async fn update(
     delete,
     path = "/api/webhook-endpoints/{id}",
     operation_id = "deleteWebhookEndpoint",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -450,7 +445,6 @@ pub async fn delete(
     post,
     path = "/api/webhook-endpoints/{id}/rotate-secret",
     operation_id = "rotateWebhookEndpointSecret",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The endpoint with its new secret", body = WithSecret),
@@ -486,7 +480,6 @@ pub async fn rotate_secret(
     get,
     path = "/api/webhook-endpoints/{id}/attempts",
     operation_id = "listWebhookAttempts",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id"), PageQuery),
     responses(
         (status = 200, description = "One page of attempts", body = Paged<AttemptView>),
@@ -527,7 +520,6 @@ pub async fn attempts(
     post,
     path = "/api/webhook-endpoints/{id}/replay",
     operation_id = "replayWebhookDeliveries",
-    tag = "webhook endpoints",
     params(("id" = String, Path, description = "The endpoint's id")),
     responses(
         (status = 202, description = "Due again", body = Replayed),

@@ -8,7 +8,7 @@ mod traces;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
@@ -88,6 +88,41 @@ impl DeliveryGauges {
     pub fn slot(provider: &str) -> usize {
         usize::from(provider != "sms")
     }
+
+    /// A gauge of one series per provider, read from the array `of` picks.
+    fn per_provider_gauge(
+        self: &Arc<Self>,
+        meter: &Meter,
+        name: &'static str,
+        description: &'static str,
+        of: fn(&DeliveryGauges) -> &[AtomicI64; 2],
+    ) {
+        let gauges = self.clone();
+        meter
+            .i64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |gauge| {
+                for provider in ["sms", "email"] {
+                    let n = of(&gauges)[Self::slot(provider)].load(Ordering::Relaxed);
+                    gauge.observe(n, &[KeyValue::new("provider", provider)]);
+                }
+            })
+            .build();
+    }
+}
+
+/// A gauge reporting what `read` says at each collection (a scrape or an OTLP push).
+fn u64_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    read: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    meter
+        .u64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |gauge| gauge.observe(read(), &[]))
+        .build();
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -134,25 +169,30 @@ impl Metrics {
                 .with_boundaries(LATENCY_BUCKETS.to_vec())
                 .build()
         };
-        meter
-            .u64_observable_gauge("messaging_queue_depth")
-            .with_description("Events accepted and not yet finished (waiting, retrying, in flight)")
-            .with_callback(move |gauge| gauge.observe(queue_depth(), &[]))
-            .build();
-        let size = dlq_size.clone();
-        meter
-            .u64_observable_gauge("messaging_dlq_size")
-            .with_description("Dead letters waiting (not replayed)")
-            .with_callback(move |gauge| gauge.observe(size.load(Ordering::Relaxed), &[]))
-            .build();
-        let pending = webhook_pending.clone();
-        meter
-            .u64_observable_gauge("messaging_webhook_pending")
-            .with_description(
+        u64_gauge(
+            &meter,
+            "messaging_queue_depth",
+            "Events accepted and not yet finished (waiting, retrying, in flight)",
+            move || queue_depth(),
+        );
+        // Counts refreshed from the database before each scrape; the gauges only read them.
+        for (name, description, value) in [
+            (
+                "messaging_dlq_size",
+                "Dead letters waiting (not replayed)",
+                &dlq_size,
+            ),
+            (
+                "messaging_webhook_pending",
                 "Webhook deliveries not settled yet (due, waiting for a retry, or in a call)",
-            )
-            .with_callback(move |gauge| gauge.observe(pending.load(Ordering::Relaxed), &[]))
-            .build();
+                &webhook_pending,
+            ),
+        ] {
+            let value = value.clone();
+            u64_gauge(&meter, name, description, move || {
+                value.load(Ordering::Relaxed)
+            });
+        }
         let active = workers_active.clone();
         meter
             .i64_observable_gauge("messaging_workers_active")
@@ -161,40 +201,31 @@ impl Metrics {
             .build();
         let delivery = Arc::new(DeliveryGauges::default());
         let gauges = delivery.clone();
-        meter
-            .u64_observable_gauge("messaging_delivery_due")
-            .with_description("Outbound messages due for a provider call and not held by a sender")
-            .with_callback(move |gauge| gauge.observe(gauges.due.load(Ordering::Relaxed), &[]))
-            .build();
-        let gauges = delivery.clone();
-        meter
-            .i64_observable_gauge("messaging_delivery_in_flight")
-            .with_description("Provider calls in flight, by provider")
-            .with_callback(move |gauge| {
-                for provider in ["sms", "email"] {
-                    let n =
-                        gauges.in_flight[DeliveryGauges::slot(provider)].load(Ordering::Relaxed);
-                    gauge.observe(n, &[KeyValue::new("provider", provider)]);
-                }
-            })
-            .build();
-        let gauges = delivery.clone();
-        meter
-            .i64_observable_gauge("messaging_provider_circuit_state")
-            .with_description("A provider's circuit breaker: 0 closed, 1 half-open, 2 open")
-            .with_callback(move |gauge| {
-                for provider in ["sms", "email"] {
-                    let n = gauges.circuit[DeliveryGauges::slot(provider)].load(Ordering::Relaxed);
-                    gauge.observe(n, &[KeyValue::new("provider", provider)]);
-                }
-            })
-            .build();
+        u64_gauge(
+            &meter,
+            "messaging_delivery_due",
+            "Outbound messages due for a provider call and not held by a sender",
+            move || gauges.due.load(Ordering::Relaxed),
+        );
+        delivery.per_provider_gauge(
+            &meter,
+            "messaging_delivery_in_flight",
+            "Provider calls in flight, by provider",
+            |g| &g.in_flight,
+        );
+        delivery.per_provider_gauge(
+            &meter,
+            "messaging_provider_circuit_state",
+            "A provider's circuit breaker: 0 closed, 1 half-open, 2 open",
+            |g| &g.circuit,
+        );
         let is_ready = ready.clone();
-        meter
-            .u64_observable_gauge("messaging_ready")
-            .with_description("1 when /readyz answers 200 (database, queue and workers up), else 0")
-            .with_callback(move |gauge| gauge.observe(is_ready.load(Ordering::Relaxed).into(), &[]))
-            .build();
+        u64_gauge(
+            &meter,
+            "messaging_ready",
+            "1 when /readyz answers 200 (database, queue and workers up), else 0",
+            move || is_ready.load(Ordering::Relaxed).into(),
+        );
 
         let metrics = Metrics {
             enqueued: counter("messaging_queue_enqueued", "Events accepted into the queue"),

@@ -2,6 +2,7 @@
 //! database as `keys` is (the same operations as `/api/webhook-endpoints`).
 
 use clap::Subcommand;
+use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::{admin_database, audit, parse_customer, runtime, Failure};
@@ -112,10 +113,10 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 types: events,
             };
             let e = webhook_endpoints::create(&db, new).await.map_err(runtime)?;
-            audit::record(
+            audit_endpoint(
                 &db,
                 Action::WebhookEndpointCreate,
-                target::webhook_endpoint(e.id),
+                e.id,
                 Some(e.url.clone()),
             )
             .await;
@@ -161,13 +162,7 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .await
                 .map_err(runtime)?;
             let detail = format!("{n} delivery(ies) due again");
-            audit::record(
-                &db,
-                Action::WebhookEndpointReplay,
-                target::webhook_endpoint(id),
-                Some(detail),
-            )
-            .await;
+            audit_endpoint(&db, Action::WebhookEndpointReplay, id, Some(detail)).await;
             println!("{n} failed deliveries are due again");
         }
         WebhooksAction::RotateSecret { id } => {
@@ -176,13 +171,7 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .await
                 .map_err(runtime)?
                 .ok_or_else(|| not_found(id))?;
-            audit::record(
-                &db,
-                Action::WebhookEndpointRotateSecret,
-                target::webhook_endpoint(id),
-                None,
-            )
-            .await;
+            audit_endpoint(&db, Action::WebhookEndpointRotateSecret, id, None).await;
             eprintln!("the old secret signs beside the new one for 24 hours");
             println!("{}", e.secret);
         }
@@ -197,13 +186,7 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
                 .map_err(runtime)?
                 .ok_or_else(|| not_found(id))?;
             let detail = if enabled { "enabled" } else { "disabled" };
-            audit::record(
-                &db,
-                Action::WebhookEndpointUpdate,
-                target::webhook_endpoint(id),
-                Some(detail.into()),
-            )
-            .await;
+            audit_endpoint(&db, Action::WebhookEndpointUpdate, id, Some(detail.into())).await;
             println!(
                 "webhook endpoint {id} {}",
                 if enabled { "enabled" } else { "disabled" }
@@ -217,15 +200,14 @@ pub(super) async fn run(settings: &Settings, action: WebhooksAction) -> Result<(
             {
                 return Err(not_found(id));
             }
-            audit::record(
-                &db,
-                Action::WebhookEndpointDelete,
-                target::webhook_endpoint(id),
-                None,
-            )
-            .await;
+            audit_endpoint(&db, Action::WebhookEndpointDelete, id, None).await;
             println!("webhook endpoint {id} deleted");
         }
     }
     Ok(())
+}
+
+/// Records an operator's change to endpoint `id` in the audit log.
+async fn audit_endpoint(db: &DatabaseConnection, action: Action, id: Uuid, detail: Option<String>) {
+    audit::record(db, action, target::webhook_endpoint(id), detail).await;
 }

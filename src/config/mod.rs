@@ -9,6 +9,7 @@ mod validate;
 mod values;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -46,6 +47,22 @@ fn invalid(key: &str, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key: key.to_string(),
         message: message.into(),
+    }
+}
+
+/// Refuses a count of 0 where something must happen, or be allowed, at least once.
+fn at_least_one<N: PartialEq + From<u8>>(key: &str, value: N) -> Result<(), SettingsError> {
+    if value == N::from(0) {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Refuses the first of these waits, timeouts and intervals that is 0s.
+fn longer_than_zero(values: &[(&str, Duration)]) -> Result<(), SettingsError> {
+    match values.iter().find(|(_, value)| value.is_zero()) {
+        Some((key, _)) => Err(invalid(key, "must be longer than 0s")),
+        None => Ok(()),
     }
 }
 

@@ -135,12 +135,11 @@ pub struct ProviderSettings {
 /// A Twilio provider needs its account, a token, and URLs that are URLs.
 pub(super) fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), SettingsError> {
     let key = |field: &str| format!("providers.{name}.{field}");
-    if name != "sms" {
-        return Err(invalid(
-            &key("kind"),
-            "accepts \"twilio\" for sms only (email: mock, http, smtp)",
-        ));
-    }
+    kind_only_for(
+        "sms",
+        name,
+        "accepts \"twilio\" for sms only (email: mock, http, smtp)",
+    )?;
     let sid = |value: &str, prefix: &str| {
         value.len() == 34
             && value.starts_with(prefix)
@@ -180,6 +179,15 @@ pub(super) fn validate_twilio(name: &str, p: &ProviderSettings) -> Result<(), Se
     Ok(())
 }
 
+/// Refuses a kind made for the other channel's provider; `message` says which kinds
+/// provider `name` takes.
+fn kind_only_for(channel: &str, name: &str, message: &str) -> Result<(), SettingsError> {
+    if name != channel {
+        return Err(invalid(&format!("providers.{name}.kind"), message));
+    }
+    Ok(())
+}
+
 /// `text` parsed as an http:// or https:// URL with a host.
 pub(super) fn web_url(text: &str) -> Option<url::Url> {
     url::Url::parse(text)
@@ -191,12 +199,11 @@ pub(super) fn web_url(text: &str) -> Option<url::Url> {
 /// network.
 pub(super) fn validate_smtp(name: &str, p: &ProviderSettings) -> Result<(), SettingsError> {
     let key = |field: &str| format!("providers.{name}.{field}");
-    if name != "email" {
-        return Err(invalid(
-            &key("kind"),
-            "accepts \"smtp\" for email only (sms: mock, http, twilio)",
-        ));
-    }
+    kind_only_for(
+        "email",
+        name,
+        "accepts \"smtp\" for email only (sms: mock, http, twilio)",
+    )?;
     if p.host.is_empty() || url::Host::parse(&p.host).is_err() {
         return Err(invalid(
             &key("host"),

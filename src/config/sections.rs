@@ -7,7 +7,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::values::{byte_size, cidrs, duration, durations, Rate};
-use super::{invalid, SettingsError};
+use super::{invalid, longer_than_zero, SettingsError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,15 +236,11 @@ impl NatsSettings {
         if self.ack_wait < Duration::from_secs(1) {
             return Err(invalid("queue.nats.ack_wait", "must be at least 1s"));
         }
-        for (key, value) in [
+        longer_than_zero(&[
             ("queue.nats.duplicate_window", self.duplicate_window),
             ("queue.nats.connect_timeout", self.connect_timeout),
             ("queue.nats.publish_timeout", self.publish_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than 0s"));
-            }
-        }
+        ])?;
         if self.max_bytes == 0 {
             return Err(invalid("queue.nats.max_bytes", "must be at least 1B"));
         }

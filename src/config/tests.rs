@@ -19,6 +19,14 @@ fn with_env(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     })
 }
 
+/// The key of the error that refuses these variables; panics if they are accepted.
+fn refused(vars: &[(&str, &str)]) -> String {
+    match with_env(vars) {
+        Err(SettingsError::Invalid { key, .. }) => key,
+        other => panic!("{vars:?} accepted: {other:?}"),
+    }
+}
+
 #[test]
 fn defaults_match_the_spec() {
     let s = Settings::defaults();
@@ -181,22 +189,13 @@ fn a_deployment_file_layers_over_the_defaults() {
 
 #[test]
 fn a_short_and_a_long_name_that_disagree_are_refused() {
-    let load = |env: &[(&str, &str)]| {
-        Settings::load(&Sources {
-            file: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
-    };
-    let err = load(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "eighty")]).unwrap_err();
+    let err = with_env(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "eighty")]).unwrap_err();
     assert!(
         matches!(&err, SettingsError::Invalid { key, message } if key == "server.port"
             && message.contains("PORT=\"8081\"") && message.contains("MESSAGING__SERVER__PORT=\"eighty\"")),
         "{err}"
     );
-    let agreed = load(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "8081")]).unwrap();
+    let agreed = with_env(&[("PORT", "8081"), ("MESSAGING__SERVER__PORT", "8081")]).unwrap();
     assert_eq!(agreed.server.port, 8081);
 }
 
@@ -399,10 +398,6 @@ fn pool_size_is_chosen_per_database_unless_set() {
 
 #[test]
 fn an_smtp_provider_is_for_email_and_needs_its_server() {
-    let refused = |vars: &[(&str, &str)]| match with_env(vars) {
-        Err(SettingsError::Invalid { key, .. }) => key,
-        other => panic!("{vars:?} accepted: {other:?}"),
-    };
     let smtp = ("MESSAGING__PROVIDERS__EMAIL__KIND", "smtp");
     let host = (
         "MESSAGING__PROVIDERS__EMAIL__HOST",
@@ -470,24 +465,11 @@ fn an_smtp_provider_is_for_email_and_needs_its_server() {
 
 #[test]
 fn a_twilio_provider_needs_its_account_and_token() {
-    let load = |vars: &[(&str, &str)]| {
-        Settings::load(&Sources {
-            file: None,
-            env: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
-    };
     let account = (
         "MESSAGING__PROVIDERS__SMS__ACCOUNT_SID",
         "AC0123456789abcdef0123456789abcdef",
     );
     let twilio = ("MESSAGING__PROVIDERS__SMS__KIND", "twilio");
-    let refused = |vars: &[(&str, &str)]| match load(vars) {
-        Err(SettingsError::Invalid { key, .. }) => key,
-        other => panic!("{vars:?} accepted: {other:?}"),
-    };
     assert_eq!(refused(&[twilio]), "providers.sms.account_sid");
     assert_eq!(refused(&[twilio, account]), "providers.sms.auth_token");
     assert_eq!(
@@ -517,7 +499,7 @@ fn a_twilio_provider_needs_its_account_and_token() {
         ]),
         "providers.sms.messaging_service_sid"
     );
-    assert!(load(&[twilio, account, token]).is_ok());
+    assert!(with_env(&[twilio, account, token]).is_ok());
     for (key, bad) in [
         ("PUBLIC_URL", "msg.example.com"),
         ("PUBLIC_URL", "https://msg.example.com/?x=1"),
@@ -534,7 +516,7 @@ fn a_twilio_provider_needs_its_account_and_token() {
     let file = std::env::temp_dir().join(format!("twilio-token-{}", std::process::id()));
     std::fs::write(&file, "from-a-file\n").unwrap();
     let path = file.display().to_string();
-    let s = load(&[
+    let s = with_env(&[
         twilio,
         account,
         ("MESSAGING__PROVIDERS__SMS__AUTH_TOKEN_FILE", &path),

@@ -3,57 +3,36 @@
 use std::time::Duration;
 
 use super::providers::{validate_smtp, validate_twilio, web_url, ProviderKind};
-use super::{invalid, Settings, SettingsError};
+use super::{at_least_one, invalid, longer_than_zero, Settings, SettingsError};
 
 impl Settings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
-        let positive = |key: &str, value: usize| {
-            if value == 0 {
-                Err(invalid(key, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        positive("queue.capacity", self.queue.capacity)?;
-        positive("queue.max_bytes", self.queue.max_bytes)?;
+        at_least_one("queue.capacity", self.queue.capacity)?;
+        at_least_one("queue.max_bytes", self.queue.max_bytes)?;
         self.queue.nats.validate()?;
-        positive("worker.concurrency", self.worker.concurrency)?;
-        positive("server.body_limit", self.server.body_limit)?;
+        at_least_one("worker.concurrency", self.worker.concurrency)?;
+        at_least_one("server.body_limit", self.server.body_limit)?;
         // Keeps one multi-row INSERT under SQLite's 32766 bound parameters.
         if !(1..=1000).contains(&self.worker.batch_size) {
             return Err(invalid("worker.batch_size", "accepts 1 to 1000"));
         }
-        if self.retry.max_attempts == 0 {
-            return Err(invalid("retry.max_attempts", "must be at least 1"));
-        }
+        at_least_one("retry.max_attempts", self.retry.max_attempts)?;
         if self.retry.base_delay > self.retry.max_delay {
             return Err(invalid(
                 "retry.base_delay",
                 "must not exceed retry.max_delay",
             ));
         }
-        if self.server.body_timeout.is_zero() {
-            return Err(invalid("server.body_timeout", "must be longer than 0s"));
-        }
-        for (key, value) in [
+        let hooks = &self.webhooks;
+        longer_than_zero(&[
+            ("server.body_timeout", self.server.body_timeout),
             ("server.stall_timeout", self.server.stall_timeout),
             ("delivery.poll_interval", self.delivery.poll_interval),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than 0s"));
-            }
-        }
-        let hooks = &self.webhooks;
-        for (key, value) in [
             ("webhooks.timeout", hooks.timeout),
             ("webhooks.poll_interval", hooks.poll_interval),
             ("webhooks.disable_after", hooks.disable_after),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than 0s"));
-            }
-        }
-        positive(
+        ])?;
+        at_least_one(
             "webhooks.concurrency_per_endpoint",
             hooks.concurrency_per_endpoint,
         )?;
@@ -63,9 +42,7 @@ impl Settings {
                 "must be longer than webhooks.timeout (a delivery is held while it is called)",
             ));
         }
-        if self.dlq.purge_interval.is_zero() {
-            return Err(invalid("dlq.purge_interval", "must be longer than 0s"));
-        }
+        longer_than_zero(&[("dlq.purge_interval", self.dlq.purge_interval)])?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -114,24 +91,15 @@ impl Settings {
                 crate::tls::client_config(&p.ca_file)
                     .map_err(|e| invalid(&format!("providers.{name}.ca_file"), e))?;
             }
-            if p.concurrency == 0 {
-                return Err(invalid(
-                    &format!("providers.{name}.concurrency"),
-                    "must be at least 1",
-                ));
-            }
-            if p.breaker_failures == 0 {
-                return Err(invalid(
-                    &format!("providers.{name}.breaker_failures"),
-                    "must be at least 1",
-                ));
-            }
-            if p.breaker_cooldown.is_zero() {
-                return Err(invalid(
-                    &format!("providers.{name}.breaker_cooldown"),
-                    "must be longer than 0s",
-                ));
-            }
+            at_least_one(&format!("providers.{name}.concurrency"), p.concurrency)?;
+            at_least_one(
+                &format!("providers.{name}.breaker_failures"),
+                p.breaker_failures,
+            )?;
+            longer_than_zero(&[(
+                &format!("providers.{name}.breaker_cooldown"),
+                p.breaker_cooldown,
+            )])?;
             // A lease shorter than a call could run out mid-call and let another sender
             // call the provider a second time for the same message.
             if self.delivery.lease < p.timeout * 2 + Duration::from_secs(5) {
@@ -144,12 +112,8 @@ impl Settings {
                 ));
             }
         }
-        if self.auth.cache_ttl.is_zero() {
-            return Err(invalid("auth.cache_ttl", "must be longer than 0s"));
-        }
-        if self.rate_limit.burst == 0 {
-            return Err(invalid("rate_limit.burst", "must be at least 1"));
-        }
+        longer_than_zero(&[("auth.cache_ttl", self.auth.cache_ttl)])?;
+        at_least_one("rate_limit.burst", self.rate_limit.burst)?;
         for (name, p) in [
             ("sms", &self.providers.sms),
             ("email", &self.providers.email),
@@ -161,12 +125,10 @@ impl Settings {
                     "must be empty (no signature) or at least 16 characters",
                 ));
             }
-            if p.webhook_tolerance.is_zero() {
-                return Err(invalid(
-                    &format!("providers.{name}.webhook_tolerance"),
-                    "must be longer than 0s",
-                ));
-            }
+            longer_than_zero(&[(
+                &format!("providers.{name}.webhook_tolerance"),
+                p.webhook_tolerance,
+            )])?;
         }
         let telemetry = &self.telemetry;
         if telemetry.otlp_enabled() && web_url(&telemetry.otlp_endpoint).is_none() {

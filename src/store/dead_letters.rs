@@ -68,16 +68,13 @@ pub async fn insert_encoded(
 
 /// Marks the message stored for `event` (if any) `failed`: dead-lettered.
 pub async fn fail_message_of(db: &DatabaseConnection, event: &Event) -> Result<u64, StoreError> {
-    let txn = super::begin_write(db).await?;
-    let moved = status::transition(
-        &txn,
+    status::transition_committed(
+        db,
         Which::OfEvent(event),
         MessageStatus::Queued,
         MessageStatus::Failed,
     )
-    .await?;
-    txn.commit().await?;
-    Ok(moved)
+    .await
 }
 
 /// The row of [`insert_encoded`] alone.

@@ -326,15 +326,13 @@ pub async fn fail_unreadable(
     lease_token: &str,
 ) -> Result<(), StoreError> {
     let _turn = writer.take_turn().await;
-    let txn = super::begin_write(writer.connection()).await?;
-    status::transition(
-        &txn,
+    status::transition_committed(
+        writer.connection(),
         Which::Held { id, lease_token },
         MessageStatus::Queued,
         MessageStatus::Failed,
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 

@@ -162,29 +162,59 @@ mod tests {
         StoreError::Unavailable("disk full".into())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_write_is_held_while_nothing_succeeds_and_stored_when_it_can_be() {
-        let health = WriteHealth::default();
+    /// Whether other writes commit while the held one keeps failing.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Meanwhile {
+        /// The only write: it reports its own failures, as the store's writes do.
+        NothingCommits,
+        /// Another write commits before each try.
+        OthersCommit,
+    }
+
+    /// Holds a write that fails with [`unavailable`] until its `succeeds_on`th try (`None`:
+    /// it never succeeds); returns what the hold returned and how many tries there were.
+    async fn hold_failing_write(
+        health: &WriteHealth,
+        hold: Hold,
+        meanwhile: Meanwhile,
+        succeeds_on: Option<u32>,
+    ) -> (Result<(), StoreError>, u32) {
         let mut tries = 0;
         let result = health
             .hold(
-                Hold::WhileNothingCommits,
+                hold,
                 || true,
                 || {
                     tries += 1;
-                    let outcome = if tries < 5 {
-                        Err(unavailable())
-                    } else {
-                        Ok(tries)
+                    if meanwhile == Meanwhile::OthersCommit {
+                        health.succeeded();
+                    }
+                    let outcome = match succeeds_on {
+                        Some(n) if tries >= n => Ok(()),
+                        _ => Err(unavailable()),
                     };
-                    if let Err(e) = &outcome {
+                    if let (Err(e), Meanwhile::NothingCommits) = (&outcome, meanwhile) {
                         health.failed(e);
                     }
                     std::future::ready(outcome)
                 },
             )
             .await;
-        assert_eq!(result.unwrap(), 5);
+        (result, tries)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_held_while_nothing_succeeds_and_stored_when_it_can_be() {
+        let health = WriteHealth::default();
+        let (result, tries) = hold_failing_write(
+            &health,
+            Hold::WhileNothingCommits,
+            Meanwhile::NothingCommits,
+            Some(5),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(tries, 5);
         assert!(
             health.failing().is_some(),
             "the caller reports its own success"
@@ -196,19 +226,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_failing_while_others_succeed_is_not_held() {
         let health = WriteHealth::default();
-        let mut tries = 0;
-        let result: Result<(), _> = health
-            .hold(
-                Hold::WhileNothingCommits,
-                || true,
-                || {
-                    tries += 1;
-                    // Someone else commits between this write's failures.
-                    health.succeeded();
-                    std::future::ready(Err(unavailable()))
-                },
-            )
-            .await;
+        let (result, tries) = hold_failing_write(
+            &health,
+            Hold::WhileNothingCommits,
+            Meanwhile::OthersCommit,
+            None,
+        )
+        .await;
         assert!(result.is_err());
         assert_eq!(tries, 2);
     }
@@ -216,23 +240,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_that_must_not_be_retried_waits_even_while_others_succeed() {
         let health = WriteHealth::default();
-        let mut tries = 0;
-        let result = health
-            .hold(
-                Hold::UntilWritten,
-                || true,
-                || {
-                    tries += 1;
-                    health.succeeded();
-                    let outcome = if tries < 6 {
-                        Err(unavailable())
-                    } else {
-                        Ok(())
-                    };
-                    std::future::ready(outcome)
-                },
-            )
-            .await;
+        let (result, tries) = hold_failing_write(
+            &health,
+            Hold::UntilWritten,
+            Meanwhile::OthersCommit,
+            Some(6),
+        )
+        .await;
         assert!(result.is_ok());
         assert_eq!(tries, 6);
     }

@@ -295,7 +295,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, second).unwrap()
     }
 
-    fn message(status: &str, updated: u32) -> messages::Model {
+    fn message(status: MessageStatus, updated: u32) -> messages::Model {
         messages::Model {
             id: 7,
             conversation_id: 3,
@@ -310,7 +310,7 @@ mod tests {
             metadata: None,
             sent_at: at(0),
             received_at: at(0),
-            status: status.into(),
+            status: status.as_str().into(),
             provider_message_id: None,
             idempotency_key: "k".into(),
             created_at: at(0),
@@ -343,6 +343,15 @@ mod tests {
     /// provider's words.
     const UNAVAILABLE: &str = "The provider was unavailable.";
 
+    /// The facts of a key with this message and failure record, and nothing else.
+    fn facts(message: Option<messages::Model>, failure: Option<event_failures::Model>) -> Facts {
+        Facts {
+            message,
+            failure,
+            ..Facts::default()
+        }
+    }
+
     fn status(facts: Facts, queued: bool) -> Option<(Progress, u32, Option<String>)> {
         let queued = queued.then_some(Queued { accepted_at: at(0) });
         resolve(&facts, queued).map(|r| (r.status, r.attempts, r.last_error))
@@ -351,21 +360,19 @@ mod tests {
     #[test]
     fn a_failure_counts_only_when_it_is_newer_than_the_message() {
         // The provider failed after the message was stored: failed, retry to come.
-        let provider_failed = Facts {
-            message: Some(message(MessageStatus::Queued.as_str(), 1)),
-            failure: Some(failure(2, 5, false)),
-            ..Facts::default()
-        };
+        let provider_failed = facts(
+            Some(message(MessageStatus::Queued, 1)),
+            Some(failure(2, 5, false)),
+        );
         assert_eq!(
             status(provider_failed, true),
             Some((Progress::Failed, 2, Some(UNAVAILABLE.into())))
         );
         // The database failed before the message was stored, then the retry stored it.
-        let stored_since = Facts {
-            message: Some(message(MessageStatus::Queued.as_str(), 9)),
-            failure: Some(failure(1, 5, false)),
-            ..Facts::default()
-        };
+        let stored_since = facts(
+            Some(message(MessageStatus::Queued, 9)),
+            Some(failure(1, 5, false)),
+        );
         assert_eq!(
             status(stored_since, true),
             Some((Progress::Stored, 2, None))
@@ -374,16 +381,12 @@ mod tests {
 
     #[test]
     fn a_replayed_dead_letter_starts_over() {
-        let replayed = Facts {
-            failure: Some(failure(10, 5, true)),
-            ..Facts::default()
-        };
+        let replayed = facts(None, Some(failure(10, 5, true)));
         assert_eq!(status(replayed, true), Some((Progress::Pending, 0, None)));
-        let sent_after_replay = Facts {
-            message: Some(message(MessageStatus::Sent.as_str(), 9)),
-            failure: Some(failure(10, 5, true)),
-            ..Facts::default()
-        };
+        let sent_after_replay = facts(
+            Some(message(MessageStatus::Sent, 9)),
+            Some(failure(10, 5, true)),
+        );
         assert_eq!(
             status(sent_after_replay, false),
             Some((Progress::Sent, 1, None))
@@ -393,15 +396,9 @@ mod tests {
     #[test]
     fn unknown_keys_resolve_to_nothing() {
         assert_eq!(status(Facts::default(), false), None);
-        let retrying_elsewhere = Facts {
-            failure: Some(failure(1, 5, false)),
-            ..Facts::default()
-        };
+        let retrying_elsewhere = facts(None, Some(failure(1, 5, false)));
         assert_eq!(status(retrying_elsewhere, false), None);
-        let dead_and_deleted = Facts {
-            failure: Some(failure(3, 5, true)),
-            ..Facts::default()
-        };
+        let dead_and_deleted = facts(None, Some(failure(3, 5, true)));
         assert_eq!(
             status(dead_and_deleted, false),
             Some((Progress::DeadLettered, 3, Some(UNAVAILABLE.into())))

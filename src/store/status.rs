@@ -17,10 +17,13 @@ use std::fmt;
 use chrono::Utc;
 use entity::messages::{self, Column};
 use sea_orm::sea_query::{ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityName, Statement, Value};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityName, Statement,
+    Value,
+};
 
 use super::outbox::{self, EventType};
-use super::StoreError;
+use super::{begin_write, StoreError};
 use crate::domain::{Direction, Event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,6 +123,19 @@ pub struct Delivered {
     pub provider_message_id: String,
     /// Which provider accepted it (see `messages.sent_by`).
     pub sent_by: &'static str,
+}
+
+/// [`transition`] in a write transaction of its own, committed before it returns.
+pub async fn transition_committed(
+    db: &DatabaseConnection,
+    which: Which<'_>,
+    from: MessageStatus,
+    to: MessageStatus,
+) -> Result<u64, StoreError> {
+    let txn = begin_write(db).await?;
+    let moved = transition(&txn, which, from, to).await?;
+    txn.commit().await?;
+    Ok(moved)
 }
 
 /// Moves the selected messages from `from` to `to`, leaving any message in another status

@@ -162,18 +162,12 @@ impl MessageWriter {
             return Ok(0);
         }
         let _turn = self.take_turn().await;
-        let result = async {
-            let txn = begin_write(&self.db).await?;
-            let moved = status::transition(
-                &txn,
-                Which::Delivered(sent),
-                MessageStatus::Queued,
-                MessageStatus::Sent,
-            )
-            .await?;
-            txn.commit().await?;
-            Ok(moved)
-        }
+        let result = status::transition_committed(
+            &self.db,
+            Which::Delivered(sent),
+            MessageStatus::Queued,
+            MessageStatus::Sent,
+        )
         .await;
         self.observe_write(&result, |_| true);
         result

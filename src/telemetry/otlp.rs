@@ -53,12 +53,7 @@ pub fn metric_reader(
     settings: &TelemetrySettings,
 ) -> Result<PeriodicReader<Reported<MetricExporter>>, ExportError> {
     let url = signal_url(settings, "/v1/metrics");
-    let exporter = MetricExporter::builder()
-        .with_http()
-        .with_http_client(UreqClient::new())
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(url.clone())
-        .with_timeout(EXPORT_TIMEOUT)
+    let exporter = over_http(MetricExporter::builder().with_http(), &url)
         // Cumulative, like Prometheus: a lost push loses nothing but resolution.
         .with_temporality(Temporality::Cumulative)
         .build()
@@ -74,12 +69,7 @@ pub fn metric_reader(
 /// they end.
 pub fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, ExportError> {
     let url = signal_url(settings, "/v1/traces");
-    let exporter = SpanExporter::builder()
-        .with_http()
-        .with_http_client(UreqClient::new())
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(url.clone())
-        .with_timeout(EXPORT_TIMEOUT)
+    let exporter = over_http(SpanExporter::builder().with_http(), &url)
         .build()
         .map_err(|e| build_error(settings, e))?;
     let batches = BatchSpanProcessor::builder(Reported::new(exporter, "spans", url))
@@ -96,6 +86,15 @@ pub fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider
         ))))
         .with_resource(resource(settings))
         .build())
+}
+
+/// How both exporters send: protobuf over HTTP to `url`, each export within [`EXPORT_TIMEOUT`].
+fn over_http<B: WithExportConfig + WithHttpConfig>(builder: B, url: &str) -> B {
+    builder
+        .with_http_client(UreqClient::new())
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(EXPORT_TIMEOUT)
 }
 
 fn signal_url(settings: &TelemetrySettings, path: &str) -> String {

@@ -221,15 +221,13 @@ async fn replay(
         // The message goes back to `queued`, due at once with fresh attempts (the delivery
         // stage sends it); the event is published too, for a dead letter whose event was
         // never stored (the idempotency key makes a stored one's repeat a no-op).
-        let txn = crate::store::begin_write(db).await?;
-        status::transition(
-            &txn,
+        status::transition_committed(
+            db,
             Which::OfEvent(&event),
             MessageStatus::Failed,
             MessageStatus::Queued,
         )
         .await?;
-        txn.commit().await.map_err(StoreError::from)?;
         backend.republish(vec![event]).await?;
         Ok::<(), DlqError>(())
     };

@@ -6,7 +6,8 @@
 // and errors are other people's text.
 
 import {
-  $, ApiError, KEY_STORAGE, api, button, el, emptyRow, failed, notify, shorten, state, when,
+  $, ApiError, KEY_STORAGE, api, button, el, emptyRow, failed, list, notify, pageCount, shorten,
+  showPage, state, when,
 } from './core.js';
 import { loadAddresses, loadAudit, wireSettings } from './settings.js';
 
@@ -102,23 +103,19 @@ async function refreshStats() {
 
 async function loadDeadLetters() {
   const tbody = $('dlq-table').tBodies[0];
-  let page;
-  try {
-    page = await api(`/api/dlq?page=${state.dlqPage}&pageSize=${DLQ_PAGE_SIZE}`);
-  } catch (err) {
-    failed('Cannot list dead letters', err);
-    return;
-  }
+  const page = await list(
+    `/api/dlq?page=${state.dlqPage}&pageSize=${DLQ_PAGE_SIZE}`,
+    'Cannot list dead letters',
+  );
+  if (!page) return;
   state.dlqTotal = page.meta.total;
-  const pages = Math.max(1, Math.ceil(page.meta.total / DLQ_PAGE_SIZE));
+  const pages = pageCount(page.meta.total, DLQ_PAGE_SIZE);
   if (state.dlqPage > pages) {
     state.dlqPage = pages;
     await loadDeadLetters();
     return;
   }
-  $('dlq-page').textContent = `Page ${state.dlqPage} of ${pages} · ${page.meta.total} in all`;
-  $('dlq-prev').disabled = state.dlqPage <= 1;
-  $('dlq-next').disabled = state.dlqPage >= pages;
+  showPage('dlq', state.dlqPage, pages, `${page.meta.total} in all`);
   $('replay-all').disabled = page.meta.total === 0;
   $('delete-all').disabled = page.meta.total === 0;
   if (page.items.length === 0) {
@@ -253,18 +250,14 @@ async function runLookup(key) {
 
 async function loadConversations() {
   const tbody = $('conversations-table').tBodies[0];
-  let page;
-  try {
-    page = await api(`/api/conversations?page=${state.conversationsPage}&pageSize=${CONVERSATIONS_PAGE_SIZE}`);
-  } catch (err) {
-    failed('Cannot list conversations', err);
-    return;
-  }
+  const page = await list(
+    `/api/conversations?page=${state.conversationsPage}&pageSize=${CONVERSATIONS_PAGE_SIZE}`,
+    'Cannot list conversations',
+  );
+  if (!page) return;
   state.conversationsTotal = page.meta.total;
-  const pages = Math.max(1, Math.ceil(page.meta.total / CONVERSATIONS_PAGE_SIZE));
-  $('conversations-page').textContent = `Page ${state.conversationsPage} of ${pages} · ${page.meta.total} in all`;
-  $('conversations-prev').disabled = state.conversationsPage <= 1;
-  $('conversations-next').disabled = state.conversationsPage >= pages;
+  const pages = pageCount(page.meta.total, CONVERSATIONS_PAGE_SIZE);
+  showPage('conversations', state.conversationsPage, pages, `${page.meta.total} in all`);
   if (page.items.length === 0) {
     emptyRow(tbody, 5, 'No conversations yet.');
     return;
@@ -294,7 +287,7 @@ async function loadMessages(conversation) {
   try {
     // The newest page: messages are listed oldest first.
     const first = await api(`/api/conversations/${conversation.id}/messages?page=1&pageSize=${MESSAGES_PAGE_SIZE}`);
-    const last = Math.max(1, Math.ceil(first.meta.total / MESSAGES_PAGE_SIZE));
+    const last = pageCount(first.meta.total, MESSAGES_PAGE_SIZE);
     const page = last === 1
       ? first
       : await api(`/api/conversations/${conversation.id}/messages?page=${last}&pageSize=${MESSAGES_PAGE_SIZE}`);
@@ -326,13 +319,8 @@ async function loadMessages(conversation) {
 
 async function loadWebhooks() {
   const tbody = $('webhooks-table').tBodies[0];
-  let page;
-  try {
-    page = await api('/api/webhook-endpoints?pageSize=200');
-  } catch (err) {
-    failed('Cannot list webhook endpoints', err);
-    return;
-  }
+  const page = await list('/api/webhook-endpoints?pageSize=200', 'Cannot list webhook endpoints');
+  if (!page) return;
   if (page.items.length === 0) {
     emptyRow(tbody, 6, 'No webhook endpoints.');
     return;

@@ -47,6 +47,16 @@ export async function api(path, { method = 'GET', body } = {}) {
   return answer;
 }
 
+/// A list's page, or null once its failure is reported (`what` says what was read).
+export async function list(path, what) {
+  try {
+    return await api(path);
+  } catch (err) {
+    failed(what, err);
+    return null;
+  }
+}
+
 // ---- small DOM helpers ----------------------------------------------------------------
 
 export function el(tag, { text, className, title, attrs } = {}, children = []) {
@@ -88,6 +98,18 @@ export function emptyRow(tbody, columns, message) {
   tbody.replaceChildren(
     el('tr', { className: 'empty' }, [el('td', { text: message, attrs: { colspan: String(columns) } })]),
   );
+}
+
+export function pageCount(total, pageSize) {
+  return Math.max(1, Math.ceil(total / pageSize));
+}
+
+/// Says which page of `pages` is shown under a table (`count`: how many rows in all) and
+/// enables the pager's buttons, `${prefix}-prev` and `${prefix}-next`.
+export function showPage(prefix, page, pages, count) {
+  $(`${prefix}-page`).textContent = `Page ${page} of ${pages} · ${count}`;
+  $(`${prefix}-prev`).disabled = page <= 1;
+  $(`${prefix}-next`).disabled = page >= pages;
 }
 
 /// Reports a failed call; a 401/403 means the key is missing or not an admin key.

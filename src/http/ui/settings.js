@@ -1,7 +1,9 @@
 // The console's settings panels: the addresses customers own (inbound messages to them are
 // theirs) and the audit log of who changed what.
 
-import { $, api, button, el, emptyRow, failed, notify, shorten, state, when } from './core.js';
+import {
+  $, api, button, el, emptyRow, failed, list, notify, pageCount, shorten, showPage, state, when,
+} from './core.js';
 
 const AUDIT_PAGE_SIZE = 20;
 
@@ -9,13 +11,8 @@ const AUDIT_PAGE_SIZE = 20;
 
 export async function loadAddresses() {
   const tbody = $('addresses-table').tBodies[0];
-  let page;
-  try {
-    page = await api('/api/addresses?pageSize=200');
-  } catch (err) {
-    failed('Cannot list addresses', err);
-    return;
-  }
+  const page = await list('/api/addresses?pageSize=200', 'Cannot list addresses');
+  if (!page) return;
   if (page.items.length === 0) {
     emptyRow(tbody, 5, 'No owned addresses: inbound messages are stored for nobody.');
     return;
@@ -73,17 +70,10 @@ export async function loadAudit() {
   const action = $('audit-action').value;
   const query = new URLSearchParams({ page: String(state.auditPage), pageSize: String(AUDIT_PAGE_SIZE) });
   if (action) query.set('action', action);
-  let page;
-  try {
-    page = await api(`/api/audit?${query}`);
-  } catch (err) {
-    failed('Cannot read the audit log', err);
-    return;
-  }
-  const pages = Math.max(1, Math.ceil(page.meta.total / AUDIT_PAGE_SIZE));
-  $('audit-page').textContent = `Page ${state.auditPage} of ${pages} · ${page.meta.total} entries`;
-  $('audit-prev').disabled = state.auditPage <= 1;
-  $('audit-next').disabled = state.auditPage >= pages;
+  const page = await list(`/api/audit?${query}`, 'Cannot read the audit log');
+  if (!page) return;
+  const pages = pageCount(page.meta.total, AUDIT_PAGE_SIZE);
+  showPage('audit', state.auditPage, pages, `${page.meta.total} entries`);
   if (page.items.length === 0) {
     emptyRow(tbody, 6, action ? `No ${action} entries.` : 'Nothing changed yet.');
     return;

@@ -1,6 +1,14 @@
 use super::*;
 use crate::queue::test_event as event;
 
+/// An event with a body of `kib` KiB, to fill a queue bounded by bytes.
+fn big(key: &str, kib: usize) -> Event {
+    Event {
+        body: "x".repeat(kib * 1024),
+        ..event(key)
+    }
+}
+
 async fn take(queue: &MemoryQueue, max: usize) -> Vec<Delivery> {
     queue.receive(max, Duration::ZERO).await.unwrap().deliveries
 }
@@ -23,24 +31,20 @@ async fn a_full_queue_makes_publishers_wait_for_room() {
 
 #[actix_web::test]
 async fn max_bytes_bounds_a_backlog_of_large_events() {
-    let big = |key: &str| Event {
-        body: "x".repeat(256 * 1024),
-        ..event(key)
-    };
-    let size = big("a").approx_bytes();
+    let size = big("a", 256).approx_bytes();
     assert!(size > 256 * 1024);
     let queue = MemoryQueue::bounded(10_000, 3 * size, Duration::ZERO);
     for key in ["a", "b", "c"] {
-        queue.publish(big(key)).await.unwrap();
+        queue.publish(big(key, 256)).await.unwrap();
     }
     assert!(matches!(
-        queue.publish(big("d")).await,
+        queue.publish(big("d", 256)).await,
         Err(QueueError::Full { .. })
     ));
     // A finished event makes room.
     let taken = take(&queue, 1).await;
     taken[0].ack().await.unwrap();
-    queue.publish(big("d")).await.unwrap();
+    queue.publish(big("d", 256)).await.unwrap();
     assert_eq!(queue.depth(), 3);
     // Once closed and taken, nothing is held.
     assert_eq!(queue.close_and_take().len(), 3);
@@ -48,17 +52,19 @@ async fn max_bytes_bounds_a_backlog_of_large_events() {
 
 #[actix_web::test]
 async fn republished_events_count_their_bytes_until_finished() {
-    let big = |key: &str| Event {
-        body: "x".repeat(64 * 1024),
-        ..event(key)
-    };
-    let size = big("a").approx_bytes();
+    let size = big("a", 64).approx_bytes();
     let queue = MemoryQueue::bounded(10_000, 2 * size, Duration::ZERO);
     // A restore (or a replay) puts events back without a publish.
-    queue.republish(vec![big("a"), big("b")]).await.unwrap();
+    queue
+        .republish(vec![big("a", 64), big("b", 64)])
+        .await
+        .unwrap();
     assert_eq!(queue.state().bytes, 2 * size);
     assert!(
-        matches!(queue.publish(big("c")).await, Err(QueueError::Full { .. })),
+        matches!(
+            queue.publish(big("c", 64)).await,
+            Err(QueueError::Full { .. })
+        ),
         "restored events take their room"
     );
     for delivery in take(&queue, 10).await {

@@ -250,27 +250,8 @@ pub(super) async fn insert_messages(
                 .do_nothing()
                 .to_owned(),
         )
-        .returning(Query::returning().columns([
-            Column::Id,
-            Column::IdempotencyKey,
-            Column::ConversationId,
-            Column::Status,
-            Column::RequestFingerprint,
-        ]));
-    let mut inserted = HashMap::with_capacity(rows.len());
-    for row in txn.query_all(&insert).await? {
-        inserted.insert(
-            get::<String>(&row, "idempotency_key")?,
-            Persisted {
-                message_id: get(&row, "id")?,
-                conversation_id: get(&row, "conversation_id")?,
-                inserted: true,
-                status: status_of(&row)?,
-                request_fingerprint: get(&row, "request_fingerprint")?,
-            },
-        );
-    }
-    Ok(inserted)
+        .returning(Query::returning().columns(PERSISTED_COLUMNS));
+    by_key(txn.query_all(&insert).await?, true)
 }
 
 pub(super) async fn find_messages_by_key(
@@ -282,30 +263,42 @@ pub(super) async fn find_messages_by_key(
         return Ok(HashMap::new());
     }
     let select = Query::select()
-        .columns([
-            Column::Id,
-            Column::IdempotencyKey,
-            Column::ConversationId,
-            Column::Status,
-            Column::RequestFingerprint,
-        ])
+        .columns(PERSISTED_COLUMNS)
         .from(messages::Entity.table_ref())
         .and_where(Column::IdempotencyKey.is_in(keys.iter().map(|k| k.to_string())))
         .to_owned();
-    let mut found = HashMap::with_capacity(keys.len());
-    for row in txn.query_all(&select).await? {
-        found.insert(
+    by_key(txn.query_all(&select).await?, false)
+}
+
+/// What [`by_key`] reads of a message row, inserted or found.
+const PERSISTED_COLUMNS: [messages::Column; 5] = [
+    messages::Column::Id,
+    messages::Column::IdempotencyKey,
+    messages::Column::ConversationId,
+    messages::Column::Status,
+    messages::Column::RequestFingerprint,
+];
+
+/// The rows of [`PERSISTED_COLUMNS`] by idempotency key; `inserted` says whether this batch
+/// wrote them.
+fn by_key(
+    rows: Vec<QueryResult>,
+    inserted: bool,
+) -> Result<HashMap<String, Persisted>, StoreError> {
+    let mut persisted = HashMap::with_capacity(rows.len());
+    for row in rows {
+        persisted.insert(
             get::<String>(&row, "idempotency_key")?,
             Persisted {
                 message_id: get(&row, "id")?,
                 conversation_id: get(&row, "conversation_id")?,
-                inserted: false,
+                inserted,
                 status: status_of(&row)?,
                 request_fingerprint: get(&row, "request_fingerprint")?,
             },
         );
     }
-    Ok(found)
+    Ok(persisted)
 }
 
 /// Adds the newly inserted messages to their conversations' counters in one statement.

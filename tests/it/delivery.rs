@@ -83,8 +83,10 @@ async fn outage(app: TestApp, stub: StubProvider, label: &str) {
         post_all(&app, "/api/webhooks/sms", inbound),
         post_all(&app, "/api/messages/email", emails)
     );
+    // The SMS provider stays down until this passes, so it proves that neither waits for
+    // it; the deadline is only there to fail instead of hanging (`took` is printed).
     eventually(
-        Duration::from_secs(10).saturating_sub(started.elapsed()),
+        Duration::from_secs(60),
         "inbound stored and email sent during the SMS outage",
         || async {
             count(

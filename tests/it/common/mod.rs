@@ -7,6 +7,7 @@
 
 pub mod nats;
 pub mod otlp;
+pub mod peer;
 pub mod receiver;
 pub mod responses;
 pub mod server;

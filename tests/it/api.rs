@@ -401,13 +401,8 @@ async fn control_characters_in_endpoints_and_audit_filters_are_refused_on_both_d
             assert_eq!(status, StatusCode::BAD_REQUEST, "{db:?} {body}: {problem}");
             assert_eq!(problem["errors"][0]["field"], field, "{problem}");
         }
-        let (status, created) = app
-            .post_json(
-                "/api/webhook-endpoints",
-                &json!({"url": url, "description": "line one\nline two\ttabbed"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{db:?}: {created}");
+        let body = json!({"url": url, "description": "line one\nline two\ttabbed"});
+        let created = common::receiver::create_endpoint(&app, &body).await;
         let id = created["id"].as_str().unwrap();
         let change = app
             .client

@@ -293,10 +293,7 @@ async fn customers_see_and_write_only_their_own_data_even_by_guessing_ids() {
             b_list["meta"]["total"], 3,
             "{db:?}: two sent, one received: {b_list}"
         );
-        let b_ids: Vec<i64> = b_list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let b_ids: Vec<i64> = common::items(&b_list)
             .map(|c| c["id"].as_i64().unwrap())
             .collect();
 
@@ -467,16 +464,11 @@ async fn post_signed(
     if let Some(signature) = signature {
         request = request.insert_header(("X-Messaging-Signature", signature));
     }
-    let mut response = request.send_body(body.to_vec()).await.unwrap();
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED {
+    let response = request.send_body(body.to_vec()).await.unwrap();
+    if response.status() == StatusCode::UNAUTHORIZED {
         assert!(response.headers().contains_key("www-authenticate"));
     }
-    let answer = response.body().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&answer).unwrap_or(Value::Null),
-    )
+    common::answer_of(response).await
 }
 
 #[actix_web::test]
@@ -1062,10 +1054,7 @@ async fn park(app: &TestApp, n: usize) -> Vec<i64> {
     }
     app.drained().await;
     let (_, page) = app.get("/api/dlq").await;
-    let ids: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let ids: Vec<i64> = common::items(&page)
         .map(|l| l["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids.len(), n, "{page}");

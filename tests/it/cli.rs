@@ -149,10 +149,7 @@ async fn dlq_replay_all_and_status_against_a_running_server() {
             .await
             .unwrap();
         let page: serde_json::Value = response.json().await.unwrap();
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        common::items(&page)
             .filter(|d| d["replayed_at"].is_null())
             .count()
     };

@@ -70,34 +70,40 @@ impl Server {
 
     /// Waits until the server takes connections.
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "the server exited ({status}): {}",
-                    self.stderr.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "the server is not listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll(|server| {
+            std::net::TcpStream::connect(("127.0.0.1", server.port))
+                .map(drop)
+                .map_err(|_| "the server is not listening".to_string())
+        })
     }
 
     /// The admin key the first start prints.
     fn key(&mut self) -> String {
+        self.poll(|server| {
+            let out = server.stdout.lock().unwrap().clone();
+            out.lines()
+                .find_map(|l| l.strip_prefix(KEY_LINE))
+                .map(|line| line.trim().to_string())
+                .ok_or_else(|| format!("no admin key printed: {out}"))
+        })
+    }
+
+    /// Asks `ready` every 50 ms, for up to 30 s, until it answers `Ok`; fails with the
+    /// server's stderr if it exits meanwhile, or with `ready`'s last `Err` at the deadline.
+    fn poll<T>(&mut self, ready: impl Fn(&Self) -> Result<T, String>) -> T {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = self.stdout.lock().unwrap().clone();
-            if let Some(line) = out.lines().find_map(|l| l.strip_prefix(KEY_LINE)) {
-                return line.trim().to_string();
-            }
+            let not_yet = match ready(self) {
+                Ok(value) => return value,
+                Err(not_yet) => not_yet,
+            };
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
                     "the server exited ({status}): {}",
                     self.stderr.lock().unwrap()
                 );
             }
-            assert!(Instant::now() < deadline, "no admin key printed: {out}");
+            assert!(Instant::now() < deadline, "{not_yet}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -156,10 +162,7 @@ async fn dead_letter_ids(port: u16, key: Option<&str>) -> String {
     loop {
         let mut response = authorized(client.get(&url), key).send().await.unwrap();
         let page: serde_json::Value = response.json().await.unwrap();
-        let ids: Vec<String> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let ids: Vec<String> = common::items(&page)
             .map(|item| item["id"].to_string())
             .collect();
         if ids.len() >= DEAD_LETTERS {

@@ -293,18 +293,12 @@ fn the_dashboard_is_importable() {
 /// promtool's output, or `None` (test skipped) when it is not installed.
 fn promtool(args: &[&str]) -> Option<String> {
     let promtool = common::require_tool("promtool")?;
-    let output = Command::new(promtool)
-        .args(args)
-        .current_dir(repo_file("."))
-        .output()
-        .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "promtool {args:?}:\n{text}");
-    Some(text)
+    let mut command = Command::new(promtool);
+    command.args(args).current_dir(repo_file("."));
+    Some(common::tools::run_ok(
+        &mut command,
+        &format!("promtool {args:?}"),
+    ))
 }
 
 #[test]

@@ -118,10 +118,7 @@ async fn pages_are_sized_capped_and_ordered() {
             json!({"page": 2, "page_size": 2, "total": 5}),
             "{db:?}"
         );
-        let tos: Vec<&str> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let tos: Vec<&str> = common::items(&page)
             .map(|c| c["participants"][1].as_str().unwrap())
             .collect();
         assert_eq!(

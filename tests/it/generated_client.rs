@@ -13,7 +13,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::server::ServerProcess;
 use common::stub::{Answer, StubProvider};
@@ -74,21 +74,13 @@ fn generate(generator: &Path, dir: &Path, doc: &Value) {
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .expect("a PATH");
-    let generated = Command::new(generator)
-        .env("PATH", path)
-        .args(["generate", "--path", "openapi.json", "--meta", "none"])
-        .args(["--output-path", PACKAGE, "--fail-on-warning"])
-        .current_dir(dir)
-        .output()
-        .expect("openapi-python-client runs");
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&generated.stdout),
-        String::from_utf8_lossy(&generated.stderr)
-    );
-    assert!(
-        generated.status.success(),
-        "openapi-python-client failed:\n{out}"
+    let out = tools::run_ok(
+        Command::new(generator)
+            .env("PATH", path)
+            .args(["generate", "--path", "openapi.json", "--meta", "none"])
+            .args(["--output-path", PACKAGE, "--fail-on-warning"])
+            .current_dir(dir),
+        "openapi-python-client",
     );
     // It skips what it cannot generate with only a warning: none may be left.
     assert!(
@@ -139,32 +131,16 @@ async fn a_generated_python_client_does_the_whole_api() {
             generated = true;
         }
 
-        let python = tools::python_for(&generator);
-        let script = root.join(SCRIPT);
-        let (url, key, control) = (server.url.clone(), server.key.clone(), stub.control_url());
-        let client_dir = dir.clone();
-        // Blocking wait on its own thread: the stub provider answers from this test's runtime.
-        let output = actix_web::rt::task::spawn_blocking(move || {
-            Command::new(python)
-                .arg(script)
-                .env("MESSAGING_URL", url)
-                .env("MESSAGING_API_KEY", key)
-                .env("PROVIDER_CONTROL_URL", control)
-                .env("PYTHONPATH", client_dir)
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .stdin(Stdio::null())
-                .output()
-        })
-        .await
-        .unwrap()
-        .expect("python runs");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "{db:?}: the script through the generated client failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-            server.log_text()
-        );
+        let mut script = Command::new(tools::python_for(&generator));
+        script
+            .arg(root.join(SCRIPT))
+            .env("MESSAGING_URL", &server.url)
+            .env("MESSAGING_API_KEY", &server.key)
+            .env("PROVIDER_CONTROL_URL", stub.control_url())
+            .env("PYTHONPATH", &dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let what = format!("{db:?}: the script through the generated client");
+        let stdout = server.run_client(script, &what).await;
         assert!(
             stdout.contains("the generated client did everything"),
             "{db:?}: {stdout}"

@@ -15,7 +15,8 @@ use common::nats::{free_port, nats_databases, NatsCluster, NatsServer};
 use common::server::binary_on;
 use common::stub::{Answer, StubProvider};
 use common::{
-    databases, eventually, sample, scalar_at, sms, spawn_on, test_settings, Db, TestDatabase,
+    databases, eventually, sample, scalar_at, sms, spawn_on, test_settings, Db, TestApp,
+    TestDatabase,
 };
 use messaging_server::config::{QueueBackendKind, Settings};
 use messaging_server::domain::IdempotencyKey;
@@ -31,6 +32,21 @@ fn use_nats(settings: &mut Settings, url: &str) {
     settings.queue.nats.url = url.to_string();
     // Redelivery after a lost worker is awaited in some tests: keep it short.
     settings.queue.nats.ack_wait = Duration::from_secs(2);
+}
+
+/// The application on a new `db` database, queueing on `nats`, with `configure` applied
+/// after [`use_nats`].
+async fn spawn_on_nats(
+    db: Db,
+    nats: &NatsServer,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let url = nats.url();
+    let configure = |s: &mut Settings| {
+        use_nats(s, &url);
+        configure(s);
+    };
+    spawn_on(TestDatabase::create(db).await, configure, Hooks::default()).await
 }
 
 /// Starts another application (e.g. workers) on an existing database.
@@ -51,17 +67,7 @@ fn key(text: &str) -> IdempotencyKey {
 async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
     for db in nats_databases() {
         let nats = NatsServer::start().await;
-        let database = TestDatabase::create(db).await;
-        let url = nats.url();
-        let api = spawn_on(
-            database,
-            |s| {
-                use_nats(s, &url);
-                s.worker.enabled = false;
-            },
-            Hooks::default(),
-        )
-        .await;
+        let api = spawn_on_nats(db, &nats, |s| s.worker.enabled = false).await;
         let mut keys = Vec::new();
         for i in 0..10 {
             let body = sms(&format!("+1201666{i:04}"), "+18045551234", &format!("n{i}"));
@@ -106,7 +112,7 @@ async fn events_wait_durably_are_deduplicated_and_stored_once_by_workers() {
 
         // Workers in another application on the same stream and database store them.
         let mut settings = test_settings(&api.database.url);
-        use_nats(&mut settings, &url);
+        use_nats(&mut settings, &nats.url());
         let workers = start_app(settings, Hooks::default()).await;
         eventually(Duration::from_secs(20), "all stored", || async {
             api.sent_count().await == 10
@@ -165,18 +171,12 @@ async fn a_transient_failure_is_redelivered_after_its_nak_delay() {
 async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
     for db in nats_databases() {
         let nats = NatsServer::start().await;
-        let url = nats.url();
-        let app = spawn_on(
-            TestDatabase::create(db).await,
-            |s| {
-                use_nats(s, &url);
-                s.queue.nats.ack_wait = Duration::from_secs(1);
-                // Twice ack_wait: without progress acks NATS would hand it to the other worker.
-                s.providers.sms.mock_latency = Duration::from_millis(2500);
-                s.worker.concurrency = 2;
-            },
-            Hooks::default(),
-        )
+        let app = spawn_on_nats(db, &nats, |s| {
+            s.queue.nats.ack_wait = Duration::from_secs(1);
+            // Twice ack_wait: without progress acks NATS would hand it to the other worker.
+            s.providers.sms.mock_latency = Duration::from_millis(2500);
+            s.worker.concurrency = 2;
+        })
         .await;
         let (_, answer) = app.post_sms("slow provider").await;
         let k = answer["idempotency_key"].as_str().unwrap().to_string();
@@ -199,13 +199,7 @@ async fn a_batch_slower_than_ack_wait_is_kept_by_in_progress_acks() {
 async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
     for db in nats_databases() {
         let nats = NatsServer::start().await;
-        let url = nats.url();
-        let app = spawn_on(
-            TestDatabase::create(db).await,
-            |s| use_nats(s, &url),
-            Hooks::default(),
-        )
-        .await;
+        let app = spawn_on_nats(db, &nats, |_| {}).await;
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
         for (token, payload) in [("garbage", "not json"), ("json", r#"{"hello":1}"#)] {
@@ -258,15 +252,9 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_once_and_terminated() {
 async fn nats_down_gives_fast_503s_and_the_service_recovers_by_itself() {
     for db in nats_databases() {
         let mut nats = NatsServer::start().await;
-        let url = nats.url();
-        let app = spawn_on(
-            TestDatabase::create(db).await,
-            |s| {
-                use_nats(s, &url);
-                s.queue.nats.publish_timeout = Duration::from_secs(1);
-            },
-            Hooks::default(),
-        )
+        let app = spawn_on_nats(db, &nats, |s| {
+            s.queue.nats.publish_timeout = Duration::from_secs(1);
+        })
         .await;
         let send = |i: u32| sms("+12016661234", "+18045551234", &format!("outage {i}"));
         for i in 0..5 {
@@ -349,16 +337,10 @@ async fn a_full_stream_refuses_with_503_and_a_mismatched_stream_stops_start_up()
         return;
     }
     let nats = NatsServer::start().await;
-    let url = nats.url();
-    let app = spawn_on(
-        TestDatabase::create(Db::Sqlite).await,
-        |s| {
-            use_nats(s, &url);
-            s.worker.enabled = false;
-            s.queue.nats.max_bytes = 4096;
-        },
-        Hooks::default(),
-    )
+    let app = spawn_on_nats(Db::Sqlite, &nats, |s| {
+        s.worker.enabled = false;
+        s.queue.nats.max_bytes = 4096;
+    })
     .await;
     let mut accepted = 0;
     let mut refused = None;
@@ -401,7 +383,7 @@ async fn a_full_stream_refuses_with_503_and_a_mismatched_stream_stops_start_up()
     .await
     .unwrap();
     let mut settings = test_settings(&app.database.url);
-    use_nats(&mut settings, &url);
+    use_nats(&mut settings, &nats.url());
     settings.queue.nats.stream = "OTHER".into();
     settings.queue.nats.subject_prefix = "other".into();
     match Application::build(settings).await {
@@ -430,13 +412,15 @@ async fn a_full_stream_refuses_with_503_and_a_mismatched_stream_stops_start_up()
 
 // ---- real processes --------------------------------------------------------------------
 
-/// PostgreSQL: what several processes share in production.
-async fn postgres() -> TestDatabase {
+/// PostgreSQL: what several processes share in production; `None` (the test is skipped)
+/// where nats-server is not installed.
+async fn postgres_with_nats() -> Option<TestDatabase> {
+    common::require_tool("nats-server")?;
     assert!(
         databases().contains(&Db::Postgres),
         "these tests need PostgreSQL: set TEST_DATABASE_URL (CI does)"
     );
-    TestDatabase::create(Db::Postgres).await
+    Some(TestDatabase::create(Db::Postgres).await)
 }
 
 /// An admin key on the shared database (migrated by the first process started), for the
@@ -493,6 +477,12 @@ impl Proc {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Its /metrics text, or `None` while it does not answer (e.g. restarting).
+    async fn metrics(&self, client: &awc::Client) -> Option<String> {
+        let mut response = client.get(self.url("/metrics")).send().await.ok()?;
+        Some(String::from_utf8(response.body().await.unwrap().to_vec()).unwrap())
     }
 
     /// The process's log, in the temp dir: kept when the test fails, to explain it.
@@ -671,10 +661,9 @@ fn process_env(database_url: &str, nats_url: &str) -> Vec<(&'static str, String)
 
 #[actix_web::test]
 async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
-    if common::require_tool("nats-server").is_none() {
+    let Some(database) = postgres_with_nats().await else {
         return;
-    }
-    let database = postgres().await;
+    };
     let nats = NatsServer::start().await;
     let env = process_env(&database.url, &nats.url());
     let mut api_a = Proc::start("api", &env).await;
@@ -689,15 +678,13 @@ async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
         until_accepted(&accepted, 150).await;
         // While it holds messages it has not finished (taken, not yet sent).
         let client = awc::Client::default();
-        let metrics_url = worker_a.url("/metrics");
         eventually(
             Duration::from_secs(30),
             "worker A holds messages",
             || async {
-                let Ok(mut r) = client.get(&metrics_url).send().await else {
+                let Some(text) = worker_a.metrics(&client).await else {
                     return false;
                 };
-                let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
                 let sent = common::find_sample(
                     &text,
                     "messaging_provider_requests_total",
@@ -721,10 +708,9 @@ async fn api_and_worker_processes_killed_mid_load_lose_nothing() {
 
 #[actix_web::test]
 async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
-    if common::require_tool("nats-server").is_none() {
+    let Some(database) = postgres_with_nats().await else {
         return;
-    }
-    let database = postgres().await;
+    };
     let mut cluster = NatsCluster::start().await;
     let mut env = process_env(&database.url, &cluster.urls());
     env.push(("MESSAGING__QUEUE__NATS__REPLICAS", "3".to_string()));
@@ -767,10 +753,9 @@ async fn losing_a_node_of_a_three_node_cluster_mid_load_loses_nothing() {
 
 #[actix_web::test]
 async fn a_worker_stopped_with_sigterm_hands_back_what_it_holds_and_exits_0() {
-    if common::require_tool("nats-server").is_none() {
+    let Some(database) = postgres_with_nats().await else {
         return;
-    }
-    let database = postgres().await;
+    };
     let nats = NatsServer::start().await;
     let mut env = process_env(&database.url, &nats.url());
     // A long ack_wait: only a hand-back (nak) lets another worker have the events soon.
@@ -801,15 +786,11 @@ async fn a_worker_stopped_with_sigterm_hands_back_what_it_holds_and_exits_0() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let metrics_url = worker.url("/metrics");
     eventually(
         Duration::from_secs(20),
         "the worker holds all five",
         || async {
-            let Ok(mut r) = client.get(&metrics_url).send().await else {
-                return false;
-            };
-            let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+            let text = worker.metrics(&client).await.unwrap_or_default();
             sample(&text, "messaging_queue_dequeued_total", "") >= 5.0
         },
     )
@@ -889,10 +870,9 @@ async fn post_keyed(
 /// those.
 #[actix_web::test]
 async fn under_chaos_every_message_is_accepted_by_its_provider_once_postgres() {
-    if common::require_tool("nats-server").is_none() {
-        return;
+    if let Some(database) = postgres_with_nats().await {
+        chaos(database).await;
     }
-    chaos(postgres().await).await;
 }
 
 /// The same with the three processes on one SQLite file (its single writer serializes the

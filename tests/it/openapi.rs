@@ -158,11 +158,7 @@ fn check(route: &str, method: &Method, answer: &Answer) -> Value {
         );
         return Value::Null;
     };
-    let content_type = answer
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let content_type = common::header_text(&answer.headers, header::CONTENT_TYPE.as_str());
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let (media_pointer, _) = content
         .iter()

@@ -10,7 +10,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::server::ServerProcess;
 use common::tools;
@@ -46,14 +46,6 @@ async fn live_document(dir: &Path) -> PathBuf {
     path
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// npm tools are node scripts: without node they are as missing as without the package.
 fn require_node_tool(name: &str) -> Option<PathBuf> {
     tools::require_tool("node")?;
@@ -67,20 +59,19 @@ async fn redocly_lint_finds_no_problem() {
     };
     let dir = Scratch::new("redocly");
     let document = live_document(&dir.0).await;
-    let output = Command::new(redocly)
-        .arg("lint")
-        .arg(&document)
-        .arg("--config")
-        .arg(root().join("redocly.yaml"))
-        .args(["--format", "stylish"])
-        // No usage reports, no update check: the run stays offline.
-        .env("REDOCLY_TELEMETRY", "off")
-        .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true")
-        .current_dir(&dir.0)
-        .output()
-        .expect("redocly runs");
-    let out = text(&output);
-    assert!(output.status.success(), "redocly lint failed:\n{out}");
+    let out = tools::run_ok(
+        Command::new(redocly)
+            .arg("lint")
+            .arg(&document)
+            .arg("--config")
+            .arg(root().join("redocly.yaml"))
+            .args(["--format", "stylish"])
+            // No usage reports, no update check: the run stays offline.
+            .env("REDOCLY_TELEMETRY", "off")
+            .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true")
+            .current_dir(&dir.0),
+        "redocly lint",
+    );
     // Warnings do not fail the command: each rule that would warn is off in redocly.yaml,
     // with its reason. A problem is a `line:column  severity  rule  message` line (other
     // lines may say "warning", such as Node.js version notices).
@@ -107,15 +98,11 @@ async fn openapi_spec_validator_finds_no_error() {
     };
     let dir = Scratch::new("spec-validator");
     let document = live_document(&dir.0).await;
-    let output = Command::new(validator)
-        .arg(&document)
-        .output()
-        .expect("openapi-spec-validator runs");
-    let out = text(&output);
-    assert!(
-        output.status.success() && out.contains("OK"),
-        "openapi-spec-validator:\n{out}"
+    let out = tools::run_ok(
+        Command::new(validator).arg(&document),
+        "openapi-spec-validator",
     );
+    assert!(out.contains("OK"), "openapi-spec-validator:\n{out}");
 }
 
 #[actix_web::test]
@@ -128,34 +115,26 @@ async fn typescript_types_compile_strictly() {
     };
     let dir = Scratch::new("typescript");
     let document = live_document(&dir.0).await;
-    let generated = Command::new(generator)
-        .arg(&document)
-        .arg("--output")
-        .arg(dir.0.join("api.d.ts"))
-        .output()
-        .expect("openapi-typescript runs");
-    assert!(
-        generated.status.success(),
-        "openapi-typescript failed:\n{}",
-        text(&generated)
+    tools::run_ok(
+        Command::new(generator)
+            .arg(&document)
+            .arg("--output")
+            .arg(dir.0.join("api.d.ts")),
+        "openapi-typescript",
     );
     std::fs::copy(
         root().join("tests/peers/openapi_types.ts"),
         dir.0.join("usage.ts"),
     )
     .expect("copy the usage file");
-    let compiled = Command::new(tsc)
-        .args([
-            "--strict", "--noEmit", "--target", "es2022", "--module", "esnext",
-        ])
-        .args(["--moduleResolution", "bundler", "usage.ts"])
-        .current_dir(&dir.0)
-        .output()
-        .expect("tsc runs");
-    assert!(
-        compiled.status.success(),
-        "tsc --strict failed:\n{}",
-        text(&compiled)
+    tools::run_ok(
+        Command::new(tsc)
+            .args([
+                "--strict", "--noEmit", "--target", "es2022", "--module", "esnext",
+            ])
+            .args(["--moduleResolution", "bundler", "usage.ts"])
+            .current_dir(&dir.0),
+        "tsc --strict",
     );
 }
 

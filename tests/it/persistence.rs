@@ -22,8 +22,14 @@ fn accept() -> Accept<'static> {
     }
 }
 
+/// `request` as the API accepts it (for the default customer); `what` names it if it
+/// is refused.
+fn accepted(request: impl IntoEvent, what: &str) -> Event {
+    request.into_event(&accept()).expect(what)
+}
+
 fn outbound_sms(from: &str, to: &str, body: &str, second: u32) -> Event {
-    SendSms {
+    let request = SendSms {
         from: Some(from.into()),
         to: Some(to.into()),
         r#type: Some("sms".into()),
@@ -34,13 +40,12 @@ fn outbound_sms(from: &str, to: &str, body: &str, second: u32) -> Event {
                 .to_rfc3339(),
         ),
         ..Default::default()
-    }
-    .into_event(&accept())
-    .expect("valid sms")
+    };
+    accepted(request, "valid sms")
 }
 
 fn inbound_sms(from: &str, to: &str, body: &str, provider_id: &str) -> Event {
-    SmsWebhook {
+    let request = SmsWebhook {
         from: Some(from.into()),
         to: Some(to.into()),
         r#type: Some("sms".into()),
@@ -48,21 +53,30 @@ fn inbound_sms(from: &str, to: &str, body: &str, provider_id: &str) -> Event {
         body: Some(body.into()),
         timestamp: Some("2024-11-01T15:00:00Z".into()),
         ..Default::default()
-    }
-    .into_event(&accept())
-    .expect("valid webhook")
+    };
+    accepted(request, "valid webhook")
 }
 
 fn email(from: &str, to: &str, body: &str) -> Event {
-    SendEmail {
+    let request = SendEmail {
         from: Some(from.into()),
         to: Some(to.into()),
         body: Some(body.into()),
         timestamp: Some("2024-11-01T16:00:00Z".into()),
         ..Default::default()
-    }
-    .into_event(&accept())
-    .expect("valid email")
+    };
+    accepted(request, "valid email")
+}
+
+/// `count` outbound SMS sent at `second` to one number from `senders` numbers in turn (as
+/// many conversations), with the bodies `text 0`, `text 1`, …
+fn spread_sms(count: usize, senders: usize, text: &str, second: u32) -> Vec<Event> {
+    (0..count)
+        .map(|i| {
+            let from = format!("+1201666{:04}", i % senders);
+            outbound_sms(&from, "+18045551234", &format!("{text} {i}"), second)
+        })
+        .collect()
 }
 
 async fn counts(app: &TestApp) -> (i64, i64, i64) {
@@ -219,16 +233,7 @@ async fn concurrent_transactions_racing_on_new_conversations() {
     for db in databases() {
         let app = spawn_app(db).await;
         // Eight writers, each with the same new conversations and overlapping keys.
-        let batch: Vec<Event> = (0..40)
-            .map(|i| {
-                outbound_sms(
-                    &format!("+1201666{:04}", i % 10),
-                    "+18045551234",
-                    &format!("race {i}"),
-                    0,
-                )
-            })
-            .collect();
+        let batch = spread_sms(40, 10, "race", 0);
         // Separate writers: no shared conversation cache, every one races on the rows.
         let writers = (0..8).map(|_| {
             let (writer, batch) = (MessageWriter::new(app.db().clone()), batch.clone());
@@ -273,28 +278,10 @@ async fn a_cached_conversation_is_still_counted_and_large_batches_work() {
         let app = spawn_app(db).await;
         let writer = MessageWriter::new(app.db().clone());
         // 1000 events over 500 conversations in one batch (the largest batch_size).
-        let batch: Vec<Event> = (0..1000)
-            .map(|i| {
-                outbound_sms(
-                    &format!("+1201666{:04}", i % 500),
-                    "+18045551234",
-                    &format!("big {i}"),
-                    0,
-                )
-            })
-            .collect();
+        let batch = spread_sms(1000, 500, "big", 0);
         persist_all(&writer, &batch, "a 1000-event batch").await;
         // Second batch: every conversation comes from the cache.
-        let more: Vec<Event> = (0..500)
-            .map(|i| {
-                outbound_sms(
-                    &format!("+1201666{i:04}"),
-                    "+18045551234",
-                    &format!("more {i}"),
-                    1,
-                )
-            })
-            .collect();
+        let more = spread_sms(500, 500, "more", 1);
         persist_all(&writer, &more, "the batch persists").await;
         assert_eq!(counts(&app).await, (500, 1500, 1500), "{db:?}");
         assert_eq!(

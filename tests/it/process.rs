@@ -893,70 +893,36 @@ async fn customer_and_key_commands_print_what_scripts_need_and_revocation_takes_
     let both = create("acme-both", &["send", "webhook"]);
     assert_eq!(both.status.code(), Some(0));
 
-    // Mistakes are usage errors, with one line saying what is wrong.
-    for (args, says) in [
+    // Mistakes are usage errors, with one line saying what is wrong. Each command is
+    // written as typed (no argument has a space).
+    let c = &customer_arg;
+    for (command, says) in [
         (
-            vec![
-                "keys",
-                "create",
-                "--customer",
-                &customer_arg,
-                "--name",
-                "x",
-                "--scope",
-                "root",
-            ],
+            format!("keys create --customer {c} --name x --scope root"),
             "root",
         ),
+        (format!("keys create --customer {c} --name x"), "--scope"),
         (
-            vec!["keys", "create", "--customer", &customer_arg, "--name", "x"],
-            "--scope",
-        ),
-        (
-            vec![
-                "keys",
-                "create",
-                "--customer",
-                "00000000-0000-0000-0000-0000000000ff",
-                "--name",
-                "x",
-                "--scope",
-                "send",
-            ],
+            "keys create --customer 00000000-0000-0000-0000-0000000000ff --name x --scope send"
+                .to_string(),
             "no customer",
         ),
-        (vec!["keys", "revoke", "msk_ffffffff"], "no API key"),
-        (vec!["keys", "revoke", "msk_"], "neither"),
+        ("keys revoke msk_ffffffff".to_string(), "no API key"),
+        ("keys revoke msk_".to_string(), "neither"),
         // `admin` is an operator's scope, never a customer's.
         (
-            vec![
-                "keys",
-                "create",
-                "--customer",
-                &customer_arg,
-                "--name",
-                "x",
-                "--scope",
-                "admin",
-            ],
+            format!("keys create --customer {c} --name x --scope admin"),
             "--operator",
         ),
         (
-            vec![
-                "keys",
-                "create",
-                "--operator",
-                "--customer",
-                &customer_arg,
-                "--name",
-                "x",
-            ],
+            format!("keys create --operator --customer {c} --name x"),
             "cannot be used with",
         ),
     ] {
+        let args: Vec<&str> = command.split_whitespace().collect();
         let out = run(&args, &env);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{command}: {}", stderr(&out));
     }
 
     // An operator's key belongs to no customer.

@@ -172,10 +172,7 @@ async fn every_kind_of_202_leads_to_the_final_status() {
         let (_, messages) = app
             .get(&format!("/api/conversations/{conversation}/messages"))
             .await;
-        let stored = messages["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let stored = common::items(&messages)
             .find(|m| m["id"] == answer["message_id"])
             .expect("the message is in its conversation")
             .clone();

@@ -82,10 +82,7 @@ async fn send_ok(app: &TestApp, body: &str) -> String {
 
 async fn dead_letter_keys(app: &TestApp) -> Vec<String> {
     let (_, page) = app.get("/api/dlq").await;
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+    common::items(&page)
         .map(|l| l["idempotency_key"].as_str().unwrap().to_string())
         .collect()
 }

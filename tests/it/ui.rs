@@ -10,7 +10,7 @@
 use crate::common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::server::ServerProcess;
@@ -93,33 +93,15 @@ async fn the_console_shows_the_queue_move_and_replays_a_dead_letter() {
     let screenshot = std::env::var("UI_SCREENSHOT")
         .map(|p| root.join(p))
         .unwrap_or_else(|_| dir.join("console.png"));
-    let script = root.join("tests/ui/console.test.mjs");
-    let control = stub.control_url();
-    let node_key = key.clone();
-    let node_base = base.clone();
-    let node_screenshot = screenshot.clone();
-    // Blocking wait on its own thread: the stub provider answers from this test's runtime.
-    let output = actix_web::rt::task::spawn_blocking(move || {
-        Command::new(node)
-            .arg(script)
-            .env("CONSOLE_URL", node_base)
-            .env("ADMIN_KEY", node_key)
-            .env("PROVIDER_CONTROL_URL", control)
-            .env("SCREENSHOT", node_screenshot)
-            .env("CHROMIUM", chromium)
-            .stdin(Stdio::null())
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log_text()
-    );
+    let mut script = Command::new(node);
+    script
+        .arg(root.join("tests/ui/console.test.mjs"))
+        .env("CONSOLE_URL", &base)
+        .env("ADMIN_KEY", &key)
+        .env("PROVIDER_CONTROL_URL", stub.control_url())
+        .env("SCREENSHOT", &screenshot)
+        .env("CHROMIUM", chromium);
+    let stdout = server.run_client(script, "the browser test").await;
 
     // What the page showed is what the API says.
     let replayed = stdout

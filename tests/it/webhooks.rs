@@ -183,11 +183,9 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
             .bearer_auth(&other);
         assert_eq!(app.send(list, None).await.1["items"], json!([]));
 
-        let (_, text) = app.get("/metrics").await;
+        let text = app.metrics_text().await;
         assert!(
-            text.as_str()
-                .unwrap()
-                .contains("messaging_webhook_deliveries_total{outcome=\"delivered\""),
+            text.contains("messaging_webhook_deliveries_total{outcome=\"delivered\""),
             "{text}"
         );
     }
@@ -210,6 +208,15 @@ fn has_sent(receiver: &Receiver, keys: &[String]) -> bool {
         .all(|k| seen.contains_key(&("message.sent".to_string(), k.clone())))
 }
 
+/// Waits up to `seconds` until [`has_sent`]; `what` names the wait in the failure.
+async fn until_sent(receiver: &Receiver, keys: &[String], seconds: u64, what: &str) {
+    eventually(Duration::from_secs(seconds), what, || {
+        let done = has_sent(receiver, keys);
+        async move { done }
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_nothing() {
     for db in databases() {
@@ -223,22 +230,13 @@ async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_n
         })
         .await;
         for receiver in [&hanging, &healthy] {
-            let endpoint = register(&app, &receiver.url()).await;
-            receiver.set("secrets", endpoint["secret"].as_str().unwrap());
+            receiver.subscribe(&app).await;
         }
         // Answers long after the 2 s timeout: each of its calls holds a slot until then.
         hanging.set("delay", "30");
 
         let first = send_many(&app, 20, "while one endpoint hangs").await;
-        eventually(
-            Duration::from_secs(20),
-            "the healthy endpoint has all 20",
-            || {
-                let done = has_sent(&healthy, &first);
-                async move { done }
-            },
-        )
-        .await;
+        until_sent(&healthy, &first, 20, "the healthy endpoint has all 20").await;
         // It was being called all along (each call answered only after the timeout).
         assert!(!hanging.reports(|r| r["arrived"].is_string()).is_empty());
 
@@ -250,29 +248,15 @@ async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_n
             "attempts failed while it is down",
             || async {
                 let (_, page) = app.get("/api/webhook-endpoints?pageSize=10").await;
-                page["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
+                common::items(&page)
                     .any(|e| e["url"] == healthy.url() && e["failing_since"].is_string())
             },
         )
         .await;
         let healthy = healthy.restart().await;
-        eventually(
-            Duration::from_secs(30),
-            "all 10 delivered after the outage",
-            || {
-                let done = has_sent(&healthy, &second);
-                async move { done }
-            },
-        )
-        .await;
+        until_sent(&healthy, &second, 30, "all 10 delivered after the outage").await;
         let (_, page) = app.get("/api/webhook-endpoints?pageSize=10").await;
-        let endpoint = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let endpoint = common::items(&page)
             .find(|e| e["url"] == healthy.url())
             .unwrap()
             .clone();
@@ -291,10 +275,7 @@ async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_n
                 "/api/webhook-endpoints/{id}/attempts?pageSize=200"
             ))
             .await;
-        let failed: Vec<&Value> = attempts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let failed: Vec<&Value> = common::items(&attempts)
             .filter(|a| a["status_code"].is_null())
             .collect();
         assert!(!failed.is_empty(), "the outage shows as failed attempts");
@@ -309,17 +290,11 @@ async fn call(
     body: Option<&Value>,
 ) -> (StatusCode, Value) {
     let request = request.bearer_auth(&server.key);
-    let mut response = match body {
+    let response = match body {
         Some(body) => request.send_json(body).await,
         None => request.send().await,
-    }
-    .expect("the server answers");
-    let status = response.status();
-    let bytes = response.body().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    };
+    common::answer_of(response.expect("the server answers")).await
 }
 
 #[actix_web::test]
@@ -397,13 +372,11 @@ retry_schedule = ["100ms", "200ms", "400ms", "800ms", "1s", "1s", "1s", "1s"]
         assert!(!has_sent(&receiver, &keys), "the kill came before the end");
 
         let server = common::server::ServerProcess::start_with_key(&dir, &env, &key);
-        eventually(
-            Duration::from_secs(60),
+        until_sent(
+            &receiver,
+            &keys,
+            60,
             "every event delivered after the restart",
-            || {
-                let done = has_sent(&receiver, &keys);
-                async move { done }
-            },
         )
         .await;
         // At least once: a repeat carries the webhook-id of the first, and no id is
@@ -447,9 +420,8 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_and_its_failures_can_
         common::stub::use_stub(&mut settings, &stub);
         let hooks = common::real_sms(&settings);
         let app = common::spawn_on(database, move |s| *s = settings, hooks).await;
-        let endpoint = register(&app, &receiver.url()).await;
+        let endpoint = receiver.subscribe(&app).await;
         let id = endpoint["id"].as_str().unwrap().to_string();
-        receiver.set("secrets", endpoint["secret"].as_str().unwrap());
         receiver.set("answer", "500");
 
         let keys = send_many(&app, 3, "refused by the provider").await;
@@ -470,11 +442,9 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_and_its_failures_can_
                 .contains("failed for 1s"),
             "{disabled}"
         );
-        let (_, text) = app.get("/metrics").await;
+        let text = app.metrics_text().await;
         assert!(
-            text.as_str()
-                .unwrap()
-                .contains("messaging_webhook_endpoints_disabled_total 1"),
+            text.contains("messaging_webhook_endpoints_disabled_total 1"),
             "{text}"
         );
         eventually(

@@ -7,12 +7,15 @@
 
 pub mod nats;
 pub mod otlp;
+pub mod peer;
 pub mod receiver;
+pub mod responses;
 pub mod server;
 pub mod stub;
 pub mod tls_stub;
 pub mod tools;
 
+pub use responses::{answer_of, header_text, items};
 #[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use tools::{require_tool, require_tools};
 
@@ -445,16 +448,7 @@ impl TestApp {
             Some(body) => request.send_json(body).await,
             None => request.send().await,
         };
-        let mut response = sent.expect("request reaches the server");
-        let status = response.status();
-        let body = response.body().limit(16 * 1024 * 1024).await.expect("body");
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-        };
-        (status, json)
+        answer_of(sent.expect("request reaches the server")).await
     }
 
     /// Puts events straight on the queue, as the HTTP handlers do.

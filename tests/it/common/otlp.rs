@@ -5,15 +5,11 @@
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, HttpResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use actix_web::{web, HttpRequest, HttpResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric;
+use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge, Sum};
 use prost::Message;
 
 /// One span as received, flattened with its resource's service name.
@@ -61,16 +57,21 @@ pub struct ReceivedPoint {
     pub value: f64,
 }
 
+/// One signal's export requests: how many arrived, answered or refused, and those kept.
+#[derive(Default)]
+struct Signal<R> {
+    attempts: usize,
+    kept: Vec<R>,
+}
+
 #[derive(Default)]
 struct Received {
-    metrics: Vec<ExportMetricsServiceRequest>,
-    traces: Vec<ExportTraceServiceRequest>,
+    metrics: Signal<ExportMetricsServiceRequest>,
+    traces: Signal<ExportTraceServiceRequest>,
     /// Requests whose body did not decode (the test fails on any).
     undecodable: Vec<String>,
     /// While set, every request is answered with this status and not kept.
     failing: Option<u16>,
-    /// Requests that arrived, answered or refused: (metrics, traces).
-    attempts: (usize, usize),
 }
 
 #[derive(Clone)]
@@ -88,10 +89,9 @@ impl OtlpReceiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = received.clone();
         super::serve_on(listener, move |app| {
-            app.app_data(web::Data::new(shared.clone()))
-                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
-                .route("/v1/metrics", web::post().to(metrics))
-                .route("/v1/traces", web::post().to(traces));
+            app.app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                .route("/v1/metrics", export(shared.clone(), |r| &mut r.metrics))
+                .route("/v1/traces", export(shared.clone(), |r| &mut r.traces));
         });
         OtlpReceiver { url, received }
     }
@@ -104,91 +104,94 @@ impl OtlpReceiver {
 
     /// Requests that arrived so far, accepted or not: (metrics, traces).
     pub fn attempts(&self) -> (usize, usize) {
-        self.received.lock().unwrap().attempts
+        let received = self.received.lock().unwrap();
+        (received.metrics.attempts, received.traces.attempts)
+    }
+
+    /// What arrived, once it is sure every request decoded (the test fails if any did not).
+    fn decoded(&self) -> std::sync::MutexGuard<'_, Received> {
+        let received = self.received.lock().unwrap();
+        assert!(
+            received.undecodable.is_empty(),
+            "undecodable OTLP requests: {:?}",
+            received.undecodable
+        );
+        received
     }
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        let received = self.received.lock().unwrap();
-        assert!(
-            received.undecodable.is_empty(),
-            "undecodable OTLP requests: {:?}",
-            received.undecodable
-        );
-        let mut spans = Vec::new();
-        for request in &received.traces {
-            for resource_spans in &request.resource_spans {
+        let received = self.decoded();
+        received
+            .traces
+            .kept
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|resource_spans| {
                 let service = service_name(resource_spans.resource.as_ref().map(|r| &r.attributes));
-                for scope in &resource_spans.scope_spans {
-                    for span in &scope.spans {
-                        spans.push(ReceivedSpan {
-                            service: service.clone(),
-                            name: span.name.clone(),
-                            trace_id: hex::encode(&span.trace_id),
-                            span_id: hex::encode(&span.span_id),
-                            parent_span_id: hex::encode(&span.parent_span_id),
-                            kind: span.kind,
-                            attributes: span.attributes.clone(),
-                            status_code: span.status.as_ref().map_or(0, |s| s.code),
-                            events: span.events.iter().map(|e| e.name.clone()).collect(),
-                        });
-                    }
-                }
-            }
-        }
-        spans
+                let spans = resource_spans.scope_spans.iter().flat_map(|s| &s.spans);
+                spans.map(move |span| ReceivedSpan {
+                    service: service.clone(),
+                    name: span.name.clone(),
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    parent_span_id: hex::encode(&span.parent_span_id),
+                    kind: span.kind,
+                    attributes: span.attributes.clone(),
+                    status_code: span.status.as_ref().map_or(0, |s| s.code),
+                    events: span.events.iter().map(|e| e.name.clone()).collect(),
+                })
+            })
+            .collect()
     }
 
     /// Every metric data point received so far, oldest first.
     pub fn points(&self) -> Vec<ReceivedPoint> {
-        let received = self.received.lock().unwrap();
-        assert!(
-            received.undecodable.is_empty(),
-            "undecodable OTLP requests: {:?}",
-            received.undecodable
-        );
+        let received = self.decoded();
         let mut points = Vec::new();
-        for request in &received.metrics {
-            for resource_metrics in &request.resource_metrics {
-                let service =
-                    service_name(resource_metrics.resource.as_ref().map(|r| &r.attributes));
-                for scope in &resource_metrics.scope_metrics {
-                    for m in &scope.metrics {
-                        let mut push = |attributes: &[KeyValue], value: f64| {
-                            points.push(ReceivedPoint {
-                                service: service.clone(),
-                                metric: m.name.clone(),
-                                attributes: attributes
-                                    .iter()
-                                    .map(|kv| {
-                                        (
-                                            kv.key.clone(),
-                                            kv.value.as_ref().map(text).unwrap_or_default(),
-                                        )
-                                    })
-                                    .collect(),
-                                value,
+        for resource_metrics in received
+            .metrics
+            .kept
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+        {
+            let service = service_name(resource_metrics.resource.as_ref().map(|r| &r.attributes));
+            for m in resource_metrics
+                .scope_metrics
+                .iter()
+                .flat_map(|s| &s.metrics)
+            {
+                let mut push = |attributes: &[KeyValue], value: f64| {
+                    points.push(ReceivedPoint {
+                        service: service.clone(),
+                        metric: m.name.clone(),
+                        attributes: attributes
+                            .iter()
+                            .map(|kv| {
+                                (
+                                    kv.key.clone(),
+                                    kv.value.as_ref().map(text).unwrap_or_default(),
+                                )
                             })
-                        };
-                        match &m.data {
-                            Some(metric::Data::Sum(sum)) => {
-                                for p in &sum.data_points {
-                                    push(&p.attributes, number(p.value))
-                                }
-                            }
-                            Some(metric::Data::Gauge(gauge)) => {
-                                for p in &gauge.data_points {
-                                    push(&p.attributes, number(p.value))
-                                }
-                            }
-                            Some(metric::Data::Histogram(h)) => {
-                                for p in &h.data_points {
-                                    push(&p.attributes, p.count as f64)
-                                }
-                            }
-                            _ => {}
+                            .collect(),
+                        value,
+                    })
+                };
+                match &m.data {
+                    Some(
+                        metric::Data::Sum(Sum { data_points, .. })
+                        | metric::Data::Gauge(Gauge { data_points, .. }),
+                    ) => {
+                        for p in data_points {
+                            push(&p.attributes, number(p.value))
                         }
                     }
+                    Some(metric::Data::Histogram(h)) => {
+                        for p in &h.data_points {
+                            push(&p.attributes, p.count as f64)
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -196,30 +199,31 @@ impl OtlpReceiver {
     }
 }
 
-async fn metrics(state: web::Data<Arc<Mutex<Received>>>, body: web::Bytes) -> HttpResponse {
-    let mut received = state.lock().unwrap();
-    received.attempts.0 += 1;
-    if let Some(status) = received.failing {
-        return refuse(status);
-    }
-    match ExportMetricsServiceRequest::decode(body.as_ref()) {
-        Ok(request) => received.metrics.push(request),
-        Err(e) => received.undecodable.push(format!("/v1/metrics: {e}")),
-    }
-    protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
-}
-
-async fn traces(state: web::Data<Arc<Mutex<Received>>>, body: web::Bytes) -> HttpResponse {
-    let mut received = state.lock().unwrap();
-    received.attempts.1 += 1;
-    if let Some(status) = received.failing {
-        return refuse(status);
-    }
-    match ExportTraceServiceRequest::decode(body.as_ref()) {
-        Ok(request) => received.traces.push(request),
-        Err(e) => received.undecodable.push(format!("/v1/traces: {e}")),
-    }
-    protobuf(ExportTraceServiceResponse::default().encode_to_vec())
+/// One signal's export route: every request is counted, refused while the receiver is
+/// failing, else decoded and kept (one that does not decode fails the test when read).
+fn export<R: Message + Default + 'static>(
+    received: Arc<Mutex<Received>>,
+    signal: fn(&mut Received) -> &mut Signal<R>,
+) -> actix_web::Route {
+    web::post().to(move |request: HttpRequest, body: web::Bytes| {
+        let mut received = received.lock().unwrap();
+        signal(&mut received).attempts += 1;
+        let response = match received.failing {
+            Some(status) => refuse(status),
+            None => {
+                match R::decode(body.as_ref()) {
+                    Ok(decoded) => signal(&mut received).kept.push(decoded),
+                    Err(e) => received
+                        .undecodable
+                        .push(format!("{}: {e}", request.path())),
+                }
+                // An Export*ServiceResponse of full success has every field at its
+                // default, which protobuf encodes as no bytes at all.
+                protobuf(Vec::new())
+            }
+        };
+        std::future::ready(response)
+    })
 }
 
 fn refuse(status: u16) -> HttpResponse {

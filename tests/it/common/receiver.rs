@@ -2,24 +2,24 @@
 //! the Standard Webhooks reference library, and the settings and calls tests use with it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use messaging_server::config::Settings;
 use serde_json::{json, Value};
 
-use super::{eventually, TestApp};
+use super::peer::{self, Peer, Reports};
+use super::TestApp;
 
 /// tests/peers/webhook_receiver.py, and what it reported.
 pub struct Receiver {
-    child: Child,
+    peer: Peer,
     pub port: u16,
     pub dir: PathBuf,
-    seen: Arc<Mutex<Vec<Value>>>,
+    seen: Reports,
 }
 
 impl Receiver {
@@ -30,11 +30,7 @@ impl Receiver {
     }
 
     /// Starts the receiver on `port` (0: a free one), adding its reports to `seen`.
-    pub async fn start_in(
-        dir: PathBuf,
-        port: u16,
-        seen: Arc<Mutex<Vec<Value>>>,
-    ) -> Option<Receiver> {
+    pub async fn start_in(dir: PathBuf, port: u16, seen: Reports) -> Option<Receiver> {
         let python = super::tools::python_with("standardwebhooks")?;
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/webhook_receiver.py");
@@ -46,35 +42,28 @@ impl Receiver {
             .stderr(std::fs::File::create(dir.join(format!("stderr-{port}.log"))).unwrap())
             .spawn()
             .expect("python runs tests/peers/webhook_receiver.py");
-        let is_ready = |r: &Value| r["ready"].is_u64();
-        let started_before = seen.lock().unwrap().iter().filter(|r| is_ready(r)).count();
-        let (stdout, sink) = (child.stdout.take().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&line).unwrap());
-            }
-        });
-        let mut receiver = Receiver {
-            child,
-            port: 0,
+        let started_before = peer::ready_count(&seen);
+        peer::read_reports(child.stdout.take().unwrap(), seen.clone());
+        let peer = Peer::new(child, "webhook receiver's files", dir.clone());
+        let port = peer::ready_port(&seen, started_before, "the receiver listens").await;
+        Some(Receiver {
+            peer,
+            port,
             dir,
             seen,
-        };
-        eventually(Duration::from_secs(30), "the receiver listens", || {
-            let started = receiver.reports(is_ready).len();
-            async move { started > started_before }
         })
-        .await;
-        receiver.port = receiver.reports(is_ready).last().unwrap()["ready"]
-            .as_u64()
-            .unwrap() as u16;
-        Some(receiver)
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks", self.port)
+    }
+
+    /// Registers this receiver at `app` for all events and gives it the endpoint's secret,
+    /// to verify deliveries with; returns the endpoint.
+    pub async fn subscribe(&self, app: &TestApp) -> Value {
+        let endpoint = register(app, &self.url()).await;
+        self.set("secrets", endpoint["secret"].as_str().unwrap());
+        endpoint
     }
 
     pub fn set(&self, file: &str, text: &str) {
@@ -82,18 +71,20 @@ impl Receiver {
     }
 
     pub fn reports(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| filter(r))
-            .cloned()
-            .collect()
+        peer::matching(&self.seen, filter)
     }
 
     /// The deliveries it took (verified and answered 2xx).
     pub fn taken(&self) -> Vec<Value> {
         self.reports(|r| r["verified"] == true && r["answered"].as_u64().unwrap_or(0) < 300)
+    }
+
+    /// The first delivery it took of an event of type `event_type`.
+    pub fn taken_event(&self, event_type: &str) -> Value {
+        self.taken()
+            .into_iter()
+            .find(|r| r["event"]["type"] == event_type)
+            .unwrap_or_else(|| panic!("no {event_type} taken"))
     }
 
     /// The requests it got at all.
@@ -103,31 +94,15 @@ impl Receiver {
 
     /// Stops it (the port is refused until [`Self::restart`]).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.stop();
     }
 
     /// Starts it again on its port, after [`Self::stop`]; one history across both lives.
-    pub async fn restart(mut self) -> Receiver {
-        let (dir, port, seen) = (self.dir.clone(), self.port, self.seen.clone());
+    pub async fn restart(self) -> Receiver {
+        let (port, seen) = (self.port, self.seen.clone());
         // Its files are the new one's.
-        self.dir = PathBuf::new();
-        drop(self);
+        let dir = self.peer.hand_over_files();
         Receiver::start_in(dir, port, seen).await.unwrap()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
-        if self.dir.as_os_str().is_empty() {
-            return;
-        }
-        if std::thread::panicking() {
-            eprintln!("webhook receiver's files: {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -145,13 +120,15 @@ pub fn webhook_settings(settings: &mut Settings) {
 
 /// Registers `url` for all events; returns the endpoint (with its secret).
 pub async fn register(app: &TestApp, url: &str) -> Value {
-    let (status, endpoint) = app
-        .post_json(
-            "/api/webhook-endpoints",
-            &json!({"url": url, "description": "test"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    create_endpoint(app, &json!({"url": url, "description": "test"})).await
+}
+
+/// Creates the webhook endpoint `body` describes, asserting it is created; returns it
+/// (with its id and secret).
+pub async fn create_endpoint(app: &TestApp, body: &Value) -> Value {
+    let (status, endpoint) = app.post_json("/api/webhook-endpoints", body).await;
+    let db = app.database.kind;
+    assert_eq!(status, StatusCode::CREATED, "{db:?} {body}: {endpoint}");
     endpoint
 }
 

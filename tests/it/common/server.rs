@@ -165,6 +165,26 @@ impl ServerProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Runs `client`, a program driving this server, to its end and returns its stdout;
+    /// when it fails, panics naming `what`, with its output and this server's log. It runs
+    /// on a blocking thread so that the test's runtime keeps serving what the client may
+    /// also talk to (a stub provider).
+    pub async fn run_client(&self, mut client: Command, what: &str) -> String {
+        let output =
+            actix_web::rt::task::spawn_blocking(move || client.stdin(Stdio::null()).output())
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{what}: does not run: {e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "{what} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+            self.log_text()
+        );
+        stdout
+    }
 }
 
 impl Drop for ServerProcess {

@@ -107,12 +107,7 @@ async fn answer(
     req: HttpRequest,
     body: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    let key = req
-        .headers()
-        .get("Idempotency-Key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let key = super::header_text(req.headers(), "Idempotency-Key").to_string();
     assert_eq!(
         body["idempotency_key"],
         key.as_str(),

@@ -100,6 +100,26 @@ fn missing(tool: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {line}");
 }
 
+/// What `output` printed, stdout then stderr (tools report on either).
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs `command` to its end and returns what it printed (see [`output_text`]), asserting
+/// it succeeded; `what` names it in the failure.
+pub fn run_ok(command: &mut std::process::Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: does not run: {e}"));
+    let text = output_text(&output);
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
 /// Every tool in `tools` (see [`require_tool`]); `false` when any is missing.
 pub fn require_tools(tools: &[&str]) -> bool {
     // Each missing one gets its line, not only the first (so no short-circuiting `all`).

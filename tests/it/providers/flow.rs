@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::smtp::{email, smtp, SmtpServer, PASSWORD};
 use super::twilio::{signed, twilio, Prism, ACCOUNT};
 use super::{settled, status_of};
-use crate::common::receiver::{events_by_message, webhook_settings, Receiver};
+use crate::common::receiver::{create_endpoint, events_by_message, webhook_settings, Receiver};
 use crate::common::{self, databases, eventually, spawn_app_with_hooks, TestApp};
 
 async fn accepted(app: &TestApp, path: &str, body: &Value) -> Value {
@@ -62,13 +62,8 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
         };
         // The customer wants to hear of replies and of what reached its recipients.
         let events = ["message.received", "message.delivered", "message.failed"];
-        let (status, endpoint) = app
-            .post_json(
-                "/api/webhook-endpoints",
-                &json!({"url": receiver.url(), "events": events}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+        let endpoint =
+            create_endpoint(&app, &json!({"url": receiver.url(), "events": events})).await;
         receiver.set("secrets", endpoint["secret"].as_str().unwrap());
 
         // Out: an SMS, an MMS and an email.
@@ -152,11 +147,7 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
             seen.keys().all(|(t, _)| events.contains(&t.as_str())),
             "{seen:?}"
         );
-        let failed = receiver
-            .taken()
-            .into_iter()
-            .find(|r| r["event"]["type"] == "message.failed")
-            .unwrap();
+        let failed = receiver.taken_event("message.failed");
         assert_eq!(failed["event"]["data"]["status"], "undelivered");
         assert!(
             failed["event"]["data"]["last_error"]
@@ -165,28 +156,18 @@ async fn the_readme_flow_works_with_twilio_and_smtp() {
                 .contains("Twilio"),
             "{failed}"
         );
-        let delivered = receiver
-            .taken()
-            .into_iter()
-            .find(|r| r["event"]["type"] == "message.delivered")
-            .unwrap();
+        let delivered = receiver.taken_event("message.delivered");
         assert_eq!(delivered["event"]["data"]["status"], "delivered");
 
         // One conversation holds the SMS out and the answer in.
         app.drained().await;
         let (_, page) = app.get("/api/conversations").await;
-        let phone = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let phone = common::items(&page)
             .find(|c| c["channel"] != "email")
             .unwrap_or_else(|| panic!("{db:?}: no SMS conversation in {page}"));
         let id = phone["id"].as_i64().unwrap();
         let (_, messages) = app.get(&format!("/api/conversations/{id}/messages")).await;
-        let bodies: Vec<&str> = messages["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let bodies: Vec<&str> = common::items(&messages)
             .filter_map(|m| m["body"].as_str())
             .collect();
         for body in ["Your table is ready", "On my way"] {

@@ -5,14 +5,14 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use common::{databases, eventually, spawn_app_with_hooks, Db, TestApp};
+use common::peer::{self, Peer, Reports};
+use common::{databases, spawn_app_with_hooks, Db, TestApp};
 use messaging_server::config::{ProviderKind, Secret, Settings, SmtpTls};
 use messaging_server::domain::Channel;
 use messaging_server::providers::{
@@ -26,10 +26,9 @@ pub(crate) const PASSWORD: &str = "s3cret-smtp-password";
 
 /// tests/peers/smtp_server.py on a port of its own, and what it reported.
 pub(crate) struct SmtpServer {
-    child: Child,
+    peer: Peer,
     port: u16,
-    dir: PathBuf,
-    events: Arc<Mutex<Vec<Value>>>,
+    events: Reports,
 }
 
 impl SmtpServer {
@@ -52,36 +51,16 @@ impl SmtpServer {
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .expect("python runs tests/peers/smtp_server.py");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let event = serde_json::from_str(&line).unwrap_or(json!({ "line": line }));
-                sink.lock().unwrap().push(event);
-            }
-        });
-        let mut server = SmtpServer {
-            child,
-            port: 0,
-            dir,
-            events,
-        };
-        eventually(Duration::from_secs(30), "the SMTP server listens", || {
-            let ready = server.find(|e| e["ready"].is_u64());
-            async move { !ready.is_empty() }
-        })
-        .await;
-        server.port = server.find(|e| e["ready"].is_u64())[0]["ready"]
-            .as_u64()
-            .unwrap() as u16;
-        Some(server)
+        let events = Reports::default();
+        peer::read_reports(child.stdout.take().unwrap(), events.clone());
+        let peer = Peer::new(child, "SMTP server's files and stderr", dir);
+        let port = peer::ready_port(&events, 0, "the SMTP server listens").await;
+        Some(SmtpServer { peer, port, events })
     }
 
     /// What the server reported that matches `filter`.
     pub(crate) fn find(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let events = self.events.lock().unwrap();
-        events.iter().filter(|e| filter(e)).cloned().collect()
+        peer::matching(&self.events, filter)
     }
 
     /// The messages it took.
@@ -98,25 +77,13 @@ impl SmtpServer {
     }
 }
 
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("SMTP server's files and stderr: {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 pub(crate) fn smtp(settings: &mut Settings, server: &SmtpServer, password: &str) {
     let email = &mut settings.providers.email;
     email.kind = ProviderKind::Smtp;
     email.host = "127.0.0.1".into();
     email.port = server.port;
     email.tls = SmtpTls::Starttls;
-    email.ca_file = server.dir.join("ca.pem").display().to_string();
+    email.ca_file = server.peer.files.join("ca.pem").display().to_string();
     email.username = USER.into();
     email.password = Secret::new(password);
     settings.retry.max_attempts = 5;

@@ -19,13 +19,14 @@
 use super::{settled, status_of};
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::peer::Peer;
 use common::{databases, eventually, spawn_app_with_hooks, Db, TestApp};
 use messaging_server::config::{ProviderKind, Secret, Settings};
 use messaging_server::http::twilio as twilio_webhooks;
@@ -40,9 +41,9 @@ pub(crate) const PUBLIC_URL: &str = "https://msg.example.com";
 
 /// `prism mock` of Twilio's description, on a port of its own.
 pub(crate) struct Prism {
-    child: Child,
+    // Held for its Drop: the process stops with the test.
+    _peer: Peer,
     url: String,
-    log: PathBuf,
 }
 
 impl Prism {
@@ -63,9 +64,8 @@ impl Prism {
             .spawn()
             .expect("prism starts");
         let prism = Prism {
-            child,
+            _peer: Peer::new(child, "prism log", log),
             url: format!("http://127.0.0.1:{port}"),
-            log,
         };
         eventually(Duration::from_secs(60), "prism listens", || async {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -130,18 +130,6 @@ pub(crate) struct Shim {
     pub(crate) forms: Forms,
 }
 
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("prism log: {}", self.log.display());
-        } else {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
-
 pub(crate) fn twilio(settings: &mut Settings, base_url: &str) {
     let sms = &mut settings.providers.sms;
     sms.kind = ProviderKind::Twilio;
@@ -179,43 +167,38 @@ async fn sms_and_mms_reach_twilio_as_its_contract_says() {
     };
 
     // The mock enforces the contract: without `To`, or without Basic auth, Twilio refuses.
-    let client = awc::Client::default();
-    let no_to = client
-        .post(prism.messages_url())
-        .basic_auth(ACCOUNT, "token")
-        .send_form(&[("From", "+12016661234"), ("Body", "hi")])
-        .await
-        .unwrap();
-    assert_eq!(no_to.status().as_u16(), 422);
-    let no_auth = client
-        .post(prism.messages_url())
-        .send_form(&[
-            ("To", "+18045551234"),
-            ("From", "+12016661234"),
-            ("Body", "hi"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(no_auth.status().as_u16(), 401);
-
     // The shim forwards a repeated MediaUrl in Prism's form, and nothing else changes.
     let shim = prism.behind_shim();
     let shim = shim.url.clone();
-    let media = client
-        .post(format!(
-            "{shim}/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-        ))
-        .basic_auth(ACCOUNT, "token")
-        .send_form(&[
-            ("To", "+18045551234"),
-            ("From", "+12016661234"),
-            ("Body", "hi"),
-            ("MediaUrl", "https://media.example.com/a.png"),
-            ("MediaUrl", "https://media.example.com/b.png"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(media.status().as_u16(), 201);
+    let through_shim = format!("{shim}/2010-04-01/Accounts/{ACCOUNT}/Messages.json");
+    let sms = [
+        ("To", "+18045551234"),
+        ("From", "+12016661234"),
+        ("Body", "hi"),
+    ];
+    let media = [
+        ("MediaUrl", "https://media.example.com/a.png"),
+        ("MediaUrl", "https://media.example.com/b.png"),
+    ];
+    let client = awc::Client::default();
+    for (what, url, basic_auth, form, want) in [
+        ("no To", prism.messages_url(), true, sms[1..].to_vec(), 422),
+        ("no auth", prism.messages_url(), false, sms.to_vec(), 401),
+        (
+            "media",
+            through_shim,
+            true,
+            [&sms[..], &media].concat(),
+            201,
+        ),
+    ] {
+        let mut request = client.post(url);
+        if basic_auth {
+            request = request.basic_auth(ACCOUNT, "token");
+        }
+        let answer = request.send_form(&form).await.unwrap();
+        assert_eq!(answer.status().as_u16(), want, "{what}");
+    }
 
     for db in databases() {
         let app = app_with_twilio(db, &shim).await;
@@ -287,12 +270,7 @@ pub(crate) async fn post_form(
         .send_form(&params)
         .await
         .expect("the server answers");
-    let content_type = answer
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = common::header_text(answer.headers(), "content-type").to_string();
     let body = answer.body().await.unwrap();
     (
         answer.status(),

@@ -4,7 +4,8 @@
 //! [`configure`] builds actix's resources from it, and the OpenAPI document
 //! (`src/http/openapi/`) must describe exactly these routes (tests/it/openapi.rs fails
 //! otherwise). To add a route: an entry here, a `#[utoipa::path]` beside its handler, and
-//! the handler's name in the `paths(...)` list of `openapi::ApiDoc`.
+//! the handler's name in the `paths(...)` list of `openapi::ApiDoc` (its path puts it in
+//! one of the document's sections, `openapi/sections.rs`).
 
 pub(crate) mod addresses;
 pub(crate) mod audit;

@@ -47,16 +47,14 @@ impl fmt::Display for Channel {
     }
 }
 
-/// For values read back from the database.
+/// For values read back from the database: the inverse of `as_str`.
 impl FromStr for Channel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sms" => Ok(Self::Sms),
-            "mms" => Ok(Self::Mms),
-            "email" => Ok(Self::Email),
-            _ => Err(format!("unknown channel {s:?}")),
-        }
+        [Self::Sms, Self::Mms, Self::Email]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown channel {s:?}"))
     }
 }
 
@@ -82,14 +80,14 @@ impl fmt::Display for Direction {
     }
 }
 
+/// The inverse of `as_str`.
 impl FromStr for Direction {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "inbound" => Ok(Self::Inbound),
-            "outbound" => Ok(Self::Outbound),
-            _ => Err(format!("unknown direction {s:?}")),
-        }
+        [Self::Inbound, Self::Outbound]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| format!("unknown direction {s:?}"))
     }
 }
 

@@ -196,6 +196,8 @@ async fn assert_every_acceptance_kept(
     let deadline = Instant::now() + Duration::from_secs(90);
     while !pending.is_empty() {
         let mut left = Vec::new();
+        // What the status resource last said of each one not sent yet: the failure names it.
+        let mut said = Vec::new();
         for entry in pending {
             let mut response = client
                 .get(format!("{}{}", server.url, entry.1))
@@ -205,16 +207,16 @@ async fn assert_every_acceptance_kept(
                 .expect("status resource");
             let body: Value = response.json().await.unwrap_or_default();
             if response.status() != StatusCode::OK || body["status"] != "sent" {
+                said.push(format!("{}: {} {body}", entry.0, response.status()));
                 left.push(entry);
             }
         }
         pending = left;
         assert!(
             pending.is_empty() || Instant::now() < deadline,
-            "{} of {} accepted messages not stored and sent: {:?}",
+            "{} of {} accepted messages not stored and sent: {said:#?}",
             pending.len(),
             tally.accepted.len(),
-            pending
         );
         if !pending.is_empty() {
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;

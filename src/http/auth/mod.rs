@@ -250,18 +250,12 @@ impl Auth {
                 }
             }
             Credentials::Missing => {
-                self.limits.check_ip(ip)?;
-                return Err(unauthorized(
-                    "this endpoint needs an API key: Authorization: Bearer msk_…",
-                    BEARER_CHALLENGE,
-                ));
+                let why = "this endpoint needs an API key: Authorization: Bearer msk_…";
+                return Err(self.refuse(ip, why, BEARER_CHALLENGE));
             }
             Credentials::Malformed => {
-                self.limits.check_ip(ip)?;
-                return Err(unauthorized(
-                    "the Authorization header does not hold an API key (Bearer msk_…)",
-                    INVALID_TOKEN_CHALLENGE,
-                ));
+                let why = "the Authorization header does not hold an API key (Bearer msk_…)";
+                return Err(self.refuse(ip, why, INVALID_TOKEN_CHALLENGE));
             }
             Credentials::Key(key) => {
                 // Only uncached keys reach the database. A key found valid costs nothing
@@ -279,18 +273,12 @@ impl Auth {
                         Caller::from_key(&key, self.default_customer)
                     }
                     Verdict::Revoked => {
-                        self.limits.check_ip(ip)?;
-                        return Err(unauthorized(
-                            "the API key is revoked",
-                            INVALID_TOKEN_CHALLENGE,
-                        ));
+                        let why = "the API key is revoked";
+                        return Err(self.refuse(ip, why, INVALID_TOKEN_CHALLENGE));
                     }
                     Verdict::Unknown => {
-                        self.limits.check_ip(ip)?;
-                        return Err(unauthorized(
-                            "the API key is not valid",
-                            INVALID_TOKEN_CHALLENGE,
-                        ));
+                        let why = "the API key is not valid";
+                        return Err(self.refuse(ip, why, INVALID_TOKEN_CHALLENGE));
                     }
                 }
             }
@@ -323,17 +311,14 @@ impl Auth {
             signing.tolerance,
         );
         if let Err(err) = verified {
-            self.limits.check_ip(ip)?;
-            return Err(match err {
-                SignatureError::Missing => unauthorized(
-                    format!(
-                        "{err}: the {} provider's webhooks must be signed",
-                        provider.name()
-                    ),
-                    SIGNATURE_CHALLENGE,
+            let why = match err {
+                SignatureError::Missing => format!(
+                    "{err}: the {} provider's webhooks must be signed",
+                    provider.name()
                 ),
-                _ => unauthorized(err.to_string(), SIGNATURE_CHALLENGE),
-            });
+                _ => err.to_string(),
+            };
+            return Err(self.refuse(ip, why, SIGNATURE_CHALLENGE));
         }
         self.limits.check(&Subject::Provider(provider.name()))?;
         req.set_payload(Payload::from(body));
@@ -379,6 +364,15 @@ fn credentials(headers: &HeaderMap) -> Credentials {
 }
 
 impl Auth {
+    /// A refused credential costs its client one request of the per-IP budget: the answer
+    /// is a 401, or a 429 once the client is over that budget.
+    fn refuse(&self, ip: IpAddr, why: impl Into<String>, challenge: &'static str) -> ApiError {
+        match self.limits.check_ip(ip) {
+            Ok(()) => unauthorized(why, challenge),
+            Err(over_budget) => over_budget,
+        }
+    }
+
     /// The client: the peer, or whom a trusted proxy names (see [`TrustedProxies`]).
     fn client_ip(&self, req: &ServiceRequest) -> IpAddr {
         let peer = req

@@ -134,7 +134,7 @@ impl Server {
             .expect("server starts");
         let mut child = child;
         let (stdout, stdout_reader) = capture(child.stdout.take().unwrap());
-        let server = Server {
+        let mut server = Server {
             child,
             port,
             client: awc::Client::default(),
@@ -142,19 +142,30 @@ impl Server {
             stdout_reader: Some(stdout_reader),
             key: RefCell::new(None),
         };
-        eventually(
-            Duration::from_secs(20),
-            "server answers /healthz",
-            || async {
-                server
-                    .client
-                    .get(server.url("/healthz"))
-                    .send()
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
+        // Up when /healthz answers. One that exits first failed to start: its stderr says
+        // why. The deadline is generous: several starts at once, beside the rest of the
+        // suite, can take a while (seen: over 20 s).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server
+            .client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = server.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("the server exited before it served ({status}):\n{stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not answer /healthz within 60 s"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
         server
     }
 

@@ -24,6 +24,8 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 3] = [Self::Sms, Self::Mms, Self::Email];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sms => "sms",
@@ -51,7 +53,7 @@ impl fmt::Display for Channel {
 impl FromStr for Channel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [Self::Sms, Self::Mms, Self::Email]
+        Self::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("unknown channel {s:?}"))
@@ -66,6 +68,8 @@ pub enum Direction {
 }
 
 impl Direction {
+    pub const ALL: [Direction; 2] = [Self::Inbound, Self::Outbound];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inbound => "inbound",
@@ -84,7 +88,7 @@ impl fmt::Display for Direction {
 impl FromStr for Direction {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [Self::Inbound, Self::Outbound]
+        Self::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
             .ok_or_else(|| format!("unknown direction {s:?}"))

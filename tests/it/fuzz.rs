@@ -8,29 +8,30 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, Once};
 
 use actix_web::http::StatusCode;
 use common::{databases, spawn_api_only, spawn_app_with, TestApp};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-/// Panics in this process (handlers, actors, workers), recorded by a hook: the thread's
-/// name and the panic.
-fn panics() -> &'static Mutex<Vec<(String, String)>> {
-    static PANICS: OnceLock<&'static Mutex<Vec<(String, String)>>> = OnceLock::new();
-    PANICS.get_or_init(|| {
-        let seen: &'static Mutex<Vec<(String, String)>> = Box::leak(Box::default());
+/// Panics in this process (handlers, actors, workers): the thread's name and the panic.
+static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Starts recording panics in [`PANICS`] (once for the process; the default hook still
+/// prints them).
+fn record_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current().name().unwrap_or("").to_string();
-            if let Ok(mut seen) = seen.lock() {
+            if let Ok(mut seen) = PANICS.lock() {
                 seen.push((thread, info.to_string()));
             }
             default(info);
         }));
-        seen
-    })
+    });
 }
 
 /// The panics of the services these tests run: on their threads (server workers, actor
@@ -39,7 +40,7 @@ fn panics() -> &'static Mutex<Vec<(String, String)>> {
 /// not one of the service's.
 fn service_panics() -> Vec<String> {
     let me = std::thread::current().name().unwrap_or("").to_string();
-    let seen = panics().lock().map(|p| p.clone()).unwrap_or_default();
+    let seen = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
     seen.into_iter()
         .filter(|(thread, _)| *thread == me || !thread.contains("::"))
         .map(|(thread, panic)| format!("thread '{thread}': {panic}"))
@@ -356,7 +357,7 @@ async fn enqueued(app: &TestApp) -> usize {
 
 #[actix_web::test]
 async fn generated_hostile_requests_get_202_or_a_problem_and_4xx_enqueue_nothing() {
-    panics();
+    record_panics();
     let app = spawn_api_only(|s| s.queue.capacity = 100_000).await;
     let tally = run(&app, 0x5eed, 1500, 8).await;
     assert!(
@@ -379,7 +380,7 @@ async fn generated_hostile_requests_get_202_or_a_problem_and_4xx_enqueue_nothing
 /// pipeline settles: queue drained, every accepted key stored once.
 #[actix_web::test]
 async fn five_thousand_hostile_requests_leave_a_drained_queue_on_both_databases() {
-    panics();
+    record_panics();
     for db in databases() {
         let app = spawn_app_with(db, |s| s.server.http_workers = 2).await;
         let tally = run(&app, 0xbad_c0de, 5000, 16).await;

@@ -88,7 +88,7 @@ fn conversation_channel() -> Object {
 fn message_channel() -> Object {
     string_enum(
         "Channel",
-        [Channel::Sms, Channel::Mms, Channel::Email].map(Channel::as_str),
+        Channel::ALL.map(Channel::as_str),
         "`sms`, `mms` (an SMS with attachments) or `email`.",
     )
 }
@@ -96,7 +96,7 @@ fn message_channel() -> Object {
 fn direction() -> Object {
     string_enum(
         "Direction",
-        [Direction::Inbound, Direction::Outbound].map(Direction::as_str),
+        Direction::ALL.map(Direction::as_str),
         "`outbound` (sent through the API) or `inbound` (received by a webhook).",
     )
 }

@@ -1,5 +1,6 @@
 //! The Grafana dashboard and Prometheus alerts in deploy/: they parse, they only query
-//! metrics the service exposes, and every alert leads to its runbook.
+//! metrics the service exposes, every alert leads to its runbook, and the README documents
+//! every metric and alert.
 //!
 //! The promtool checks need `promtool` (Debian package `prometheus`; `make test` installs it).
 
@@ -204,15 +205,21 @@ fn exposed(text: &str, name: &str) -> bool {
         })
 }
 
-#[actix_web::test]
-async fn every_metric_the_dashboard_and_alerts_query_is_exposed() {
+/// `/metrics` after an accepted and a refused send have been through the pipeline.
+async fn exposition_after_traffic() -> String {
     let app = spawn_app(Db::Sqlite).await;
     app.send_sms("hi").await;
     app.post_json("/api/messages/sms", &serde_json::json!({}))
         .await;
     app.drained().await;
     let (_, text) = app.get("/metrics").await;
-    let text = text.as_str().expect("text exposition");
+    text.as_str().expect("text exposition").to_string()
+}
+
+#[actix_web::test]
+async fn every_metric_the_dashboard_and_alerts_query_is_exposed() {
+    let text = exposition_after_traffic().await;
+    let text = text.as_str();
 
     let queries = dashboard_queries();
     assert!(queries.len() >= 15, "{queries:?}");
@@ -333,10 +340,39 @@ fn dashboard_queries_are_valid_promql() {
     assert!(checked.contains("SUCCESS"), "{checked}");
 }
 
+/// The README's metrics table names every family the service exposes, with its type: an
+/// operator reads it to know what a series means.
+#[actix_web::test]
+async fn the_readme_lists_every_metric_exposed_with_its_type() {
+    let text = exposition_after_traffic().await;
+    let readme = read("README.md");
+    let families: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split_once(' '))
+        .filter(|(name, _)| name.starts_with("messaging_") || name.starts_with("http_server_"))
+        .collect();
+    assert!(families.len() >= 20, "{text}");
+    let undocumented: Vec<String> = families
+        .iter()
+        .map(|(name, kind)| format!("| `{name}` | {kind} |"))
+        .filter(|row| !readme.lines().any(|line| line.starts_with(row.as_str())))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "README's metrics table has no row starting {undocumented:#?}"
+    );
+}
+
 #[test]
 fn every_alert_has_a_summary_a_description_and_a_runbook_in_the_readme() {
     let alerts = read("deploy/prometheus/alerts.yml");
     let readme = read("README.md");
+    // The list of alerts under Operations, up to the sentence after it.
+    let listed = readme
+        .split_once("\nAlerts: ")
+        .and_then(|(_, rest)| rest.split_once("each has a summary"))
+        .map(|(list, _)| list)
+        .expect("README lists the alerts (`Alerts: …; each has a summary`)");
     let blocks: Vec<&str> = alerts.split("- alert:").skip(1).collect();
     assert!(blocks.len() >= 8, "{} alerts", blocks.len());
     for block in blocks {
@@ -349,6 +385,10 @@ fn every_alert_has_a_summary_a_description_and_a_runbook_in_the_readme() {
         assert!(
             readme.lines().any(|line| line == format!("#### {name}")),
             "README has a runbook heading `#### {name}`"
+        );
+        assert!(
+            listed.contains(&format!("`{name}`")),
+            "README's list of alerts names `{name}`: {listed}"
         );
     }
 }

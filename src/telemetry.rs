@@ -69,7 +69,14 @@ pub struct Metrics {
 }
 
 /// The `actor` label values of `messaging_actor_restarts_total`.
-pub const ACTORS: [&str; 5] = ["queue", "worker", "retry_scheduler", "dlq", "sender"];
+pub const ACTORS: [&str; 6] = [
+    "queue",
+    "worker",
+    "retry_scheduler",
+    "dlq",
+    "sender",
+    "webhook",
+];
 
 /// The delivery stage's gauges (SPEC §13), per provider where labelled.
 #[derive(Debug, Default)]

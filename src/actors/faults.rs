@@ -24,6 +24,8 @@ pub enum Site {
     Retry,
     /// DlqActor, parking an event.
     DeadLetter,
+    /// A WebhookDeliverer's attempt at one delivery (no event at hand).
+    WebhookDelivery,
 }
 
 /// What a wedged actor waits for.

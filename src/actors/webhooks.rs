@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::faults::Faults;
 use super::sender::Drain;
 use super::supervision::Ping;
 use crate::config::WebhookSettings;
@@ -26,11 +27,12 @@ impl WebhookDeliverer {
         writer: MessageWriter,
         settings: WebhookSettings,
         metrics: Arc<Metrics>,
+        faults: Faults,
         thread: &ArbiterHandle,
     ) -> Addr<Self> {
         Supervisor::start_in_arbiter(thread, move |_| WebhookDeliverer {
             poll: settings.poll_interval,
-            deliverer: Rc::new(Deliverer::new(writer, settings, metrics)),
+            deliverer: Rc::new(Deliverer::new(writer, settings, metrics, faults)),
         })
     }
 }

@@ -236,6 +236,7 @@ impl Application {
                 writer.clone(),
                 settings.webhooks.clone(),
                 metrics.clone(),
+                faults.clone(),
                 &thread.handle(),
             )
         });

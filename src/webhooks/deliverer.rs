@@ -6,9 +6,15 @@
 //! endpoint holds its own slots and nobody else's. A failed attempt is retried on the
 //! schedule of `webhooks.retry_schedule` (plus up to 10% jitter); at-least-once, since a
 //! deliverer that dies mid-call leaves its claim to run out and be taken again.
+//!
+//! A panic (a bug) is caught where the work runs, in detached tasks the actor's restart
+//! would not reach: claiming goes on at the next poll, and a delivery whose attempt
+//! panicked is settled as a failed attempt, retried on the schedule like any other, so it
+//! never holds its endpoint's slot or loops on the same panic.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +23,12 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT}
 use chrono::Utc;
 use entity::webhook_deliveries::Model as Delivery;
 use entity::webhook_endpoints::Model as Endpoint;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::address::{check_url, GuardedResolver};
 use super::{payload, signing};
+use crate::actors::faults::{Faults, Site};
+use crate::actors::supervision::{panic_message, record_panic};
 use crate::config::WebhookSettings;
 use crate::store::webhook_deliveries::{self, Attempt, Next};
 use crate::store::writer::MessageWriter;
@@ -36,6 +44,7 @@ pub struct Deliverer {
     writer: MessageWriter,
     settings: WebhookSettings,
     metrics: Arc<Metrics>,
+    faults: Faults,
     client: awc::Client,
     /// This deliverer's claims (one token per process life).
     token: String,
@@ -47,7 +56,12 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(writer: MessageWriter, settings: WebhookSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        writer: MessageWriter,
+        settings: WebhookSettings,
+        metrics: Arc<Metrics>,
+        faults: Faults,
+    ) -> Self {
         let tls = crate::tls::client_config("").expect("the public roots load");
         let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
             GuardedResolver {
@@ -69,6 +83,7 @@ impl Deliverer {
             writer,
             settings,
             metrics,
+            faults,
             client,
             token: uuid::Uuid::new_v4().to_string(),
             busy: RefCell::default(),
@@ -105,6 +120,16 @@ impl Deliverer {
         if self.stopped.get() || self.claiming.replace(true) {
             return;
         }
+        if let Err(panic) = AssertUnwindSafe(self.clone().claim_rounds())
+            .catch_unwind()
+            .await
+        {
+            self.panicked("claiming due deliveries", panic);
+        }
+        self.claiming.set(false);
+    }
+
+    async fn claim_rounds(self: Rc<Self>) {
         loop {
             let room = MAX_IN_FLIGHT.saturating_sub(self.held.borrow().len());
             if room == 0 || self.stopped.get() {
@@ -141,12 +166,30 @@ impl Deliverer {
                 actix::spawn(self.clone().deliver(delivery));
             }
         }
-        self.claiming.set(false);
     }
 
     async fn deliver(self: Rc<Self>, delivery: Delivery) {
         let (id, endpoint) = (delivery.id, delivery.endpoint_id);
-        if let Err(err) = self.attempt(&delivery).await {
+        let settled = match AssertUnwindSafe(self.attempt(&delivery))
+            .catch_unwind()
+            .await
+        {
+            Ok(settled) => settled,
+            Err(panic) => {
+                let reason = self.panicked("a webhook delivery", panic);
+                let attempt = Attempt {
+                    at: Utc::now(),
+                    status_code: None,
+                    latency_ms: 0,
+                    response: None,
+                    error: Some(format!("the delivery panicked: {reason}")),
+                };
+                let (next, outcome) = self.after_failure(&delivery);
+                self.settle(&delivery, None, Some(attempt), next, outcome)
+                    .await
+            }
+        };
+        if let Err(err) = settled {
             // Left to its claim running out: due again then.
             tracing::warn!(delivery_id = id, error = %err, "webhook delivery not settled");
         }
@@ -163,8 +206,30 @@ impl Deliverer {
         actix::spawn(self.clone().claim());
     }
 
+    /// Logs and counts a caught panic (as the actors' own are); returns its message.
+    fn panicked(&self, during: &str, panic: Box<dyn std::any::Any + Send>) -> String {
+        let reason = panic_message(panic);
+        record_panic("webhook", &format!("{during}: {reason}"), &self.metrics);
+        reason
+    }
+
+    /// What follows a failed attempt: another on the schedule, or none.
+    fn after_failure(&self, delivery: &Delivery) -> (Next, &'static str) {
+        let attempts_made = delivery.attempts as usize + 1;
+        match self.settings.retry_schedule.get(attempts_made - 1) {
+            Some(wait) => (
+                Next::RetryAt(Utc::now() + chrono_duration(jitter(*wait))),
+                "retry",
+            ),
+            None => (Next::Failed, "failed"),
+        }
+    }
+
     /// One attempt, settled.
     async fn attempt(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        if let Some(stall) = self.faults.at(Site::WebhookDelivery, None) {
+            stall.await;
+        }
         let db = self.writer.connection();
         let found = webhook_endpoints::get(db, None, delivery.endpoint_id).await?;
         let endpoint = match found {
@@ -186,17 +251,10 @@ impl Deliverer {
         };
         let attempt = self.call(&endpoint, delivery, &body).await;
         let succeeded = matches!(attempt.status_code, Some(200..=299));
-        let attempts_made = delivery.attempts as usize + 1;
         let (next, outcome) = if succeeded {
             (Next::Delivered, "delivered")
         } else {
-            match self.settings.retry_schedule.get(attempts_made - 1) {
-                Some(wait) => (
-                    Next::RetryAt(Utc::now() + chrono_duration(jitter(*wait))),
-                    "retry",
-                ),
-                None => (Next::Failed, "failed"),
-            }
+            self.after_failure(delivery)
         };
         tracing::debug!(
             delivery_id = delivery.id,

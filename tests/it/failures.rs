@@ -286,17 +286,7 @@ async fn retention_purges_old_dead_letters() {
 #[actix_web::test]
 async fn a_worker_that_panics_is_replaced_and_its_event_is_retried() {
     for db in databases() {
-        let panicked = Arc::new(AtomicBool::new(false));
-        let flag = panicked.clone();
-        let hooks = Hooks {
-            fault: Some(Arc::new(move |site, _| {
-                if site == Site::Persist && !flag.swap(true, Ordering::SeqCst) {
-                    panic!("injected fault");
-                }
-                None
-            })),
-            ..Hooks::default()
-        };
+        let (hooks, panicked) = common::panics_once_at(Site::Persist);
         let app = spawn_app_with_hooks(db, |s| s.worker.concurrency = 2, hooks).await;
         let key = send_one(&app, "survives a panic").await;
         app.drained().await;

@@ -37,12 +37,14 @@ fn record_panics() {
 /// The panics of the services these tests run: on their threads (server workers, actor
 /// arbiters) or on this test's own. Every test runs in this one process, and a failing
 /// assertion elsewhere is a panic on that test's thread, named after it (`module::test`):
-/// not one of the service's.
+/// not one of the service's. Nor is a fault another test injects: raised by test code
+/// (`tests/it/…`), though on a service's thread.
 fn service_panics() -> Vec<String> {
     let me = std::thread::current().name().unwrap_or("").to_string();
     let seen = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
     seen.into_iter()
         .filter(|(thread, _)| *thread == me || !thread.contains("::"))
+        .filter(|(_, panic)| !panic.starts_with("panicked at tests/it/"))
         .map(|(thread, panic)| format!("thread '{thread}': {panic}"))
         .collect()
 }

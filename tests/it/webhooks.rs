@@ -5,11 +5,13 @@
 use crate::common;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use common::receiver::{events_by_message, register, webhook_settings, Receiver};
-use common::{databases, eventually, sms, spawn_app_with, Db, TestApp};
+use common::{databases, eventually, sms, spawn_app_with, spawn_app_with_hooks, Db, TestApp};
+use messaging_server::actors::faults::Site;
 use messaging_server::config::QueueBackendKind;
 use messaging_server::store::keys::{self, Scope};
 use serde_json::{json, Value};
@@ -191,6 +193,20 @@ async fn messages_in_and_out_reach_a_verifying_receiver_once_each() {
     }
 }
 
+/// An endpoint's attempts that got no answer (their `error` says why), newest first.
+async fn failed_attempts(app: &TestApp, endpoint: &Value) -> Vec<Value> {
+    let id = endpoint["id"].as_str().unwrap();
+    let (_, attempts) = app
+        .get(&format!(
+            "/api/webhook-endpoints/{id}/attempts?pageSize=200"
+        ))
+        .await;
+    common::items(&attempts)
+        .filter(|a| a["status_code"].is_null())
+        .cloned()
+        .collect()
+}
+
 /// Sends `n` SMS; returns their idempotency keys.
 async fn send_many(app: &TestApp, n: usize, text: &str) -> Vec<String> {
     let mut keys = Vec::new();
@@ -269,18 +285,62 @@ async fn a_hanging_endpoint_delays_no_other_and_a_receiver_down_then_up_misses_n
             }
         })
         .await;
-        let id = endpoint["id"].as_str().unwrap();
-        let (_, attempts) = app
-            .get(&format!(
-                "/api/webhook-endpoints/{id}/attempts?pageSize=200"
-            ))
-            .await;
-        let failed: Vec<&Value> = common::items(&attempts)
-            .filter(|a| a["status_code"].is_null())
-            .collect();
+        let failed = failed_attempts(&app, &endpoint).await;
         assert!(!failed.is_empty(), "the outage shows as failed attempts");
         assert!(failed.iter().all(|a| a["error"].is_string()), "{failed:?}");
     }
+}
+
+/// A webhook attempt that panics (a bug) costs that attempt only: it is recorded as failed
+/// with the panic, retried on the schedule and delivered, and counted as the `webhook`
+/// actor's; and its endpoint's one slot is free again, so later deliveries still arrive.
+#[actix_web::test]
+async fn a_panicking_webhook_attempt_is_retried_and_frees_its_slot() {
+    let Some(receiver) = Receiver::start().await else {
+        return;
+    };
+    let (hooks, panicked) = common::panics_once_at(Site::WebhookDelivery);
+    let app = spawn_app_with_hooks(
+        Db::Sqlite,
+        |s| {
+            webhook_settings(s);
+            s.webhooks.concurrency_per_endpoint = 1;
+        },
+        hooks,
+    )
+    .await;
+    let endpoint = receiver.subscribe(&app).await;
+    let first = send_many(&app, 1, "before the panic").await;
+    until_sent(
+        &receiver,
+        &first,
+        30,
+        "delivered after its attempt panicked",
+    )
+    .await;
+    assert!(panicked.load(Ordering::SeqCst), "the fault was injected");
+    let later = send_many(&app, 5, "after the panic").await;
+    until_sent(
+        &receiver,
+        &later,
+        30,
+        "later deliveries through the one slot",
+    )
+    .await;
+
+    let failed = failed_attempts(&app, &endpoint).await;
+    assert!(
+        failed.iter().any(|a| a["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("injected fault at WebhookDelivery"))),
+        "the panicked attempt is recorded with its reason: {failed:?}"
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        common::sample(&text, "messaging_actor_restarts_total", "actor=\"webhook\""),
+        1.0,
+        "{text}"
+    );
 }
 
 /// A call to the server process with its key; the status and JSON answer.

@@ -19,10 +19,12 @@ pub use responses::{answer_of, header_text, items};
 #[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use tools::{require_tool, require_tools};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
+use messaging_server::actors::faults::Site;
 use messaging_server::actors::queue::{Enqueue, WaitUntilDrained};
 use messaging_server::config::Settings;
 use messaging_server::domain::Event;
@@ -278,6 +280,23 @@ pub async fn spawn_api_only(configure: impl FnOnce(&mut Settings)) -> TestApp {
         configure(s);
     };
     spawn_app_with(Db::Sqlite, configure).await
+}
+
+/// Hooks whose fault panics the first time `site` is reached (and never again); the flag
+/// says whether it has.
+pub fn panics_once_at(site: Site) -> (Hooks, Arc<AtomicBool>) {
+    let panicked = Arc::new(AtomicBool::new(false));
+    let flag = panicked.clone();
+    let hooks = Hooks {
+        fault: Some(Arc::new(move |at, _| {
+            if at == site && !flag.swap(true, Ordering::SeqCst) {
+                panic!("injected fault at {site:?}");
+            }
+            None
+        })),
+        ..Hooks::default()
+    };
+    (hooks, panicked)
 }
 
 /// Starts the application as the binary does, with `configure` applied to the settings.

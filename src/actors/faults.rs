@@ -24,6 +24,8 @@ pub enum Site {
     Retry,
     /// DlqActor, parking an event.
     DeadLetter,
+    /// A sender's settlement of the calls that finished together (no event at hand).
+    Settle,
     /// A WebhookDeliverer's attempt at one delivery (no event at hand).
     WebhookDelivery,
 }

@@ -27,6 +27,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use actix::Addr;
 
+use crate::actors::faults::Faults;
 use crate::actors::ProcessingError;
 use crate::actors::{DlqActor, RetryScheduler};
 use crate::config::{ProviderSettings, Rate};
@@ -51,6 +52,7 @@ pub struct LaneDeps {
     /// Parks what is out of attempts.
     pub dlq: Addr<DlqActor>,
     pub lease: Duration,
+    pub faults: Faults,
 }
 
 /// One provider's sending: its calls, pacing, breaker and settlement.

@@ -12,18 +12,24 @@
 //!   due when the circuit lets a trial through.
 //!
 //! These writes wait out a database outage (the provider has answered: settling again
-//! later is right, calling it again is not).
+//! later is right, calling it again is not). A panic while settling (a bug) loses that
+//! batch's record, as a crash would (its messages are due again when their lease runs
+//! out), and nothing else: the settler goes on with every later call.
 
 use std::mem;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 
 use super::Lane;
 use crate::actors::dlq_delivery::ParkDelivery;
+use crate::actors::faults::Site;
 use crate::actors::retry::{Decision, DeliveryFailed};
+use crate::actors::supervision::panic_message;
 use crate::actors::ProcessingError;
 use crate::domain::Event;
 use crate::store::delivery;
@@ -99,13 +105,25 @@ async fn settler(lane: Rc<Lane>) {
             lane.state.borrow_mut().settling = false;
             return;
         }
-        settle(&lane, batch).await;
+        let count = batch.len();
+        if let Err(panic) = AssertUnwindSafe(settle(&lane, batch)).catch_unwind().await {
+            tracing::error!(
+                provider = lane.name,
+                count,
+                reason = panic_message(panic),
+                "settling panicked; {count} message(s) not recorded are due again when their lease runs out"
+            );
+            lane.deps.metrics.actor_restarted("sender");
+        }
         // Room was freed: there may be more to claim.
         actix::spawn(lane.clone().claim());
     }
 }
 
 async fn settle(lane: &Lane, batch: Vec<Outcome>) {
+    if let Some(stall) = lane.deps.faults.at(Site::Settle, None) {
+        stall.await;
+    }
     let now = Utc::now();
     let mut sent = Vec::new();
     let mut sent_keys = Vec::new();

@@ -212,6 +212,7 @@ impl Application {
                     retry: retry.clone(),
                     dlq: dlq.clone(),
                     lease: settings.delivery.lease,
+                    faults: faults.clone(),
                 };
                 [
                     ("sms", providers.sms.clone(), &settings.providers.sms),

@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use common::nats::{nats_databases, NatsServer};
 use common::stub::{Answer, StubProvider};
 use common::{databases, eventually, sample, sms_event, spawn_on, Db, TestApp, TestDatabase};
 use futures_util::future::LocalBoxFuture;
-use messaging_server::actors::faults::FaultHook;
+use messaging_server::actors::faults::{FaultHook, Site};
 use messaging_server::actors::queue::Close;
 use messaging_server::config::{ProviderKind, QueueBackendKind, Settings};
 use messaging_server::domain::Event;
@@ -583,6 +584,63 @@ async fn a_panicking_provider_call_fails_its_message_alone() {
         .await;
         assert!(metric(&app, "messaging_actor_restarts_total", "actor=\"sender\"").await >= 1.0);
         assert_ready(&app).await;
+    }
+}
+
+/// Settling panics once (a bug): the sender's settler goes on, so every later message is
+/// still recorded as sent; the one it was settling is due again when its lease runs out,
+/// and its provider is called a second time, as after a crash.
+#[actix_web::test]
+async fn a_panic_while_settling_stops_no_later_settlement() {
+    for db in databases() {
+        let database = TestDatabase::create(db).await;
+        let stub = StubProvider::start(vec![], Answer::Accept);
+        let (hooks, panicked) = common::panics_once_at(Site::Settle);
+        let configure = |s: &mut Settings| {
+            use_stub(s, &stub);
+            s.delivery.lease = Duration::from_secs(2);
+        };
+        let app = start(database, configure, hooks.fault).await;
+        let first = send_ok(&app, "settled after a panic").await;
+        eventually(
+            Duration::from_secs(20),
+            "the first recorded as sent",
+            || {
+                let (app, first) = (&app, &first);
+                async move {
+                    let (_, body) = app.get(&format!("/api/messages/{first}")).await;
+                    body["status"] == "sent"
+                }
+            },
+        )
+        .await;
+        assert!(
+            panicked.load(Ordering::SeqCst),
+            "{db:?}: the fault was injected"
+        );
+        let mut later = Vec::new();
+        for i in 0..5 {
+            later.push(send_ok(&app, &format!("after the panic {i}")).await);
+        }
+        eventually(
+            Duration::from_secs(20),
+            "every later one recorded",
+            || async { app.sent_count().await == 6 },
+        )
+        .await;
+        assert_eq!(
+            stub.accepted(&first),
+            2,
+            "{db:?}: called again after its lease"
+        );
+        for key in &later {
+            assert_eq!(stub.accepted(key), 1, "{db:?}: {key} sent once");
+        }
+        assert_eq!(
+            metric(&app, "messaging_actor_restarts_total", "actor=\"sender\"").await,
+            1.0,
+            "{db:?}"
+        );
     }
 }
 

@@ -34,16 +34,22 @@ fn record_panics() {
     });
 }
 
-/// The panics of the services these tests run: on their threads (server workers, actor
-/// arbiters) or on this test's own. Every test runs in this one process, and a failing
-/// assertion elsewhere is a panic on that test's thread, named after it (`module::test`):
-/// not one of the service's. Nor is a fault another test injects: raised by test code
-/// (`tests/it/…`), though on a service's thread.
+/// The panics of the service this test runs: on its own thread, on its System's arbiters
+/// (`actix-rt|system:N|…`) or on an HTTP worker (`actix-server worker …`, named without
+/// its System). Every test runs in this one process with a System of its own, and what
+/// another test does wrong or on purpose happens on its threads: a failing assertion, an
+/// injected fault, or its app dropped with a query in flight (sqlx then panics: "requires
+/// a Tokio context"). A fault raised by test code (`tests/it/…`) is never the service's.
 fn service_panics() -> Vec<String> {
     let me = std::thread::current().name().unwrap_or("").to_string();
+    let own_system = format!("actix-rt|system:{}|", actix_web::rt::System::current().id());
     let seen = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
     seen.into_iter()
-        .filter(|(thread, _)| *thread == me || !thread.contains("::"))
+        .filter(|(thread, _)| {
+            *thread == me
+                || thread.starts_with(&own_system)
+                || thread.starts_with("actix-server worker")
+        })
         .filter(|(_, panic)| !panic.starts_with("panicked at tests/it/"))
         .map(|(thread, panic)| format!("thread '{thread}': {panic}"))
         .collect()

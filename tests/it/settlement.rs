@@ -52,6 +52,19 @@ async fn send_ok(app: &TestApp, body: &str) -> String {
     answer["idempotency_key"].as_str().unwrap().to_string()
 }
 
+/// Waits (20 s at most) until the status resource says `status` of the message `key`.
+async fn until_status(app: &TestApp, key: &str, status: &str) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{key} {status}"),
+        || async {
+            let (_, body) = app.get(&format!("/api/messages/{key}")).await;
+            body["status"] == status
+        },
+    )
+    .await;
+}
+
 async fn dead_letter_rows(app: &TestApp) -> Vec<entity::dead_letters::Model> {
     use sea_orm::{EntityTrait, QueryOrder};
     entity::dead_letters::Entity::find()
@@ -570,18 +583,7 @@ async fn a_panicking_provider_call_fails_its_message_alone() {
             app.sent_count().await == 5
         })
         .await;
-        eventually(
-            Duration::from_secs(20),
-            "the panicking one dead-lettered",
-            || {
-                let (app, boom) = (&app, &boom);
-                async move {
-                    let (_, body) = app.get(&format!("/api/messages/{boom}")).await;
-                    body["status"] == "dead_lettered"
-                }
-            },
-        )
-        .await;
+        until_status(&app, &boom, "dead_lettered").await;
         assert!(metric(&app, "messaging_actor_restarts_total", "actor=\"sender\"").await >= 1.0);
         assert_ready(&app).await;
     }
@@ -602,18 +604,7 @@ async fn a_panic_while_settling_stops_no_later_settlement() {
         };
         let app = start(database, configure, hooks.fault).await;
         let first = send_ok(&app, "settled after a panic").await;
-        eventually(
-            Duration::from_secs(20),
-            "the first recorded as sent",
-            || {
-                let (app, first) = (&app, &first);
-                async move {
-                    let (_, body) = app.get(&format!("/api/messages/{first}")).await;
-                    body["status"] == "sent"
-                }
-            },
-        )
-        .await;
+        until_status(&app, &first, "sent").await;
         assert!(
             panicked.load(Ordering::SeqCst),
             "{db:?}: the fault was injected"

@@ -378,8 +378,12 @@ pub async fn spawn_on(
         state,
         sms,
         email,
+        // A pooled connection is reused only while the server still keeps it (actix-http
+        // closes an idle one after 5 s; awc keeps it 15 s by default, and a request sent
+        // on one the server is closing gets no answer: `Connect(Disconnected)`).
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
+            .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(3)))
             .finish(),
         database,
     }

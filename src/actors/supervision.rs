@@ -31,6 +31,16 @@ pub fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(panic_message)
 }
 
+/// Awaits `work`; a panic comes back as its message. For work that runs in detached tasks,
+/// where no actor restart would reach it.
+pub async fn caught_async<F: std::future::Future>(work: F) -> Result<F::Output, String> {
+    use futures_util::FutureExt;
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(panic_message)
+}
+
 /// The text a panic was raised with.
 pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload

@@ -16,18 +16,17 @@ pub mod settle;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use actix::Addr;
 
 use crate::actors::faults::Faults;
+use crate::actors::supervision::caught_async;
 use crate::actors::ProcessingError;
 use crate::actors::{DlqActor, RetryScheduler};
 use crate::config::{ProviderSettings, Rate};
@@ -268,9 +267,7 @@ impl Lane {
             }
             state.claiming = true;
         }
-        let rounds = AssertUnwindSafe(self.clone().claim_rounds()).catch_unwind();
-        if let Err(panic) = rounds.await {
-            let reason = crate::actors::supervision::panic_message(panic);
+        if let Err(reason) = caught_async(self.clone().claim_rounds()).await {
             tracing::error!(
                 provider = self.name,
                 reason,
@@ -466,11 +463,11 @@ impl Lane {
             Route::Primary => self.name,
             Route::Fallback => provider.name(),
         };
-        let attempt = AssertUnwindSafe(async {
+        let attempt = caught_async(async {
             let message = OutboundMessage::from_event(event);
             telemetry::provider_call(event, provider.name(), provider.send(message)).await
         });
-        let result = match attempt.catch_unwind().await {
+        let result = match attempt.await {
             Ok(Ok(receipt)) => {
                 self.deps.metrics.provider_request(label, "sent");
                 Ok(receipt.provider_message_id)
@@ -479,8 +476,7 @@ impl Lane {
                 self.deps.metrics.provider_request(label, err.outcome());
                 Err(err.into())
             }
-            Err(panic) => {
-                let reason = crate::actors::supervision::panic_message(panic);
+            Err(reason) => {
                 tracing::error!(provider = self.name, idempotency_key = %event.idempotency_key, reason, "provider call panicked");
                 self.deps.metrics.actor_restarted("sender");
                 Err(ProcessingError::InvalidEvent(format!(

@@ -17,19 +17,17 @@
 //! out), and nothing else: the settler goes on with every later call.
 
 use std::mem;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use futures_util::FutureExt;
 
 use super::Lane;
 use crate::actors::dlq_delivery::ParkDelivery;
 use crate::actors::faults::Site;
 use crate::actors::retry::{Decision, DeliveryFailed};
-use crate::actors::supervision::panic_message;
+use crate::actors::supervision::caught_async;
 use crate::actors::ProcessingError;
 use crate::domain::Event;
 use crate::store::delivery;
@@ -106,11 +104,11 @@ async fn settler(lane: Rc<Lane>) {
             return;
         }
         let count = batch.len();
-        if let Err(panic) = AssertUnwindSafe(settle(&lane, batch)).catch_unwind().await {
+        if let Err(reason) = caught_async(settle(&lane, batch)).await {
             tracing::error!(
                 provider = lane.name,
                 count,
-                reason = panic_message(panic),
+                reason,
                 "settling panicked; {count} message(s) not recorded are due again when their lease runs out"
             );
             lane.deps.metrics.actor_restarted("sender");

@@ -101,6 +101,19 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+impl Attempt {
+    /// An attempt started at `at` that has no answer (yet).
+    pub fn none_at(at: DateTime<Utc>) -> Self {
+        Attempt {
+            at,
+            status_code: None,
+            latency_ms: 0,
+            response: None,
+            error: None,
+        }
+    }
+}
+
 /// What becomes of a delivery after an attempt.
 pub enum Next {
     Delivered,

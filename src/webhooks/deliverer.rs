@@ -14,7 +14,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,12 +22,12 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT}
 use chrono::Utc;
 use entity::webhook_deliveries::Model as Delivery;
 use entity::webhook_endpoints::Model as Endpoint;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 
 use super::address::{check_url, GuardedResolver};
 use super::{payload, signing};
 use crate::actors::faults::{Faults, Site};
-use crate::actors::supervision::{panic_message, record_panic};
+use crate::actors::supervision::{caught_async, record_panic};
 use crate::config::WebhookSettings;
 use crate::store::webhook_deliveries::{self, Attempt, Next};
 use crate::store::writer::MessageWriter;
@@ -120,11 +119,8 @@ impl Deliverer {
         if self.stopped.get() || self.claiming.replace(true) {
             return;
         }
-        if let Err(panic) = AssertUnwindSafe(self.clone().claim_rounds())
-            .catch_unwind()
-            .await
-        {
-            self.panicked("claiming due deliveries", panic);
+        if let Err(reason) = caught_async(self.clone().claim_rounds()).await {
+            self.panicked("claiming due deliveries", &reason);
         }
         self.claiming.set(false);
     }
@@ -170,19 +166,13 @@ impl Deliverer {
 
     async fn deliver(self: Rc<Self>, delivery: Delivery) {
         let (id, endpoint) = (delivery.id, delivery.endpoint_id);
-        let settled = match AssertUnwindSafe(self.attempt(&delivery))
-            .catch_unwind()
-            .await
-        {
+        let settled = match caught_async(self.attempt(&delivery)).await {
             Ok(settled) => settled,
-            Err(panic) => {
-                let reason = self.panicked("a webhook delivery", panic);
+            Err(reason) => {
+                self.panicked("a webhook delivery", &reason);
                 let attempt = Attempt {
-                    at: Utc::now(),
-                    status_code: None,
-                    latency_ms: 0,
-                    response: None,
                     error: Some(format!("the delivery panicked: {reason}")),
+                    ..Attempt::none_at(Utc::now())
                 };
                 let (next, outcome) = self.after_failure(&delivery);
                 self.settle(&delivery, None, Some(attempt), next, outcome)
@@ -206,11 +196,9 @@ impl Deliverer {
         actix::spawn(self.clone().claim());
     }
 
-    /// Logs and counts a caught panic (as the actors' own are); returns its message.
-    fn panicked(&self, during: &str, panic: Box<dyn std::any::Any + Send>) -> String {
-        let reason = panic_message(panic);
+    /// Logs and counts a caught panic, as the actors' own are.
+    fn panicked(&self, during: &str, reason: &str) {
         record_panic("webhook", &format!("{during}: {reason}"), &self.metrics);
-        reason
     }
 
     /// What follows a failed attempt: another on the schedule, or none.
@@ -304,13 +292,7 @@ impl Deliverer {
     async fn call(&self, endpoint: &Endpoint, delivery: &Delivery, body: &str) -> Attempt {
         let at = Utc::now();
         let started = Instant::now();
-        let mut attempt = Attempt {
-            at,
-            status_code: None,
-            latency_ms: 0,
-            response: None,
-            error: None,
-        };
+        let mut attempt = Attempt::none_at(at);
         // Checked again at each call: the setting may have changed since registration.
         if let Err(why) = check_url(&endpoint.url, self.settings.allow_private) {
             attempt.error = Some(format!("the URL {why}"));
